@@ -1,0 +1,502 @@
+"""The orchestrator: the state machine that drives saga instances, durably, against a store.
+
+Every transition is written before the code it announces runs ("step started" before ``do``)
+and after the code it reports finishes ("step succeeded" with its result). Writes are
+coalesced: "step k succeeded" and "step k+1 started" are one transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+from sagakit.errors import LeaseLost, SagaNotFound, StepFailed, UnknownSaga
+from sagakit.records import (
+    JSON,
+    JSONObject,
+    SagaEvent,
+    SagaInstance,
+    SagaStatus,
+    StartResult,
+    StepRecord,
+    StepStatus,
+    Transition,
+    now,
+)
+from sagakit.saga import Saga, Step, StepContext
+from sagakit.store.base import SagaStore
+
+logger = logging.getLogger("sagakit")
+
+Sleep = Callable[[float], Awaitable[None]]
+#: Called at named points of the state machine (``before_do``, ``after_do``,
+#: ``before_compensate``, ``after_compensate``) with the step's name; tests use it to crash.
+Probe = Callable[[str, str], None]
+
+DEFAULT_LEASE_SECONDS: Final = 15.0
+
+
+def new_owner_id() -> str:
+    """A name for this process that no other process, here or on another host, shares."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _no_probe(point: str, step: str) -> None:
+    """The default probe: do nothing."""
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line description of an exception for the history."""
+    if isinstance(exc, TimeoutError):
+        return "step timed out"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class SagaOrchestrator:
+    """Starts saga instances and drives them to an end, forward or backward."""
+
+    def __init__(
+        self,
+        store: SagaStore,
+        sagas: Iterable[Saga] = (),
+        *,
+        owner: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        sleep: Sleep = asyncio.sleep,
+        probe: Probe = _no_probe,
+    ) -> None:
+        self.store = store
+        self.owner = owner or new_owner_id()
+        self.lease_seconds = lease_seconds
+        self._sleep = sleep
+        self._probe = probe
+        self._sagas: dict[tuple[str, int], Saga] = {}
+        self._running: dict[str, asyncio.Task[SagaInstance]] = {}
+        for saga in sagas:
+            self.register(saga)
+
+    # -- definitions ---------------------------------------------------------------------
+
+    def register(self, saga: Saga) -> None:
+        """Make ``saga`` startable and resumable by this orchestrator."""
+        self._sagas[(saga.name, saga.version)] = saga
+
+    def definition(self, name: str, version: int | None = None) -> Saga:
+        """The registered definition ``name`` (newest version unless one is named)."""
+        if version is not None:
+            found = self._sagas.get((name, version))
+        else:
+            versions = [s for (n, _), s in self._sagas.items() if n == name]
+            found = max(versions, key=lambda s: s.version) if versions else None
+        if found is None:
+            raise UnknownSaga(f"no saga named {name!r}" + (f" v{version}" if version else ""))
+        return found
+
+    # -- starting and waiting ------------------------------------------------------------
+
+    async def start(
+        self,
+        name: str,
+        input: JSONObject,
+        *,
+        business_key: str | None = None,
+        saga_id: str | None = None,
+    ) -> StartResult:
+        """Start an instance of ``name`` and drive it in the background.
+
+        With a ``business_key``, an instance already active, completed or failed for that
+        key is returned instead (``created`` is then false) and nothing new starts.
+        """
+        saga = self.definition(name)
+        first, *rest = saga.step_names
+        head = StepRecord(
+            index=0, name=first, status=StepStatus.RUNNING, attempts=1, started_at=now()
+        )
+        steps = (head, *(StepRecord(index=i, name=n) for i, n in enumerate(rest, start=1)))
+        instance = SagaInstance(
+            saga_id=saga_id or uuid.uuid4().hex,
+            name=saga.name,
+            version=saga.version,
+            status=SagaStatus.RUNNING,
+            input=input,
+            steps=steps,
+            business_key=business_key,
+            owner=self.owner,
+            fence=1,
+        )
+        event = SagaEvent(type="saga_started", step=first, attempt=1)
+        result = await self.store.start(instance, event, lease_seconds=self.lease_seconds)
+        if result.created:
+            self.drive(result.instance, fresh=True)
+        return result
+
+    async def wait(self, saga_id: str, timeout: float | None = None) -> SagaInstance:
+        """The instance once it has ended, or as it stands when ``timeout`` runs out."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._wait_for_end(saga_id)
+        except TimeoutError:
+            current = await self.store.get(saga_id)
+            if current is None:
+                raise SagaNotFound(f"no saga {saga_id!r}") from None
+            return current
+
+    async def _wait_for_end(self, saga_id: str) -> SagaInstance:
+        delay = 0.01
+        while True:
+            task = self._running.get(saga_id)
+            if task is not None:
+                # A lost lease means another process finishes it: read the store instead.
+                with contextlib.suppress(LeaseLost):
+                    return await asyncio.shield(task)
+            current = await self.store.get(saga_id)
+            if current is None:
+                raise SagaNotFound(f"no saga {saga_id!r}")
+            if not current.status.is_active:
+                return current
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    # -- driving -------------------------------------------------------------------------
+
+    def drive(self, instance: SagaInstance, *, fresh: bool = False) -> asyncio.Task[SagaInstance]:
+        """Drive ``instance`` (which this orchestrator must own) in a background task.
+
+        ``fresh`` says the first step's start was just recorded by :meth:`start`, so its
+        first attempt runs without another write.
+        """
+        existing = self._running.get(instance.saga_id)
+        if existing is not None and not existing.done():
+            return existing
+        task = asyncio.create_task(self._drive(instance, fresh), name=f"saga-{instance.saga_id}")
+        self._running[instance.saga_id] = task
+        task.add_done_callback(lambda t: self._forget(instance.saga_id, t))
+        return task
+
+    def _forget(self, saga_id: str, task: asyncio.Task[SagaInstance]) -> None:
+        if self._running.get(saga_id) is task:
+            del self._running[saga_id]
+        if not task.cancelled() and isinstance(task.exception(), LeaseLost):
+            logger.warning("saga %s: lease lost, another process drives it now", saga_id)
+        elif not task.cancelled() and task.exception() is not None:
+            logger.error("saga %s: driver crashed", saga_id, exc_info=task.exception())
+
+    @property
+    def driving(self) -> frozenset[str]:
+        """The ids of the instances this orchestrator is driving right now."""
+        return frozenset(self._running)
+
+    async def _drive(self, instance: SagaInstance, fresh: bool) -> SagaInstance:
+        saga = self.definition(instance.name, instance.version)
+        run = _Run(self, saga, instance)
+        if run.instance.status is SagaStatus.RUNNING:
+            await (run.run_from(0) if fresh else run.forward())
+        if run.instance.status is SagaStatus.COMPENSATING:
+            await run.backward()
+        return run.instance
+
+    async def resume(self, saga_id: str) -> bool:
+        """Claim ``saga_id`` if nobody holds it and drive it; whether it was claimed."""
+        claimed = await self.store.claim(
+            saga_id, owner=self.owner, lease_seconds=self.lease_seconds
+        )
+        if claimed is None:
+            return False
+        await self._note_recovery(claimed)
+        return True
+
+    async def recover(self, limit: int = 100) -> int:
+        """Claim and drive up to ``limit`` instances whose driver went away."""
+        claimed = await self.store.claim_expired(
+            owner=self.owner, lease_seconds=self.lease_seconds, limit=limit
+        )
+        for instance in claimed:
+            await self._note_recovery(instance)
+        return len(claimed)
+
+    async def _note_recovery(self, instance: SagaInstance) -> None:
+        logger.info("saga %s: recovered (%s)", instance.saga_id, instance.status)
+        self.drive(instance)
+
+    async def retry(self, saga_id: str, *, actor: str = "operator") -> SagaInstance:
+        """Resume the compensation of a ``failed`` instance (an operator's action)."""
+        event = SagaEvent(type="operator_retry", detail=f"retry requested by {actor}")
+        instance = await self.store.reopen(
+            saga_id, event, owner=self.owner, lease_seconds=self.lease_seconds
+        )
+        self.drive(instance)
+        return instance
+
+    async def renew_leases(self) -> int:
+        """Extend the leases of every instance this orchestrator drives."""
+        if not self._running:
+            return 0
+        return await self.store.renew(owner=self.owner, lease_seconds=self.lease_seconds)
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Let running instances finish for up to ``grace`` seconds, then hand them back."""
+        tasks = list(self._running.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.store.release(owner=self.owner)
+
+
+class _Run:
+    """One drive of one instance: holds its latest state and writes its transitions."""
+
+    def __init__(self, orchestrator: SagaOrchestrator, saga: Saga, instance: SagaInstance):
+        self.orch = orchestrator
+        self.saga = saga
+        self.instance = instance
+        self.steps = list(instance.steps)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def write(
+        self,
+        *events: SagaEvent,
+        status: SagaStatus | None = None,
+        error: str | None = None,
+        failed_step: str | None = None,
+    ) -> None:
+        """Persist the current step rows that changed, and the saga's new status."""
+        changed = tuple(
+            s for s, old in zip(self.steps, self.instance.steps, strict=True) if s != old
+        )
+        new_status = status or self.instance.status
+        change = Transition(
+            saga_id=self.instance.saga_id,
+            fence=self.instance.fence,
+            status=new_status,
+            steps=changed,
+            events=events,
+            error=error if error is not None else self.instance.error,
+            failed_step=failed_step if failed_step is not None else self.instance.failed_step,
+            release=not new_status.is_active,
+        )
+        await self.orch.store.transition(change)
+        self.instance = self.instance.evolve(
+            status=new_status,
+            steps=tuple(self.steps),
+            error=change.error,
+            failed_step=change.failed_step,
+        )
+
+    def context(self, index: int, attempt: int) -> StepContext:
+        record = self.steps[index]
+        return StepContext(
+            saga_id=self.instance.saga_id,
+            saga_name=self.instance.name,
+            step=record.name,
+            input=self.instance.input,
+            results={s.name: s.result for s in self.steps[:index] if s.result is not None},
+            idempotency_key=f"{self.instance.saga_id}:{record.name}",
+            attempt=attempt,
+            result=record.result,
+        )
+
+    async def call(self, step: Step, coro: Awaitable[JSON]) -> JSON:
+        async with asyncio.timeout(step.timeout):
+            return await coro
+
+    # -- forward -------------------------------------------------------------------------
+
+    async def forward(self) -> None:
+        """Run the remaining actions in order, each until it succeeds or fails for good."""
+        index = next(
+            (i for i, s in enumerate(self.steps) if s.status is not StepStatus.SUCCEEDED), None
+        )
+        if index is None:
+            await self.write(SagaEvent(type="saga_completed"), status=SagaStatus.COMPLETED)
+            return
+        record = self.steps[index]
+        if record.attempts == 0:
+            self.steps[index] = record.evolve(
+                status=StepStatus.RUNNING, attempts=record.attempts + 1, started_at=now()
+            )
+            await self.write(SagaEvent(type="step_started", step=record.name, attempt=1))
+        elif not self.saga.steps[index].retry.can_retry(record.attempts):
+            # Recovered with every attempt already spent: its outcome is unknown.
+            await self.give_up(index, record.error or "attempts exhausted before a crash")
+            return
+        else:
+            attempt = record.attempts + 1
+            self.steps[index] = record.evolve(attempts=attempt)
+            await self.write(SagaEvent(type="step_started", step=record.name, attempt=attempt))
+        await self.run_from(index)
+
+    async def run_from(self, index: int) -> None:
+        """Run attempts from step ``index`` on, whose start is already recorded."""
+        while self.instance.status is SagaStatus.RUNNING:
+            index = await self.attempt(index)
+
+    async def attempt(self, index: int) -> int:
+        """Run the recorded attempt of step ``index``; return the step to run next."""
+        step = self.saga.steps[index]
+        record = self.steps[index]
+        self.orch._probe("before_do", step.name)
+        try:
+            result = await self.call(step, step.do(self.context(index, record.attempts)))
+        except StepFailed as exc:
+            await self.reject(index, exc.message)
+            return index
+        except Exception as exc:  # transient or unknown: the retry policy decides
+            await self.failed_attempt(index, _describe(exc))
+            return index
+        self.orch._probe("after_do", step.name)
+        return await self.succeed(index, result)
+
+    async def succeed(self, index: int, result: JSON) -> int:
+        record = self.steps[index]
+        self.steps[index] = record.evolve(
+            status=StepStatus.SUCCEEDED, result=result, error=None, finished_at=now()
+        )
+        events = [SagaEvent(type="step_succeeded", step=record.name, attempt=record.attempts)]
+        if index + 1 == len(self.steps):
+            events.append(SagaEvent(type="saga_completed"))
+            await self.write(*events, status=SagaStatus.COMPLETED)
+            return index
+        following = self.steps[index + 1]
+        self.steps[index + 1] = following.evolve(
+            status=StepStatus.RUNNING, attempts=following.attempts + 1, started_at=now()
+        )
+        events.append(SagaEvent(type="step_started", step=following.name, attempt=1))
+        await self.write(*events)
+        return index + 1
+
+    async def reject(self, index: int, message: str) -> None:
+        """A business rejection: this step applied nothing; undo the ones before it."""
+        record = self.steps[index]
+        self.steps[index] = record.evolve(
+            status=StepStatus.FAILED, error=message, finished_at=now()
+        )
+        event = SagaEvent(
+            type="step_failed", step=record.name, attempt=record.attempts, detail=message
+        )
+        await self.begin_compensation(event, message, record.name)
+
+    async def failed_attempt(self, index: int, message: str) -> None:
+        step = self.saga.steps[index]
+        record = self.steps[index]
+        if not step.retry.can_retry(record.attempts):
+            await self.give_up(index, message)
+            return
+        delay = step.retry.delay(record.attempts)
+        self.steps[index] = record.evolve(attempts=record.attempts + 1, error=message)
+        await self.write(
+            SagaEvent(
+                type="step_retry",
+                step=record.name,
+                attempt=record.attempts,
+                detail=f"{message}; attempt {record.attempts + 1} in {delay:.3f}s",
+            )
+        )
+        await self.orch._sleep(delay)
+
+    async def give_up(self, index: int, message: str) -> None:
+        """Retries ran out: the step's effect is unknown, so it is compensated too."""
+        record = self.steps[index]
+        self.steps[index] = record.evolve(
+            status=StepStatus.COMPENSATING, error=message, finished_at=now()
+        )
+        event = SagaEvent(
+            type="step_exhausted", step=record.name, attempt=record.attempts, detail=message
+        )
+        await self.begin_compensation(event, message, record.name)
+
+    async def begin_compensation(self, event: SagaEvent, error: str, failed_step: str) -> None:
+        if any(s.status.needs_compensation for s in self.steps):
+            await self.write(
+                event,
+                SagaEvent(type="compensation_started", step=failed_step),
+                status=SagaStatus.COMPENSATING,
+                error=error,
+                failed_step=failed_step,
+            )
+        else:
+            await self.write(
+                event,
+                SagaEvent(type="saga_compensated", detail=error),
+                status=SagaStatus.COMPENSATED,
+                error=error,
+                failed_step=failed_step,
+            )
+
+    # -- backward ------------------------------------------------------------------------
+
+    async def backward(self) -> None:
+        """Compensate every step that may have applied, newest first."""
+        for index in reversed(range(len(self.steps))):
+            if self.steps[index].status.needs_compensation and not await self.undo(index):
+                return
+        await self.write(
+            SagaEvent(type="saga_compensated", detail=self.instance.error),
+            status=SagaStatus.COMPENSATED,
+        )
+
+    async def undo(self, index: int) -> bool:
+        """Compensate step ``index`` until it succeeds (True) or its policy runs out."""
+        step = self.saga.steps[index]
+        while True:
+            record = self.steps[index]
+            attempt = record.compensation_attempts + 1
+            self.steps[index] = record.evolve(
+                status=StepStatus.COMPENSATING, compensation_attempts=attempt
+            )
+            await self.write(
+                SagaEvent(type="compensation_attempt", step=step.name, attempt=attempt)
+            )
+            self.orch._probe("before_compensate", step.name)
+            try:
+                await self.call(step, step.compensate(self.context(index, attempt)))
+            except Exception as exc:  # compensations are retried whatever failed
+                if not await self.compensation_failed(index, _describe(exc)):
+                    return False
+                continue
+            self.orch._probe("after_compensate", step.name)
+            logger.info("saga %s: compensated step %s", self.instance.saga_id, step.name)
+            self.steps[index] = self.steps[index].evolve(
+                status=StepStatus.COMPENSATED, finished_at=now()
+            )
+            await self.write(
+                SagaEvent(type="compensation_succeeded", step=step.name, attempt=attempt)
+            )
+            return True
+
+    async def compensation_failed(self, index: int, message: str) -> bool:
+        """Record a failed compensation; whether another attempt is allowed."""
+        step = self.saga.steps[index]
+        record = self.steps[index]
+        self.steps[index] = record.evolve(error=message)
+        attempt = record.compensation_attempts
+        if step.compensation_retry.can_retry(attempt):
+            delay = step.compensation_retry.delay(attempt)
+            detail = f"{message}; attempt {attempt + 1} in {delay:.3f}s"
+            await self.write(
+                SagaEvent(type="compensation_retry", step=step.name, attempt=attempt, detail=detail)
+            )
+            await self.orch._sleep(delay)
+            return True
+        logger.error(
+            "saga %s: compensation of %s failed for good: %s",
+            self.instance.saga_id,
+            step.name,
+            message,
+        )
+        await self.write(
+            SagaEvent(type="compensation_failed", step=step.name, attempt=attempt, detail=message),
+            SagaEvent(type="saga_failed", step=step.name, detail=message),
+            status=SagaStatus.FAILED,
+            error=f"compensation of {step.name} failed: {message}",
+        )
+        return False

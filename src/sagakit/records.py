@@ -1,0 +1,136 @@
+"""What the store keeps: saga instances, their steps and their events, as frozen records."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field, replace
+from typing import TypeAlias
+
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+JSONObject: TypeAlias = dict[str, JSON]
+
+
+class SagaStatus(enum.StrEnum):
+    """Where a saga instance is: ``running`` → ``completed``, or → ``compensating`` → ..."""
+
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+
+    @property
+    def is_active(self) -> bool:
+        """Whether some process must still drive the saga."""
+        return self in (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+
+
+class StepStatus(enum.StrEnum):
+    """Where one step of an instance is."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+
+    @property
+    def needs_compensation(self) -> bool:
+        """Whether this step may have applied its effect and so must be compensated.
+
+        ``failed`` is a business rejection (nothing applied); ``running`` is a step whose
+        outcome is unknown, which is compensated like one that succeeded.
+        """
+        return self in (StepStatus.SUCCEEDED, StepStatus.RUNNING, StepStatus.COMPENSATING)
+
+
+def now() -> float:
+    """Wall-clock seconds since the epoch: every timestamp sagakit records."""
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepRecord:
+    """The durable state of one step of one saga instance."""
+
+    index: int
+    name: str
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    compensation_attempts: int = 0
+    result: JSON = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def evolve(self, **changes: object) -> StepRecord:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SagaEvent:
+    """One entry of a saga's history."""
+
+    type: str
+    step: str | None = None
+    attempt: int | None = None
+    detail: str | None = None
+    at: float = field(default_factory=now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SagaInstance:
+    """One run of a saga definition, as the store has it."""
+
+    saga_id: str
+    name: str
+    version: int
+    status: SagaStatus
+    input: JSONObject
+    steps: tuple[StepRecord, ...]
+    business_key: str | None = None
+    error: str | None = None
+    failed_step: str | None = None
+    created_at: float = field(default_factory=now)
+    updated_at: float = field(default_factory=now)
+    owner: str | None = None
+    fence: int = 0
+    lease_until: float | None = None
+
+    def evolve(self, **changes: object) -> SagaInstance:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def results(self) -> dict[str, JSON]:
+        """The values the steps' actions returned and the store kept, by step name."""
+        return {s.name: s.result for s in self.steps if s.result is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """One atomic change to an instance, written only while ``fence`` is still current.
+
+    ``steps`` are full step rows to overwrite; ``status``, ``error`` and ``failed_step``
+    replace the instance's; ``release`` gives up the lease (the saga is finished).
+    """
+
+    saga_id: str
+    fence: int
+    status: SagaStatus
+    steps: tuple[StepRecord, ...] = ()
+    events: tuple[SagaEvent, ...] = ()
+    error: str | None = None
+    failed_step: str | None = None
+    release: bool = False
+    lease_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartResult:
+    """What starting a saga gave: the instance, and whether this call created it."""
+
+    instance: SagaInstance
+    created: bool

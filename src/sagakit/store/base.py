@@ -1,0 +1,102 @@
+"""The store seam: what the engine writes (``SagaStore``) and what readers ask (``SagaQueries``).
+
+Every backend keeps the same promises:
+
+- ``start`` is atomic per business key: while a saga with that name and key is active,
+  completed or failed, starting again returns it instead of creating a second one.
+- ``transition`` applies all of its changes in one transaction, and only if the caller's
+  fence is still the instance's current one; otherwise it raises :class:`LeaseLost`.
+- ``claim_*`` hand an active instance to a new owner and bump its fence, so that the
+  previous owner's writes are refused from then on.
+- Nothing is acknowledged before it is durable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StartResult, Transition
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SagaPage:
+    """One page of a saga listing, newest first, and the cursor of the next page."""
+
+    sagas: tuple[SagaInstance, ...]
+    next_cursor: str | None
+
+
+class SagaQueries(Protocol):
+    """Reads, for the API, the dashboard and the CLI."""
+
+    async def get(self, saga_id: str) -> SagaInstance | None:
+        """The instance with its steps, or ``None``."""
+        ...
+
+    async def events(self, saga_id: str) -> list[SagaEvent]:
+        """The instance's history, oldest first."""
+        ...
+
+    async def list_sagas(
+        self, *, status: SagaStatus | None = None, limit: int = 50, cursor: str | None = None
+    ) -> SagaPage:
+        """A page of instances (without steps), newest first."""
+        ...
+
+    async def latest_by_key(self, name: str, business_key: str) -> SagaInstance | None:
+        """The newest instance of ``name`` started with ``business_key``."""
+        ...
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        """How many instances are in each status."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`~sagakit.errors.StoreError` unless the store answers."""
+        ...
+
+
+class SagaStore(SagaQueries, Protocol):
+    """Writes, for the orchestrator and the worker."""
+
+    async def start(
+        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float
+    ) -> StartResult:
+        """Insert ``instance`` owned by ``instance.owner``, unless its key is taken (see above)."""
+        ...
+
+    async def transition(self, change: Transition) -> None:
+        """Apply ``change`` atomically, or raise ``LeaseLost`` if its fence is stale."""
+        ...
+
+    async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
+        """Take the active instance ``saga_id`` if its lease is free or expired."""
+        ...
+
+    async def claim_expired(
+        self, *, owner: str, lease_seconds: float, limit: int
+    ) -> list[SagaInstance]:
+        """Take up to ``limit`` active instances whose lease is free or expired."""
+        ...
+
+    async def renew(self, *, owner: str, lease_seconds: float) -> int:
+        """Extend the leases ``owner`` holds; return how many."""
+        ...
+
+    async def release(self, *, owner: str) -> int:
+        """Give up every lease ``owner`` holds (graceful shutdown); return how many."""
+        ...
+
+    async def reopen(
+        self, saga_id: str, event: SagaEvent, *, owner: str, lease_seconds: float
+    ) -> SagaInstance:
+        """Turn a ``failed`` instance back to ``compensating``, claimed by ``owner``.
+
+        Raises ``SagaNotFound`` or ``InvalidTransition``.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...

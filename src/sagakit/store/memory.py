@@ -1,0 +1,182 @@
+"""The in-memory store: the reference behaviour, for unit tests and documentation.
+
+Nothing survives the process. Every method takes one lock, so each call is atomic, as a
+transaction is in the durable stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound
+from sagakit.records import (
+    SagaEvent,
+    SagaInstance,
+    SagaStatus,
+    StartResult,
+    StepStatus,
+    Transition,
+    now,
+)
+from sagakit.store.base import SagaPage
+
+
+class MemoryStore:
+    """A :class:`~sagakit.store.base.SagaStore` kept in dictionaries."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._instances: dict[str, SagaInstance] = {}
+        self._seq: dict[str, int] = {}
+        self._events: dict[str, list[SagaEvent]] = {}
+        self._counter = itertools.count(1)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, saga_id: str) -> SagaInstance | None:
+        return self._instances.get(saga_id)
+
+    async def events(self, saga_id: str) -> list[SagaEvent]:
+        return list(self._events.get(saga_id, ()))
+
+    async def list_sagas(
+        self, *, status: SagaStatus | None = None, limit: int = 50, cursor: str | None = None
+    ) -> SagaPage:
+        below = int(cursor) if cursor else None
+        ordered = sorted(self._instances, key=self._seq.__getitem__, reverse=True)
+        chosen = [
+            self._instances[i]
+            for i in ordered
+            if (status is None or self._instances[i].status is status)
+            and (below is None or self._seq[i] < below)
+        ]
+        page = tuple(chosen[:limit])
+        more = len(chosen) > limit
+        return SagaPage(sagas=page, next_cursor=str(self._seq[page[-1].saga_id]) if more else None)
+
+    async def latest_by_key(self, name: str, business_key: str) -> SagaInstance | None:
+        matches = [
+            i for i in self._instances.values() if i.name == name and i.business_key == business_key
+        ]
+        return max(matches, key=lambda i: self._seq[i.saga_id]) if matches else None
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        counts = dict.fromkeys(SagaStatus, 0)
+        for instance in self._instances.values():
+            counts[instance.status] += 1
+        return counts
+
+    async def ping(self) -> None:
+        return None
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def start(
+        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float
+    ) -> StartResult:
+        async with self._lock:
+            if instance.business_key is not None:
+                latest = await self.latest_by_key(instance.name, instance.business_key)
+                if latest is not None and latest.status is not SagaStatus.COMPENSATED:
+                    return StartResult(instance=latest, created=False)
+            if instance.saga_id in self._instances:
+                raise InvalidTransition(f"saga id {instance.saga_id!r} is taken")
+            stored = instance.evolve(lease_until=now() + lease_seconds)
+            self._instances[stored.saga_id] = stored
+            self._seq[stored.saga_id] = next(self._counter)
+            self._events[stored.saga_id] = [event]
+            return StartResult(instance=stored, created=True)
+
+    async def transition(self, change: Transition) -> None:
+        async with self._lock:
+            current = self._instances.get(change.saga_id)
+            if current is None or current.fence != change.fence:
+                raise LeaseLost(change.saga_id)
+            steps = list(current.steps)
+            for step in change.steps:
+                steps[step.index] = step
+            self._instances[change.saga_id] = current.evolve(
+                status=change.status,
+                steps=tuple(steps),
+                error=change.error,
+                failed_step=change.failed_step,
+                updated_at=now(),
+                owner=None if change.release else current.owner,
+                lease_until=None if change.release else current.lease_until,
+            )
+            self._events[change.saga_id].extend(change.events)
+
+    def _claimable(self, instance: SagaInstance, at: float) -> bool:
+        return instance.status.is_active and (
+            instance.lease_until is None or instance.lease_until < at
+        )
+
+    def _claim(self, instance: SagaInstance, owner: str, lease_seconds: float) -> SagaInstance:
+        claimed = instance.evolve(
+            owner=owner, fence=instance.fence + 1, lease_until=now() + lease_seconds
+        )
+        self._instances[instance.saga_id] = claimed
+        self._events[instance.saga_id].append(
+            SagaEvent(type="saga_claimed", detail=f"claimed by {owner}")
+        )
+        return claimed
+
+    async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
+        async with self._lock:
+            instance = self._instances.get(saga_id)
+            if instance is None or not self._claimable(instance, now()):
+                return None
+            return self._claim(instance, owner, lease_seconds)
+
+    async def claim_expired(
+        self, *, owner: str, lease_seconds: float, limit: int
+    ) -> list[SagaInstance]:
+        async with self._lock:
+            at = now()
+            found = [i for i in self._instances.values() if self._claimable(i, at)][:limit]
+            return [self._claim(i, owner, lease_seconds) for i in found]
+
+    async def renew(self, *, owner: str, lease_seconds: float) -> int:
+        async with self._lock:
+            mine = [i for i in self._instances.values() if i.owner == owner and i.status.is_active]
+            for instance in mine:
+                self._instances[instance.saga_id] = instance.evolve(
+                    lease_until=now() + lease_seconds
+                )
+            return len(mine)
+
+    async def release(self, *, owner: str) -> int:
+        async with self._lock:
+            mine = [i for i in self._instances.values() if i.owner == owner]
+            for instance in mine:
+                self._instances[instance.saga_id] = instance.evolve(owner=None, lease_until=None)
+            return len(mine)
+
+    async def reopen(
+        self, saga_id: str, event: SagaEvent, *, owner: str, lease_seconds: float
+    ) -> SagaInstance:
+        async with self._lock:
+            instance = self._instances.get(saga_id)
+            if instance is None:
+                raise SagaNotFound(f"no saga {saga_id!r}")
+            if instance.status is not SagaStatus.FAILED:
+                raise InvalidTransition(f"saga {saga_id} is {instance.status}, not failed")
+            steps = tuple(
+                s.evolve(compensation_attempts=0) if s.status is StepStatus.COMPENSATING else s
+                for s in instance.steps
+            )
+            reopened = instance.evolve(
+                status=SagaStatus.COMPENSATING,
+                steps=steps,
+                owner=owner,
+                fence=instance.fence + 1,
+                lease_until=now() + lease_seconds,
+                updated_at=now(),
+            )
+            self._instances[saga_id] = reopened
+            self._events[saga_id].append(event)
+            return reopened
+
+    async def close(self) -> None:
+        return None

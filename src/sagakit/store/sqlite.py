@@ -1,0 +1,367 @@
+"""The SQLite store, sagakit's embedded default.
+
+SQL lives in named constants; the PostgreSQL store uses the same names, so the two files
+read side by side. Every write goes through :class:`SqliteDatabase`'s group commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any, Final, TypeAlias
+
+import orjson
+
+from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound
+from sagakit.records import (
+    JSON,
+    SagaEvent,
+    SagaInstance,
+    SagaStatus,
+    StartResult,
+    StepRecord,
+    StepStatus,
+    Transition,
+    now,
+)
+from sagakit.store.base import SagaPage
+from sagakit.store.sqlite_db import SqliteDatabase, path_from_url
+
+#: A row as the driver returns it; its columns are typed where it is turned into a record.
+Row: TypeAlias = tuple[Any, ...]
+
+INSTANCE_COLUMNS: Final = (
+    "saga_id, name, version, status, input, business_key, error, failed_step,"
+    " created_at, updated_at, owner, fence, lease_until"
+)
+SELECT_INSTANCE: Final = f"SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE saga_id = ?"
+SELECT_STEPS: Final = (
+    "SELECT idx, name, status, attempts, compensation_attempts, result, error,"
+    " started_at, finished_at FROM saga_steps WHERE saga_id = ? ORDER BY idx"
+)
+SELECT_EVENTS: Final = (
+    "SELECT at, type, step, attempt, detail FROM saga_events WHERE saga_id = ? ORDER BY id"
+)
+SELECT_LATEST_BY_KEY: Final = (
+    f"SELECT {INSTANCE_COLUMNS} FROM saga_instances"
+    " WHERE name = ? AND business_key = ? ORDER BY seq DESC LIMIT 1"
+)
+SELECT_PAGE: Final = (
+    f"SELECT seq, {INSTANCE_COLUMNS} FROM saga_instances"
+    " WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR seq < ?2)"
+    " ORDER BY seq DESC LIMIT ?3"
+)
+COUNT_BY_STATUS: Final = "SELECT status, count(*) FROM saga_instances GROUP BY status"
+INSERT_INSTANCE: Final = (
+    f"INSERT INTO saga_instances ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+)
+INSERT_STEP: Final = (
+    "INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
+    " result, error, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UPDATE_STEP: Final = (
+    "UPDATE saga_steps SET status = ?, attempts = ?, compensation_attempts = ?, result = ?,"
+    " error = ?, started_at = ?, finished_at = ? WHERE saga_id = ? AND idx = ?"
+)
+INSERT_EVENT: Final = (
+    "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)"
+)
+UPDATE_FENCED: Final = (
+    "UPDATE saga_instances SET status = ?, error = ?, failed_step = ?, updated_at = ?,"
+    " owner = CASE WHEN ? THEN NULL ELSE owner END,"
+    " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
+    " WHERE saga_id = ? AND fence = ?"
+)
+CLAIM: Final = (
+    "UPDATE saga_instances SET owner = ?1, fence = fence + 1, lease_until = ?2 + ?3"
+    " WHERE saga_id = ?4 AND status IN ('running', 'compensating')"
+    " AND (lease_until IS NULL OR lease_until < ?2)"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+CLAIM_EXPIRED: Final = (
+    "UPDATE saga_instances SET owner = ?1, fence = fence + 1, lease_until = ?2 + ?3"
+    " WHERE seq IN (SELECT seq FROM saga_instances"
+    "   WHERE status IN ('running', 'compensating')"
+    "   AND (lease_until IS NULL OR lease_until < ?2) ORDER BY lease_until LIMIT ?4)"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+RENEW: Final = (
+    "UPDATE saga_instances SET lease_until = ? + ?"
+    " WHERE owner = ? AND status IN ('running', 'compensating')"
+)
+RELEASE: Final = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHERE owner = ?"
+REOPEN: Final = (
+    "UPDATE saga_instances SET status = 'compensating', owner = ?1, fence = fence + 1,"
+    " lease_until = ?2 + ?3, updated_at = ?2 WHERE saga_id = ?4 AND status = 'failed'"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+RESET_COMPENSATION_ATTEMPTS: Final = (
+    "UPDATE saga_steps SET compensation_attempts = 0 WHERE saga_id = ? AND status = 'compensating'"
+)
+
+
+def _dump(value: JSON) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _load(text: str | None) -> JSON:
+    return None if text is None else orjson.loads(text)
+
+
+def _instance(row: Row, steps: tuple[StepRecord, ...]) -> SagaInstance:
+    return SagaInstance(
+        saga_id=row[0],
+        name=row[1],
+        version=row[2],
+        status=SagaStatus(row[3]),
+        input=orjson.loads(row[4]),
+        steps=steps,
+        business_key=row[5],
+        error=row[6],
+        failed_step=row[7],
+        created_at=row[8],
+        updated_at=row[9],
+        owner=row[10],
+        fence=row[11],
+        lease_until=row[12],
+    )
+
+
+def _step(row: Row) -> StepRecord:
+    return StepRecord(
+        index=row[0],
+        name=row[1],
+        status=StepStatus(row[2]),
+        attempts=row[3],
+        compensation_attempts=row[4],
+        result=_load(row[5]),
+        error=row[6],
+        started_at=row[7],
+        finished_at=row[8],
+    )
+
+
+def _load_instance(conn: sqlite3.Connection, row: Row) -> SagaInstance:
+    steps = tuple(_step(r) for r in conn.execute(SELECT_STEPS, (row[0],)))
+    return _instance(row, steps)
+
+
+def _step_row(saga_id: str, s: StepRecord) -> tuple[object, ...]:
+    return (
+        s.status.value,
+        s.attempts,
+        s.compensation_attempts,
+        _dump(s.result),
+        s.error,
+        s.started_at,
+        s.finished_at,
+        saga_id,
+        s.index,
+    )
+
+
+def _event_row(saga_id: str, e: SagaEvent) -> tuple[object, ...]:
+    return (saga_id, e.at, e.type, e.step, e.attempt, e.detail)
+
+
+class SqliteStore:
+    """A :class:`~sagakit.store.base.SagaStore` in one SQLite file."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, url: str, *, synchronous: str = "FULL") -> SqliteStore:
+        """Open (creating and migrating) the database that ``url`` names."""
+        db = SqliteDatabase(path_from_url(url), synchronous=synchronous)
+        await asyncio.to_thread(db.migrate, "sagas", "sagakit.store.migrations.sqlite")
+        db.start()
+        return cls(db)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, saga_id: str) -> SagaInstance | None:
+        def work(conn: sqlite3.Connection) -> SagaInstance | None:
+            row = conn.execute(SELECT_INSTANCE, (saga_id,)).fetchone()
+            return None if row is None else _load_instance(conn, row)
+
+        return await self.db.read(work)
+
+    async def events(self, saga_id: str) -> list[SagaEvent]:
+        def work(conn: sqlite3.Connection) -> list[SagaEvent]:
+            return [
+                SagaEvent(at=at, type=type_, step=step, attempt=attempt, detail=detail)
+                for at, type_, step, attempt, detail in conn.execute(SELECT_EVENTS, (saga_id,))
+            ]
+
+        return await self.db.read(work)
+
+    async def list_sagas(
+        self, *, status: SagaStatus | None = None, limit: int = 50, cursor: str | None = None
+    ) -> SagaPage:
+        below = int(cursor) if cursor else None
+
+        def work(conn: sqlite3.Connection) -> SagaPage:
+            rows = conn.execute(
+                SELECT_PAGE, (status.value if status else None, below, limit + 1)
+            ).fetchall()
+            sagas = tuple(_load_instance(conn, row[1:]) for row in rows[:limit])
+            more = len(rows) > limit
+            return SagaPage(sagas=sagas, next_cursor=str(rows[limit - 1][0]) if more else None)
+
+        return await self.db.read(work)
+
+    async def latest_by_key(self, name: str, business_key: str) -> SagaInstance | None:
+        def work(conn: sqlite3.Connection) -> SagaInstance | None:
+            row = conn.execute(SELECT_LATEST_BY_KEY, (name, business_key)).fetchone()
+            return None if row is None else _load_instance(conn, row)
+
+        return await self.db.read(work)
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        def work(conn: sqlite3.Connection) -> dict[SagaStatus, int]:
+            counts = dict.fromkeys(SagaStatus, 0)
+            for status, count in conn.execute(COUNT_BY_STATUS):
+                counts[SagaStatus(status)] = count
+            return counts
+
+        return await self.db.read(work)
+
+    async def ping(self) -> None:
+        await self.db.read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def start(
+        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float
+    ) -> StartResult:
+        def work(conn: sqlite3.Connection) -> StartResult:
+            if instance.business_key is not None:
+                row = conn.execute(
+                    SELECT_LATEST_BY_KEY, (instance.name, instance.business_key)
+                ).fetchone()
+                if row is not None and row[3] != SagaStatus.COMPENSATED:
+                    return StartResult(instance=_load_instance(conn, row), created=False)
+            stored = instance.evolve(lease_until=now() + lease_seconds)
+            conn.execute(INSERT_INSTANCE, _instance_row(stored))
+            conn.executemany(
+                INSERT_STEP, [_insert_step_row(stored.saga_id, s) for s in stored.steps]
+            )
+            conn.execute(INSERT_EVENT, _event_row(stored.saga_id, event))
+            return StartResult(instance=stored, created=True)
+
+        return await self.db.write(work)
+
+    async def transition(self, change: Transition) -> None:
+        def work(conn: sqlite3.Connection) -> bool:
+            updated = conn.execute(
+                UPDATE_FENCED,
+                (
+                    change.status.value,
+                    change.error,
+                    change.failed_step,
+                    now(),
+                    change.release,
+                    change.release,
+                    change.saga_id,
+                    change.fence,
+                ),
+            ).rowcount
+            if updated != 1:
+                return False
+            if change.steps:
+                conn.executemany(UPDATE_STEP, [_step_row(change.saga_id, s) for s in change.steps])
+            if change.events:
+                conn.executemany(
+                    INSERT_EVENT, [_event_row(change.saga_id, e) for e in change.events]
+                )
+            return True
+
+        if not await self.db.write(work):
+            raise LeaseLost(change.saga_id)
+
+    async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
+        def work(conn: sqlite3.Connection) -> SagaInstance | None:
+            row = conn.execute(CLAIM, (owner, now(), lease_seconds, saga_id)).fetchone()
+            if row is None:
+                return None
+            _claimed_event(conn, saga_id, owner)
+            return _load_instance(conn, row)
+
+        return await self.db.write(work)
+
+    async def claim_expired(
+        self, *, owner: str, lease_seconds: float, limit: int
+    ) -> list[SagaInstance]:
+        def work(conn: sqlite3.Connection) -> list[SagaInstance]:
+            rows = conn.execute(CLAIM_EXPIRED, (owner, now(), lease_seconds, limit)).fetchall()
+            for row in rows:
+                _claimed_event(conn, str(row[0]), owner)
+            return [_load_instance(conn, row) for row in rows]
+
+        return await self.db.write(work)
+
+    async def renew(self, *, owner: str, lease_seconds: float) -> int:
+        return await self.db.write(
+            lambda conn: conn.execute(RENEW, (now(), lease_seconds, owner)).rowcount
+        )
+
+    async def release(self, *, owner: str) -> int:
+        return await self.db.write(lambda conn: conn.execute(RELEASE, (owner,)).rowcount)
+
+    async def reopen(
+        self, saga_id: str, event: SagaEvent, *, owner: str, lease_seconds: float
+    ) -> SagaInstance:
+        def work(conn: sqlite3.Connection) -> SagaInstance:
+            row = conn.execute(REOPEN, (owner, now(), lease_seconds, saga_id)).fetchone()
+            if row is None:
+                current = conn.execute(SELECT_INSTANCE, (saga_id,)).fetchone()
+                if current is None:
+                    raise SagaNotFound(f"no saga {saga_id!r}")
+                raise InvalidTransition(f"saga {saga_id} is {current[3]}, not failed")
+            conn.execute(RESET_COMPENSATION_ATTEMPTS, (saga_id,))
+            conn.execute(INSERT_EVENT, _event_row(saga_id, event))
+            return _load_instance(conn, row)
+
+        return await self.db.write(work)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def _claimed_event(conn: sqlite3.Connection, saga_id: str, owner: str) -> None:
+    event = SagaEvent(type="saga_claimed", detail=f"claimed by {owner}")
+    conn.execute(INSERT_EVENT, _event_row(saga_id, event))
+
+
+def _instance_row(i: SagaInstance) -> tuple[object, ...]:
+    return (
+        i.saga_id,
+        i.name,
+        i.version,
+        i.status.value,
+        orjson.dumps(i.input).decode(),
+        i.business_key,
+        i.error,
+        i.failed_step,
+        i.created_at,
+        i.updated_at,
+        i.owner,
+        i.fence,
+        i.lease_until,
+    )
+
+
+def _insert_step_row(saga_id: str, s: StepRecord) -> tuple[object, ...]:
+    return (
+        saga_id,
+        s.index,
+        s.name,
+        s.status.value,
+        s.attempts,
+        s.compensation_attempts,
+        _dump(s.result),
+        s.error,
+        s.started_at,
+        s.finished_at,
+    )
