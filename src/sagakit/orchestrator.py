@@ -70,13 +70,13 @@ class SagaOrchestrator:
         owner: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         sleep: Sleep = asyncio.sleep,
-        probe: Probe = _no_probe,
+        probe: Probe | None = None,
     ) -> None:
         self.store = store
         self.owner = owner or new_owner_id()
         self.lease_seconds = lease_seconds
         self._sleep = sleep
-        self._probe = probe
+        self._probe = probe or _no_probe
         self._sagas: dict[tuple[str, int], Saga] = {}
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
         for saga in sagas:

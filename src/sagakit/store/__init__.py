@@ -18,7 +18,9 @@ async def open_store(url: str) -> SagaStore:
         from sagakit.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url)
-    raise StoreError(f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:/// or memory://")
+    raise StoreError(
+        f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:/// or memory://"
+    )
 
 
 __all__ = ["MemoryStore", "SagaPage", "SagaQueries", "SagaStore", "open_store"]

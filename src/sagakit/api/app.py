@@ -1,0 +1,53 @@
+"""The FastAPI application: routers, error handlers, limits, and the service's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from sagakit.api import catalog, checkout, dashboard, health, sagas
+from sagakit.api.errors import install_error_handlers
+from sagakit.api.limits import BodySizeLimit
+from sagakit.api.responses import JSONResponse
+from sagakit.settings import Settings
+from sagakit.shop.service import running_service
+
+DESCRIPTION = """
+A durable checkout: `POST /checkout/{order_id}` runs the `checkout` saga
+(payment → inventory → shipping) and compensates the steps done when one refuses.
+
+Every error answers JSON with an `error` message. Admin routes need
+`Authorization: Bearer <SAGAKIT_ADMIN_TOKEN>`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The checkout service's app; its lifespan opens the store and runs a worker."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running_service(settings) as service:
+            app.state.service = service
+            yield
+
+    app = FastAPI(
+        title="sagakit checkout",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)
+    for module in (checkout, catalog, sagas, health, dashboard):
+        app.include_router(module.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app configured from ``SAGAKIT_*`` variables (for ``uvicorn --factory``)."""
+    return create_app(Settings())

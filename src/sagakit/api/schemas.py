@@ -1,0 +1,171 @@
+"""HTTP request and response bodies (pydantic lives at this edge only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt
+
+ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_AMOUNT: Final = 2**53 - 1
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["order1"])]
+Amount = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT, description="minor units")]
+Quantity = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+
+
+class Strict(BaseModel):
+    """A request body that refuses unknown fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(BaseModel):
+    """Every error answer: a message, and for validation errors the details."""
+
+    error: str
+    detail: list[dict[str, JsonValue]] | None = None
+
+
+class UserIn(Strict):
+    """A new user."""
+
+    user_id: Id
+    balance: Amount
+
+
+class UserOut(BaseModel):
+    """A user and their balance."""
+
+    user_id: str
+    balance: int
+
+
+class ItemIn(Strict):
+    """A new item."""
+
+    item_id: Id
+    stock: Amount
+    price: Amount
+
+
+class ItemOut(BaseModel):
+    """An item, its stock and its price."""
+
+    item_id: str
+    stock: int
+    price: int
+
+
+class OrderIn(Strict):
+    """A new order; its id is generated when absent."""
+
+    order_id: Id | None = None
+    user_id: Id
+    items: Annotated[dict[Id, Quantity], Field(min_length=1, max_length=1000)]
+    address: Annotated[str, Field(max_length=1000)] = ""
+
+
+class OrderOut(BaseModel):
+    """An order, its total and its status (``new``, ``checking_out``, ``completed``, ``failed``)."""
+
+    order_id: str
+    user_id: str
+    items: dict[str, int]
+    address: str
+    total: int
+    status: str
+
+
+class CheckoutCompleted(BaseModel):
+    """200: the checkout completed."""
+
+    order_id: str
+    saga_id: str
+    status: str = "completed"
+    message: str = "Order Completed"
+
+
+class CheckoutCompensated(BaseModel):
+    """400: a step refused; the steps before it were compensated."""
+
+    order_id: str
+    saga_id: str
+    status: str = "compensated"
+    error: str
+    failed_step: str
+
+
+class CheckoutPending(BaseModel):
+    """202: the saga is still running (``?wait=false``, or the wait limit passed)."""
+
+    order_id: str
+    saga_id: str
+    status: str
+
+
+class CheckoutBlockedOut(BaseModel):
+    """409: the order's last saga failed to compensate and waits for an operator."""
+
+    order_id: str
+    saga_id: str
+    status: str = "failed"
+    error: str
+
+
+class StepOut(BaseModel):
+    """One step of a saga."""
+
+    name: str
+    status: str
+    attempts: int
+    compensation_attempts: int
+    error: str | None
+    result: JsonValue
+    started_at: str | None
+    finished_at: str | None
+
+
+class EventOut(BaseModel):
+    """One entry of a saga's history."""
+
+    at: str
+    type: str
+    step: str | None
+    attempt: int | None
+    detail: str | None
+
+
+class SagaSummary(BaseModel):
+    """A saga in a listing."""
+
+    saga_id: str
+    name: str
+    status: str
+    business_key: str | None
+    error: str | None
+    failed_step: str | None
+    created_at: str
+    updated_at: str
+
+
+class SagaOut(SagaSummary):
+    """A saga with its input, steps and history."""
+
+    input: dict[str, JsonValue]
+    steps: list[StepOut]
+    events: list[EventOut]
+
+
+class SagaPageOut(BaseModel):
+    """A page of sagas, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    sagas: list[SagaSummary]
+    next_cursor: str | None
+
+
+class RetryOut(BaseModel):
+    """202: the failed saga's compensation resumes."""
+
+    saga_id: str
+    status: str

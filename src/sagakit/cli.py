@@ -1,0 +1,118 @@
+"""The ``sagakit`` command: ``serve`` (API and worker) and ``worker`` (a worker alone)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from sagakit.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagakit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the checkout API with a worker")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--database-url", help="sqlite:///path (default ./sagakit.db)")
+    serve.add_argument("--workers", type=int, help="API processes (default 1)")
+    serve.add_argument(
+        "--no-demo-data", action="store_true", help="do not load the demo users, items, orders"
+    )
+    worker = commands.add_parser("worker", help="run a worker alone: recovery and retries")
+    worker.add_argument("--database-url", help="sqlite:///path (default ./sagakit.db)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Flags first, then ``SAGAKIT_*`` variables, then defaults."""
+    flags = {
+        name: value
+        for name in ("host", "port", "database_url", "workers")
+        if (value := getattr(args, name, None)) is not None
+    }
+    if getattr(args, "no_demo_data", False):
+        flags["demo_data"] = False
+    return Settings(**flags)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Run the API (and its worker) under uvicorn until SIGTERM or SIGINT."""
+    import uvicorn
+
+    if not settings.admin_token:
+        token = secrets.token_urlsafe(18)
+        settings = settings.model_copy(update={"admin_token": token})
+        print(
+            f"sagakit: SAGAKIT_ADMIN_TOKEN is not set; this run's admin token: {token}",
+            file=sys.stderr,
+        )
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "log_level": settings.log_level,
+    }
+    if settings.workers == 1:
+        from sagakit.api.app import create_app
+
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return
+    # Several processes: each builds its app from the environment.
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            os.environ[f"SAGAKIT_{name.upper()}"] = str(value)
+    uvicorn.run(
+        "sagakit.api.app:create_app_from_env",
+        factory=True,
+        workers=settings.workers,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run a worker alone until SIGTERM or SIGINT, then hand its sagas back."""
+    from sagakit.shop.service import running_service
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_service(settings.model_copy(update={"demo_data": False})):
+        logging.getLogger("sagakit.worker").info("worker running on %s", settings.database_url)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``sagakit`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        parser.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    _configure_logging(settings.log_level)
+    if args.command == "serve":
+        serve(settings)
+    else:
+        asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

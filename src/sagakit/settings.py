@@ -1,0 +1,29 @@
+"""Settings: command-line flags first, then ``SAGAKIT_*`` environment variables, then defaults."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a sagakit process can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGAKIT_", extra="ignore")
+
+    database_url: str = "sqlite:///./sagakit.db"
+    admin_token: str | None = None
+    checkout_wait_seconds: float = Field(default=10.0, ge=0, le=3600)
+    #: How long a process may go silent before another takes its sagas over.
+    lease_seconds: float = Field(default=15.0, gt=0)
+    #: How often a worker looks for sagas whose driver went away.
+    poll_seconds: float = Field(default=1.0, gt=0)
+    demo_data: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: str = "info"
+    #: Tests only: ``point:step[#n]`` kills the process with SIGKILL the n-th time the
+    #: orchestrator reaches ``point`` for ``step`` (points: before_do, after_do,
+    #: before_compensate, after_compensate).
+    crash_at: str | None = None
