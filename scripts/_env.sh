@@ -1,0 +1,17 @@
+# Sourced by the scripts: make sure .venv exists and holds the project (and its extras).
+# Reinstalls only when pyproject.toml changed since the last install.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+extras="${SAGAKIT_EXTRAS:-dev}"
+stamp=".venv/.sagakit-installed-$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[$extras]"
+  touch "$stamp"
+fi
+export PATH="$root/.venv/bin:$PATH"
