@@ -1,0 +1,85 @@
+"""Helpers shared by the API tests: the admin header, polling, and a saga that fails for good."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+import httpx
+
+from sagakit.errors import StepFailed
+from sagakit.records import JSON
+from sagakit.retry import RetryPolicy
+from sagakit.saga import Saga, Step, StepContext
+
+TOKEN: Final = "test-token"
+ADMIN: Final = {"Authorization": f"Bearer {TOKEN}"}
+JsonDict = dict[str, object]
+
+
+def json_of(response: httpx.Response) -> JsonDict:
+    """The response's body, which must be a JSON object."""
+    body = response.json()
+    assert isinstance(body, dict), body
+    return body
+
+
+async def page_of(
+    client: httpx.AsyncClient, **params: str | int
+) -> tuple[list[JsonDict], str | None]:
+    """One page of ``GET /sagas``: its sagas and its ``next_cursor``."""
+    response = await client.get("/sagas", params=params)
+    assert response.status_code == 200, response.text
+    body = json_of(response)
+    assert set(body) == {"sagas", "next_cursor"}
+    sagas, cursor = body["sagas"], body["next_cursor"]
+    assert isinstance(sagas, list)
+    assert cursor is None or isinstance(cursor, str)
+    return [dict(s) for s in sagas], cursor
+
+
+async def settled_saga(client: httpx.AsyncClient, saga_id: str, timeout: float = 5.0) -> JsonDict:
+    """``GET /sagas/{saga_id}`` polled until the saga is no longer running or compensating."""
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await client.get(f"/sagas/{saga_id}")
+            assert response.status_code == 200, response.text
+            body = json_of(response)
+            if body["status"] not in ("running", "compensating"):
+                return body
+            await asyncio.sleep(0.01)
+
+
+class SetUp(Step):
+    """Always succeeds; its compensation raises while ``broken`` is true."""
+
+    name = "set_up"
+    compensation_retry = RetryPolicy(max_attempts=1, initial_delay=0)
+
+    def __init__(self) -> None:
+        self.broken = True
+
+    async def do(self, ctx: StepContext) -> JSON:
+        return {"set_up": True}
+
+    async def compensate(self, ctx: StepContext) -> None:
+        if self.broken:
+            raise RuntimeError("undo is <broken>")
+
+
+class Refuse(Step):
+    """Always refuses, so the saga compensates the step before it."""
+
+    name = "refuse"
+
+    async def do(self, ctx: StepContext) -> JSON:
+        raise StepFailed("refused on purpose")
+
+
+FRAGILE: Final = "fragile"
+
+
+def fragile_saga() -> tuple[Saga, SetUp]:
+    """A saga whose compensation fails for good (and the step that can be mended)."""
+    set_up = SetUp()
+    return Saga(FRAGILE, [set_up, Refuse()]), set_up

@@ -1,0 +1,176 @@
+"""``POST /checkout/{order_id}``: the answers of DESIGN.md 1.4, waiting and joining."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from fastapi import FastAPI
+
+from sagakit.saga import Saga
+from sagakit.shop.participants import CHECKOUT
+from tests.api.conftest import Serve, client_of
+from tests.api.support import ADMIN, Refuse, SetUp, json_of, page_of, settled_saga
+
+
+async def balance(client: httpx.AsyncClient, user_id: str) -> object:
+    """The user's balance as ``GET /users/{user_id}`` reports it."""
+    return json_of(await client.get(f"/users/{user_id}"))["balance"]
+
+
+async def test_checkout_of_a_payable_order_answers_200_completed(
+    client: httpx.AsyncClient,
+) -> None:
+    """A checkout that completes answers 200 with exactly the contract's four fields."""
+    response = await client.post("/checkout/order1")
+
+    assert response.status_code == 200
+    body = json_of(response)
+    assert set(body) == {"order_id", "saga_id", "status", "message"}
+    assert body["order_id"] == "order1"
+    assert body["status"] == "completed"
+    assert body["message"] == "Order Completed"
+    saga = json_of(await client.get(f"/sagas/{body['saga_id']}"))
+    assert saga["status"] == "completed"
+    assert saga["business_key"] == "order1"
+
+
+async def test_checkout_refused_by_a_step_answers_400_with_the_failed_step(
+    client: httpx.AsyncClient,
+) -> None:
+    """A refused checkout answers 400 with the step's message and name, and nothing else."""
+    response = await client.post("/checkout/order2")
+
+    assert response.status_code == 400
+    body = json_of(response)
+    assert set(body) == {"order_id", "saga_id", "status", "error", "failed_step"}
+    assert body["order_id"] == "order2"
+    assert body["status"] == "compensated"
+    assert body["error"] == "Insufficient balance"
+    assert body["failed_step"] == "payment"
+
+
+async def test_checkout_with_wait_false_answers_202_and_the_saga_then_completes(
+    client: httpx.AsyncClient,
+) -> None:
+    """``?wait=false`` answers 202 with the saga's id at once; the saga finishes anyway."""
+    response = await client.post("/checkout/order1", params={"wait": "false"})
+
+    assert response.status_code == 202
+    body = json_of(response)
+    assert set(body) == {"order_id", "saga_id", "status"}
+    assert body["order_id"] == "order1"
+    assert body["status"] == "running"
+    saga = await settled_saga(client, str(body["saga_id"]))
+    assert saga["status"] == "completed"
+    assert json_of(await client.get("/orders/order1"))["status"] == "completed"
+    assert await balance(client, "user1") == 80
+
+
+async def test_checkout_still_running_after_the_wait_limit_answers_202(serve: Serve) -> None:
+    """With a wait limit of zero the checkout answers 202 while its saga runs on."""
+    async with serve(checkout_wait_seconds=0) as app, client_of(app) as client:
+        response = await client.post("/checkout/order1")
+
+        assert response.status_code == 202
+        body = json_of(response)
+        assert body == {"order_id": "order1", "saga_id": body["saga_id"], "status": "running"}
+        assert (await settled_saga(client, str(body["saga_id"])))["status"] == "completed"
+
+
+async def test_checkout_of_an_unknown_order_answers_404(client: httpx.AsyncClient) -> None:
+    """An order id that names no order answers 404 with an error message."""
+    response = await client.post("/checkout/no-such-order")
+
+    assert response.status_code == 404
+    assert json_of(response) == {"error": "order 'no-such-order' not found"}
+    assert (await page_of(client))[0] == []
+
+
+async def test_checkout_with_an_invalid_order_id_answers_422(client: httpx.AsyncClient) -> None:
+    """An order id outside ``^[A-Za-z0-9_-]{1,64}$`` answers 422 and starts nothing."""
+    response = await client.post("/checkout/order.1")
+
+    assert response.status_code == 422
+    assert "error" in json_of(response)
+    assert (await page_of(client))[0] == []
+
+
+async def test_checkout_with_an_invalid_wait_flag_answers_422(client: httpx.AsyncClient) -> None:
+    """``?wait=`` must be a boolean; anything else answers 422 and starts nothing."""
+    response = await client.post("/checkout/order1", params={"wait": "perhaps"})
+
+    assert response.status_code == 422
+    assert "error" in json_of(response)
+    assert json_of(await client.get("/orders/order1"))["status"] == "new"
+
+
+async def test_checkout_joining_a_running_saga_returns_its_outcome(
+    client: httpx.AsyncClient,
+) -> None:
+    """A checkout while the order's saga runs joins that saga instead of starting another."""
+    started = json_of(await client.post("/checkout/order1", params={"wait": "false"}))
+    joined = await client.post("/checkout/order1")
+
+    assert joined.status_code == 200
+    assert json_of(joined)["saga_id"] == started["saga_id"]
+    assert await balance(client, "user1") == 80
+
+
+async def test_concurrent_checkouts_of_one_order_charge_it_once(
+    client: httpx.AsyncClient,
+) -> None:
+    """Ten concurrent checkouts of one order all answer its one saga, charged once."""
+    responses = await asyncio.gather(*(client.post("/checkout/order1") for _ in range(10)))
+
+    assert {r.status_code for r in responses} == {200}
+    assert len({json_of(r)["saga_id"] for r in responses}) == 1
+    assert await balance(client, "user1") == 80
+    assert json_of(await client.get("/items/item1"))["stock"] == 3
+    assert len((await page_of(client))[0]) == 1
+
+
+async def block_order1(app: FastAPI, client: httpx.AsyncClient) -> tuple[str, SetUp]:
+    """Make order1's checkout end ``failed``: a newer ``checkout`` whose undo always raises."""
+    set_up = SetUp()
+    app.state.service.orchestrator.register(Saga(CHECKOUT, [set_up, Refuse()], version=2))
+    response = await client.post("/checkout/order1")
+    assert response.status_code == 409, response.text
+    return str(json_of(response)["saga_id"]), set_up
+
+
+async def test_checkout_of_an_order_whose_saga_failed_answers_409(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Once an order's saga failed to compensate, every checkout answers 409 and starts nothing."""
+    saga_id, _ = await block_order1(app, client)
+
+    again = await client.post("/checkout/order1")
+
+    assert again.status_code == 409
+    assert json_of(again) == {
+        "order_id": "order1",
+        "saga_id": saga_id,
+        "status": "failed",
+        "error": "compensation of set_up failed: RuntimeError: undo is <broken>",
+    }
+    assert json_of(await client.get("/orders/order1"))["status"] == "failed"
+    assert len((await page_of(client))[0]) == 1
+
+
+async def test_checkout_after_an_operator_retry_compensates_starts_a_new_saga(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """After the operator's retry compensates the failed saga, a checkout starts a new one."""
+    saga_id, set_up = await block_order1(app, client)
+    set_up.broken = False
+    assert (await client.post(f"/sagas/{saga_id}/retry", headers=ADMIN)).status_code == 202
+    assert (await settled_saga(client, saga_id))["status"] == "compensated"
+
+    response = await client.post("/checkout/order1")
+
+    assert response.status_code == 400
+    body = json_of(response)
+    assert body["saga_id"] != saga_id
+    assert body["failed_step"] == "refuse"
+    assert body["error"] == "refused on purpose"
