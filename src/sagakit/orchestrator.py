@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
+import orjson
+
 from sagakit.errors import LeaseLost, SagaNotFound, StepFailed, UnknownSaga
 from sagakit.records import (
     JSON,
@@ -153,8 +155,9 @@ class SagaOrchestrator:
         while True:
             task = self._running.get(saga_id)
             if task is not None:
-                # A lost lease means another process finishes it: read the store instead.
-                with contextlib.suppress(LeaseLost):
+                # A lost lease (or a crashed driver) means another process or a later
+                # recovery finishes it: read the store instead.
+                with contextlib.suppress(LeaseLost, Exception):
                     return await asyncio.shield(task)
             current = await self.store.get(saga_id)
             if current is None:
@@ -354,6 +357,12 @@ class _Run:
             await self.failed_attempt(index, _describe(exc))
             return index
         self.orch._probe("after_do", step.name)
+        try:
+            orjson.dumps(result)
+        except TypeError as exc:
+            # A programming error, but the action ran: treat its effect as unknown.
+            await self.failed_attempt(index, f"result is not JSON-serialisable: {exc}")
+            return index
         return await self.succeed(index, result)
 
     async def succeed(self, index: int, result: JSON) -> int:

@@ -87,14 +87,24 @@ def crash_probe(spec: str) -> Probe:
 
 
 async def open_shop(store: SagaStore) -> ShopStore:
-    """The shop tables in the store's database, migrated."""
-    from sagakit.shop.sqlite import SqliteShop
+    """The shop's tables in the store's own database, migrated."""
     from sagakit.store.sqlite import SqliteStore
 
     if isinstance(store, SqliteStore):
-        shop = SqliteShop(store.db)
-        await asyncio.to_thread(shop.migrate)
-        return shop
+        from sagakit.shop.sqlite import SqliteShop
+
+        sqlite_shop = SqliteShop(store.db)
+        await asyncio.to_thread(sqlite_shop.migrate)
+        return sqlite_shop
+    # Compared by name, so that the PostgreSQL driver is imported only when it is used.
+    if type(store).__name__ == "PostgresStore":
+        from sagakit.shop.postgres import PostgresShop
+        from sagakit.store.postgres import PostgresStore
+
+        assert isinstance(store, PostgresStore)
+        postgres_shop = PostgresShop(store.db)
+        await postgres_shop.migrate()
+        return postgres_shop
     raise StoreError(f"the checkout domain has no tables for {type(store).__name__}")
 
 

@@ -146,7 +146,7 @@ class SqliteShop:
         def work(conn: sqlite3.Connection) -> str | None:
             seen = conn.execute(SELECT_PAYMENT, (key,)).fetchone()
             if seen is not None:
-                return _replayed(seen[0], "charged", INSUFFICIENT_BALANCE)
+                return replayed(seen[0], "charged", INSUFFICIENT_BALANCE)
             debited = conn.execute(DEBIT, (amount, user_id)).rowcount == 1
             status = "charged" if debited else "rejected"
             conn.execute(INSERT_PAYMENT, (key, user_id, amount, status, now()))
@@ -175,7 +175,7 @@ class SqliteShop:
         def work(conn: sqlite3.Connection) -> str | None:
             seen = conn.execute(SELECT_RESERVATION, (key,)).fetchone()
             if seen is not None:
-                return _replayed(seen[0], "reserved", NOT_ENOUGH_STOCK)
+                return replayed(seen[0], "reserved", NOT_ENOUGH_STOCK)
             conn.execute("SAVEPOINT reserve")
             taken = all(
                 conn.execute(TAKE_STOCK, (qty, item_id)).rowcount == 1
@@ -213,7 +213,7 @@ class SqliteShop:
         def work(conn: sqlite3.Connection) -> str | None:
             seen = conn.execute(SELECT_SHIPMENT, (key,)).fetchone()
             if seen is not None:
-                return _replayed(seen[0], "shipped", INVALID_ADDRESS)
+                return replayed(seen[0], "shipped", INVALID_ADDRESS)
             valid = bool(address.strip())
             status = "shipped" if valid else "rejected"
             conn.execute(INSERT_SHIPMENT, (key, order_id, address, status, now()))
@@ -266,7 +266,7 @@ class SqliteShop:
         return await self.db.read(work)
 
 
-def _replayed(status: str, applied: str, rejection: str) -> str | None:
+def replayed(status: str, applied: str, rejection: str) -> str | None:
     """The answer to an action replayed with a key already in the inbox."""
     if status == applied:
         return None

@@ -18,8 +18,13 @@ async def open_store(url: str) -> SagaStore:
         from sagakit.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url)
+    if url.startswith(("postgresql:", "postgres:")):
+        from sagakit.store.postgres import PostgresStore
+
+        return await PostgresStore.open(url)
+    scheme = url.split(":", 1)[0]
     raise StoreError(
-        f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:/// or memory://"
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///, postgresql:// or memory://"
     )
 
 

@@ -1,0 +1,298 @@
+"""The checkout domain on PostgreSQL, in the saga store's database.
+
+The same operations as ``sqlite.py``, safe for many processes at once: an inbox row is
+claimed with ``INSERT ... ON CONFLICT DO NOTHING`` (which waits for a concurrent holder of
+the same key), so two processes replaying one step apply its effect once.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import orjson
+
+from sagakit.records import SagaStatus, now
+from sagakit.shop import demo
+from sagakit.shop.errors import AlreadyExists, InvalidOrder
+from sagakit.shop.records import Item, Ledger, Order, OrderStatus, User
+from sagakit.shop.sqlite import (
+    INSUFFICIENT_BALANCE,
+    INVALID_ADDRESS,
+    MAX_AMOUNT,
+    NOT_ENOUGH_STOCK,
+    replayed,
+)
+from sagakit.store.postgres_db import Connection, PostgresDatabase
+
+SELECT_USER: Final = "SELECT user_id, balance FROM users WHERE user_id = $1"
+INSERT_USER: Final = (
+    "INSERT INTO users (user_id, balance) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING user_id"
+)
+SELECT_ITEM: Final = "SELECT item_id, stock, price FROM items WHERE item_id = $1"
+SELECT_PRICES: Final = "SELECT item_id, price FROM items WHERE item_id = ANY($1::text[])"
+INSERT_ITEM: Final = (
+    "INSERT INTO items (item_id, stock, price) VALUES ($1, $2, $3)"
+    " ON CONFLICT DO NOTHING RETURNING item_id"
+)
+SELECT_ORDER: Final = (
+    "SELECT o.order_id, o.user_id, o.address, o.total,"
+    " (SELECT s.status FROM saga_instances s WHERE s.name = 'checkout'"
+    "  AND s.business_key = o.order_id ORDER BY s.seq DESC LIMIT 1) AS saga_status"
+    " FROM orders o WHERE o.order_id = $1"
+)
+SELECT_ORDER_LINES: Final = (
+    "SELECT item_id, qty FROM order_lines WHERE order_id = $1 ORDER BY item_id"
+)
+INSERT_ORDER: Final = (
+    "INSERT INTO orders (order_id, user_id, address, total, created_at)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING order_id"
+)
+INSERT_ORDER_LINES: Final = (
+    "INSERT INTO order_lines (order_id, item_id, qty)"
+    " SELECT $1, item, qty FROM unnest($2::text[], $3::bigint[]) AS l(item, qty)"
+)
+
+CLAIM_PAYMENT: Final = (
+    "INSERT INTO payments (idempotency_key, user_id, amount, status, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING idempotency_key"
+)
+SELECT_PAYMENT: Final = (
+    "SELECT status, user_id, amount FROM payments WHERE idempotency_key = $1 FOR UPDATE"
+)
+DEBIT: Final = (
+    "UPDATE users SET balance = balance - $1 WHERE user_id = $2 AND balance >= $1 RETURNING balance"
+)
+CREDIT: Final = "UPDATE users SET balance = balance + $1 WHERE user_id = $2"
+SET_PAYMENT: Final = "UPDATE payments SET status = $1, updated_at = $2 WHERE idempotency_key = $3"
+
+CLAIM_RESERVATION: Final = (
+    "INSERT INTO reservations (idempotency_key, order_id, lines, status, updated_at)"
+    " VALUES ($1, $2, $3::jsonb, $4, $5) ON CONFLICT DO NOTHING RETURNING idempotency_key"
+)
+SELECT_RESERVATION: Final = (
+    "SELECT status, lines::text AS lines FROM reservations WHERE idempotency_key = $1 FOR UPDATE"
+)
+TAKE_STOCK: Final = (
+    "UPDATE items SET stock = stock - $1 WHERE item_id = $2 AND stock >= $1 RETURNING stock"
+)
+PUT_STOCK: Final = "UPDATE items SET stock = stock + $1 WHERE item_id = $2"
+SET_RESERVATION: Final = (
+    "UPDATE reservations SET status = $1, updated_at = $2 WHERE idempotency_key = $3"
+)
+
+CLAIM_SHIPMENT: Final = (
+    "INSERT INTO shipments (idempotency_key, order_id, address, status, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING idempotency_key"
+)
+SELECT_SHIPMENT: Final = "SELECT status FROM shipments WHERE idempotency_key = $1 FOR UPDATE"
+SET_SHIPMENT: Final = "UPDATE shipments SET status = $1, updated_at = $2 WHERE idempotency_key = $3"
+
+LEDGER: Final = (
+    "SELECT (SELECT coalesce(sum(balance), 0) FROM users) AS balance,"
+    " (SELECT coalesce(sum(stock), 0) FROM items) AS stock,"
+    " (SELECT coalesce(sum(amount), 0) FROM payments WHERE status = 'charged') AS charged,"
+    " (SELECT count(*) FROM shipments WHERE status = 'shipped') AS shipments"
+)
+RESERVED_LINES: Final = "SELECT lines::text AS lines FROM reservations WHERE status = 'reserved'"
+
+
+class PostgresShop:
+    """A :class:`~sagakit.shop.base.ShopStore` in the saga store's PostgreSQL database."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def migrate(self) -> int:
+        """Create or upgrade the shop's tables."""
+        return await self.db.migrate("shop", "sagakit.shop.migrations.postgres")
+
+    # -- users, items, orders ------------------------------------------------------------
+
+    async def create_user(self, user: User) -> User:
+        async with self.db.connection() as conn:
+            if await conn.fetchval(INSERT_USER, user.user_id, user.balance) is None:
+                raise AlreadyExists(f"user {user.user_id!r} already exists")
+        return user
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(SELECT_USER, user_id)
+        return None if row is None else User(user_id=row["user_id"], balance=row["balance"])
+
+    async def create_item(self, item: Item) -> Item:
+        async with self.db.connection() as conn:
+            if await conn.fetchval(INSERT_ITEM, item.item_id, item.stock, item.price) is None:
+                raise AlreadyExists(f"item {item.item_id!r} already exists")
+        return item
+
+    async def get_item(self, item_id: str) -> Item | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(SELECT_ITEM, item_id)
+        if row is None:
+            return None
+        return Item(item_id=row["item_id"], stock=row["stock"], price=row["price"])
+
+    async def create_order(
+        self, order_id: str, user_id: str, items: dict[str, int], address: str
+    ) -> Order:
+        async with self.db.transaction() as conn:
+            return await _insert_order(conn, order_id, user_id, items, address)
+
+    async def get_order(self, order_id: str) -> Order | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(SELECT_ORDER, order_id)
+            if row is None:
+                return None
+            lines = {r["item_id"]: r["qty"] for r in await conn.fetch(SELECT_ORDER_LINES, order_id)}
+        saga_status = SagaStatus(row["saga_status"]) if row["saga_status"] else None
+        return Order(
+            order_id=row["order_id"],
+            user_id=row["user_id"],
+            items=lines,
+            address=row["address"],
+            total=row["total"],
+            status=OrderStatus.of(saga_status),
+        )
+
+    # -- payment -------------------------------------------------------------------------
+
+    async def charge(self, key: str, user_id: str, amount: int) -> str | None:
+        async with self.db.transaction("charge") as conn:
+            if await conn.fetchval(CLAIM_PAYMENT, key, user_id, amount, "charged", now()) is None:
+                seen = await conn.fetchrow(SELECT_PAYMENT, key)
+                assert seen is not None
+                return replayed(seen["status"], "charged", INSUFFICIENT_BALANCE)
+            if await conn.fetchval(DEBIT, amount, user_id) is not None:
+                return None
+            await conn.execute(SET_PAYMENT, "rejected", now(), key)
+            return INSUFFICIENT_BALANCE
+
+    async def refund(self, key: str) -> bool:
+        async with self.db.transaction("refund") as conn:
+            if await conn.fetchval(CLAIM_PAYMENT, key, "", 0, "voided", now()) is not None:
+                return False
+            seen = await conn.fetchrow(SELECT_PAYMENT, key)
+            assert seen is not None
+            if seen["status"] != "charged":
+                return False
+            await conn.execute(CREDIT, seen["amount"], seen["user_id"])
+            await conn.execute(SET_PAYMENT, "refunded", now(), key)
+            return True
+
+    # -- inventory -----------------------------------------------------------------------
+
+    async def reserve(self, key: str, order_id: str, lines: dict[str, int]) -> str | None:
+        text = orjson.dumps(lines).decode()
+        async with self.db.transaction("reserve") as conn:
+            claimed = await conn.fetchval(CLAIM_RESERVATION, key, order_id, text, "reserved", now())
+            if claimed is None:
+                seen = await conn.fetchrow(SELECT_RESERVATION, key)
+                assert seen is not None
+                return replayed(seen["status"], "reserved", NOT_ENOUGH_STOCK)
+            try:
+                async with conn.transaction():  # a savepoint: all lines or none
+                    for item_id, qty in sorted(lines.items()):
+                        if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
+                            raise _Rollback
+            except _Rollback:
+                await conn.execute(SET_RESERVATION, "rejected", now(), key)
+                return NOT_ENOUGH_STOCK
+            return None
+
+    async def release(self, key: str) -> bool:
+        async with self.db.transaction("release") as conn:
+            claimed = await conn.fetchval(CLAIM_RESERVATION, key, "", "{}", "voided", now())
+            if claimed is not None:
+                return False
+            seen = await conn.fetchrow(SELECT_RESERVATION, key)
+            assert seen is not None
+            if seen["status"] != "reserved":
+                return False
+            lines: dict[str, int] = orjson.loads(seen["lines"])
+            await conn.executemany(PUT_STOCK, [(qty, item) for item, qty in lines.items()])
+            await conn.execute(SET_RESERVATION, "released", now(), key)
+            return True
+
+    # -- shipping ------------------------------------------------------------------------
+
+    async def ship(self, key: str, order_id: str, address: str) -> str | None:
+        valid = bool(address.strip())
+        status = "shipped" if valid else "rejected"
+        async with self.db.transaction("ship") as conn:
+            if await conn.fetchval(CLAIM_SHIPMENT, key, order_id, address, status, now()) is None:
+                seen = await conn.fetchrow(SELECT_SHIPMENT, key)
+                assert seen is not None
+                return replayed(seen["status"], "shipped", INVALID_ADDRESS)
+        return None if valid else INVALID_ADDRESS
+
+    async def cancel_shipment(self, key: str) -> bool:
+        async with self.db.transaction("cancel shipment") as conn:
+            if await conn.fetchval(CLAIM_SHIPMENT, key, "", "", "voided", now()) is not None:
+                return False
+            seen = await conn.fetchrow(SELECT_SHIPMENT, key)
+            assert seen is not None
+            if seen["status"] != "shipped":
+                return False
+            await conn.execute(SET_SHIPMENT, "cancelled", now(), key)
+            return True
+
+    # -- demo data and checks ------------------------------------------------------------
+
+    async def load_demo_data(self) -> bool:
+        async with self.db.transaction("demo data") as conn:
+            # Serialise concurrent first starts: only one loads the data.
+            await conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            if await conn.fetchval("SELECT 1 FROM users LIMIT 1"):
+                return False
+            for user in demo.USERS:
+                await conn.execute(INSERT_USER, user.user_id, user.balance)
+            for item in demo.ITEMS:
+                await conn.execute(INSERT_ITEM, item.item_id, item.stock, item.price)
+            for order in demo.ORDERS:
+                await _insert_order(conn, order.order_id, order.user_id, order.items, order.address)
+            return True
+
+    async def ledger(self) -> Ledger:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(LEDGER)
+            assert row is not None
+            reserved: dict[str, int] = {}
+            for r in await conn.fetch(RESERVED_LINES):
+                for item_id, qty in orjson.loads(r["lines"]).items():
+                    reserved[item_id] = reserved.get(item_id, 0) + qty
+        return Ledger(
+            balance=row["balance"],
+            stock=row["stock"],
+            charged=row["charged"],
+            reserved=reserved,
+            shipments=row["shipments"],
+        )
+
+
+class _Rollback(Exception):
+    """Raised inside the savepoint of ``reserve`` to undo the lines already taken."""
+
+
+async def _insert_order(
+    conn: Connection, order_id: str, user_id: str, items: dict[str, int], address: str
+) -> Order:
+    if not items:
+        raise InvalidOrder("an order needs at least one item")
+    if await conn.fetchrow(SELECT_USER, user_id) is None:
+        raise InvalidOrder(f"unknown user {user_id!r}")
+    prices = {r["item_id"]: r["price"] for r in await conn.fetch(SELECT_PRICES, list(items))}
+    unknown = sorted(set(items) - set(prices))
+    if unknown:
+        raise InvalidOrder(f"unknown item {unknown[0]!r}")
+    total = sum(qty * prices[item] for item, qty in items.items())
+    if total > MAX_AMOUNT:
+        raise InvalidOrder(f"the order's total exceeds {MAX_AMOUNT}")
+    if await conn.fetchval(INSERT_ORDER, order_id, user_id, address, total, now()) is None:
+        raise AlreadyExists(f"order {order_id!r} already exists")
+    ordered = sorted(items.items())
+    await conn.execute(
+        INSERT_ORDER_LINES, order_id, [i for i, _ in ordered], [q for _, q in ordered]
+    )
+    return Order(
+        order_id=order_id, user_id=user_id, items=dict(ordered), address=address, total=total
+    )

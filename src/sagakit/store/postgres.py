@@ -1,0 +1,362 @@
+"""The PostgreSQL store, for many processes on many hosts sharing one database.
+
+SQL lives in named constants with the same names as in ``sqlite.py``. The hot writes
+(``start`` and ``transition``) are each one statement — data-modifying CTEs over
+``unnest`` arrays — so each costs one round trip and one commit. Leases use the
+database's clock, so hosts whose clocks disagree still agree on who holds a saga.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import orjson
+
+from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound
+from sagakit.records import (
+    JSON,
+    SagaEvent,
+    SagaInstance,
+    SagaStatus,
+    StartResult,
+    StepRecord,
+    StepStatus,
+    Transition,
+)
+from sagakit.store.base import SagaPage
+from sagakit.store.postgres_db import Connection, PostgresDatabase, Record
+
+DB_NOW: Final = "extract(epoch FROM clock_timestamp())"
+INSTANCE_COLUMNS: Final = (
+    "saga_id, name, version, status, input::text AS input, business_key, error, failed_step,"
+    " created_at, updated_at, owner, fence, lease_until"
+)
+SELECT_INSTANCE: Final = f"SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE saga_id = $1"
+SELECT_STEPS: Final = (
+    "SELECT saga_id, idx, name, status, attempts, compensation_attempts, result::text AS result,"
+    " error, started_at, finished_at FROM saga_steps WHERE saga_id = ANY($1::text[])"
+    " ORDER BY saga_id, idx"
+)
+SELECT_EVENTS: Final = (
+    "SELECT at, type, step, attempt, detail FROM saga_events WHERE saga_id = $1 ORDER BY id"
+)
+SELECT_LATEST_BY_KEY: Final = (
+    f"SELECT {INSTANCE_COLUMNS} FROM saga_instances"
+    " WHERE name = $1 AND business_key = $2 ORDER BY seq DESC LIMIT 1"
+)
+SELECT_PAGE: Final = (
+    f"SELECT seq, {INSTANCE_COLUMNS} FROM saga_instances"
+    " WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR seq < $2)"
+    " ORDER BY seq DESC LIMIT $3"
+)
+COUNT_BY_STATUS: Final = "SELECT status, count(*) AS n FROM saga_instances GROUP BY status"
+INSERT_INSTANCE: Final = (
+    "WITH inserted AS ("
+    "  INSERT INTO saga_instances (saga_id, name, version, status, input, business_key, error,"
+    "   failed_step, created_at, updated_at, owner, fence, lease_until)"
+    f"  VALUES ($1, $2, $3, $4, $5::jsonb, $6, NULL, NULL, $7, $7, $8, $9, {DB_NOW} + $10)"
+    "  ON CONFLICT (name, business_key)"
+    "   WHERE business_key IS NOT NULL AND status <> 'compensated' DO NOTHING"
+    "  RETURNING saga_id, lease_until),"
+    " steps AS ("
+    "  INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
+    "   result, error, started_at, finished_at)"
+    "  SELECT (SELECT saga_id FROM inserted), s.idx, s.name, s.status, s.attempts, 0, NULL,"
+    "   NULL, s.started_at, NULL"
+    "  FROM unnest($11::int[], $12::text[], $13::text[], $14::int[], $15::float8[])"
+    "   AS s(idx, name, status, attempts, started_at)"
+    "  WHERE EXISTS (SELECT 1 FROM inserted)),"
+    " event AS ("
+    "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+    "  SELECT saga_id, $7, $16, $17, $18, NULL FROM inserted)"
+    " SELECT lease_until FROM inserted"
+)
+UPDATE_FENCED: Final = (
+    "WITH instance AS ("
+    "  UPDATE saga_instances SET status = $3, error = $4, failed_step = $5,"
+    f"   updated_at = {DB_NOW},"
+    "   owner = CASE WHEN $6 THEN NULL ELSE owner END,"
+    "   lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END"
+    "  WHERE saga_id = $1 AND fence = $2 RETURNING saga_id),"
+    " steps AS ("
+    "  UPDATE saga_steps AS t SET status = s.status, attempts = s.attempts,"
+    "   compensation_attempts = s.compensation_attempts, result = s.result::jsonb,"
+    "   error = s.error, started_at = s.started_at, finished_at = s.finished_at"
+    "  FROM unnest($7::int[], $8::text[], $9::int[], $10::int[], $11::text[], $12::text[],"
+    "   $13::float8[], $14::float8[])"
+    "   AS s(idx, status, attempts, compensation_attempts, result, error, started_at,"
+    "    finished_at)"
+    "  WHERE t.saga_id = (SELECT saga_id FROM instance) AND t.idx = s.idx),"
+    " events AS ("
+    "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+    "  SELECT (SELECT saga_id FROM instance), e.at, e.type, e.step, e.attempt, e.detail"
+    "  FROM unnest($15::float8[], $16::text[], $17::text[], $18::int[], $19::text[])"
+    "   AS e(at, type, step, attempt, detail)"
+    "  WHERE EXISTS (SELECT 1 FROM instance))"
+    " SELECT count(*) FROM instance"
+)
+CLAIM: Final = (
+    f"UPDATE saga_instances SET owner = $1, fence = fence + 1, lease_until = {DB_NOW} + $2"
+    " WHERE saga_id = $3 AND status IN ('running', 'compensating')"
+    f" AND (lease_until IS NULL OR lease_until < {DB_NOW})"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+CLAIM_EXPIRED: Final = (
+    f"UPDATE saga_instances SET owner = $1, fence = fence + 1, lease_until = {DB_NOW} + $2"
+    " WHERE seq IN (SELECT seq FROM saga_instances"
+    "   WHERE status IN ('running', 'compensating')"
+    f"   AND (lease_until IS NULL OR lease_until < {DB_NOW})"
+    "   ORDER BY lease_until NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+INSERT_CLAIMED_EVENTS: Final = (
+    "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+    f" SELECT id, {DB_NOW}, 'saga_claimed', NULL, NULL, 'claimed by ' || $2"
+    " FROM unnest($1::text[]) AS id"
+)
+RENEW: Final = (
+    f"UPDATE saga_instances SET lease_until = {DB_NOW} + $2"
+    " WHERE owner = $1 AND status IN ('running', 'compensating')"
+)
+RELEASE: Final = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHERE owner = $1"
+REOPEN: Final = (
+    "UPDATE saga_instances SET status = 'compensating', owner = $1, fence = fence + 1,"
+    f" lease_until = {DB_NOW} + $2, updated_at = {DB_NOW}"
+    " WHERE saga_id = $3 AND status = 'failed'"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+RESET_COMPENSATION_ATTEMPTS: Final = (
+    "UPDATE saga_steps SET compensation_attempts = 0 WHERE saga_id = $1 AND status = 'compensating'"
+)
+INSERT_EVENT: Final = (
+    "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
+def _dump(value: JSON) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _step(row: Record) -> StepRecord:
+    return StepRecord(
+        index=row["idx"],
+        name=row["name"],
+        status=StepStatus(row["status"]),
+        attempts=row["attempts"],
+        compensation_attempts=row["compensation_attempts"],
+        result=None if row["result"] is None else orjson.loads(row["result"]),
+        error=row["error"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _instance(row: Record, steps: tuple[StepRecord, ...]) -> SagaInstance:
+    return SagaInstance(
+        saga_id=row["saga_id"],
+        name=row["name"],
+        version=row["version"],
+        status=SagaStatus(row["status"]),
+        input=orjson.loads(row["input"]),
+        steps=steps,
+        business_key=row["business_key"],
+        error=row["error"],
+        failed_step=row["failed_step"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        owner=row["owner"],
+        fence=row["fence"],
+        lease_until=row["lease_until"],
+    )
+
+
+async def _with_steps(conn: Connection, rows: Sequence[Record]) -> list[SagaInstance]:
+    """Instances for ``rows``, with their steps fetched in one query."""
+    if not rows:
+        return []
+    by_saga: dict[str, list[StepRecord]] = {}
+    for step in await conn.fetch(SELECT_STEPS, [r["saga_id"] for r in rows]):
+        by_saga.setdefault(step["saga_id"], []).append(_step(step))
+    return [_instance(r, tuple(by_saga.get(r["saga_id"], ()))) for r in rows]
+
+
+class PostgresStore:
+    """A :class:`~sagakit.store.base.SagaStore` in PostgreSQL."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStore:
+        """Connect to the database that ``url`` names and apply the migrations."""
+        db = await PostgresDatabase.connect(url)
+        try:
+            await db.migrate("sagas", "sagakit.store.migrations.postgres")
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, saga_id: str) -> SagaInstance | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(SELECT_INSTANCE, saga_id)
+            found = await _with_steps(conn, [row] if row else [])
+        return found[0] if found else None
+
+    async def events(self, saga_id: str) -> list[SagaEvent]:
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(SELECT_EVENTS, saga_id)
+        return [
+            SagaEvent(
+                at=r["at"], type=r["type"], step=r["step"], attempt=r["attempt"], detail=r["detail"]
+            )
+            for r in rows
+        ]
+
+    async def list_sagas(
+        self, *, status: SagaStatus | None = None, limit: int = 50, cursor: str | None = None
+    ) -> SagaPage:
+        below = int(cursor) if cursor else None
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(SELECT_PAGE, status.value if status else None, below, limit + 1)
+            sagas = await _with_steps(conn, rows[:limit])
+        more = len(rows) > limit
+        return SagaPage(
+            sagas=tuple(sagas), next_cursor=str(rows[limit - 1]["seq"]) if more else None
+        )
+
+    async def latest_by_key(self, name: str, business_key: str) -> SagaInstance | None:
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(SELECT_LATEST_BY_KEY, name, business_key)
+            found = await _with_steps(conn, [row] if row else [])
+        return found[0] if found else None
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        counts = dict.fromkeys(SagaStatus, 0)
+        async with self.db.connection() as conn:
+            for row in await conn.fetch(COUNT_BY_STATUS):
+                counts[SagaStatus(row["status"])] = row["n"]
+        return counts
+
+    async def ping(self) -> None:
+        async with self.db.connection("ping") as conn:
+            await conn.fetchval("SELECT 1")
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def start(
+        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float
+    ) -> StartResult:
+        steps = instance.steps
+        # A key whose live saga is compensated between our insert and our read can make
+        # both miss; trying again settles it.
+        for _ in range(5):
+            async with self.db.connection("start") as conn:
+                lease_until = await conn.fetchval(
+                    INSERT_INSTANCE,
+                    instance.saga_id,
+                    instance.name,
+                    instance.version,
+                    instance.status.value,
+                    orjson.dumps(instance.input).decode(),
+                    instance.business_key,
+                    instance.created_at,
+                    instance.owner,
+                    instance.fence,
+                    lease_seconds,
+                    [s.index for s in steps],
+                    [s.name for s in steps],
+                    [s.status.value for s in steps],
+                    [s.attempts for s in steps],
+                    [s.started_at for s in steps],
+                    event.type,
+                    event.step,
+                    event.attempt,
+                )
+                if lease_until is not None:
+                    return StartResult(
+                        instance=instance.evolve(lease_until=lease_until), created=True
+                    )
+                assert instance.business_key is not None
+                existing = await self.latest_by_key(instance.name, instance.business_key)
+            if existing is not None and existing.status is not SagaStatus.COMPENSATED:
+                return StartResult(instance=existing, created=False)
+        raise InvalidTransition(f"could not start a saga for key {instance.business_key!r}")
+
+    async def transition(self, change: Transition) -> None:
+        steps, events = change.steps, change.events
+        async with self.db.connection("transition") as conn:
+            updated = await conn.fetchval(
+                UPDATE_FENCED,
+                change.saga_id,
+                change.fence,
+                change.status.value,
+                change.error,
+                change.failed_step,
+                change.release,
+                [s.index for s in steps],
+                [s.status.value for s in steps],
+                [s.attempts for s in steps],
+                [s.compensation_attempts for s in steps],
+                [_dump(s.result) for s in steps],
+                [s.error for s in steps],
+                [s.started_at for s in steps],
+                [s.finished_at for s in steps],
+                [e.at for e in events],
+                [e.type for e in events],
+                [e.step for e in events],
+                [e.attempt for e in events],
+                [e.detail for e in events],
+            )
+        if updated != 1:
+            raise LeaseLost(change.saga_id)
+
+    async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
+        async with self.db.transaction("claim") as conn:
+            row = await conn.fetchrow(CLAIM, owner, lease_seconds, saga_id)
+            if row is None:
+                return None
+            await conn.execute(INSERT_CLAIMED_EVENTS, [saga_id], owner)
+            return (await _with_steps(conn, [row]))[0]
+
+    async def claim_expired(
+        self, *, owner: str, lease_seconds: float, limit: int
+    ) -> list[SagaInstance]:
+        async with self.db.transaction("claim") as conn:
+            rows = await conn.fetch(CLAIM_EXPIRED, owner, lease_seconds, limit)
+            if rows:
+                await conn.execute(INSERT_CLAIMED_EVENTS, [r["saga_id"] for r in rows], owner)
+            return await _with_steps(conn, rows)
+
+    async def renew(self, *, owner: str, lease_seconds: float) -> int:
+        async with self.db.connection("renew") as conn:
+            status = await conn.execute(RENEW, owner, lease_seconds)
+        return int(status.split()[-1])
+
+    async def release(self, *, owner: str) -> int:
+        async with self.db.connection("release") as conn:
+            status = await conn.execute(RELEASE, owner)
+        return int(status.split()[-1])
+
+    async def reopen(
+        self, saga_id: str, event: SagaEvent, *, owner: str, lease_seconds: float
+    ) -> SagaInstance:
+        async with self.db.transaction("reopen") as conn:
+            row = await conn.fetchrow(REOPEN, owner, lease_seconds, saga_id)
+            if row is None:
+                current = await conn.fetchrow(SELECT_INSTANCE, saga_id)
+                if current is None:
+                    raise SagaNotFound(f"no saga {saga_id!r}")
+                raise InvalidTransition(f"saga {saga_id} is {current['status']}, not failed")
+            await conn.execute(RESET_COMPENSATION_ATTEMPTS, saga_id)
+            await conn.execute(
+                INSERT_EVENT, saga_id, event.at, event.type, event.step, event.attempt, event.detail
+            )
+            return (await _with_steps(conn, [row]))[0]
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -1,0 +1,103 @@
+"""A PostgreSQL pool (asyncpg), its migrations, and where driver errors are wrapped."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from importlib import resources
+from typing import Final, TypeAlias
+
+from sagakit.errors import StoreError
+
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise StoreError(
+        "PostgreSQL needs the asyncpg driver: pip install 'sagakit[postgres]'"
+    ) from exc
+
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+Record: TypeAlias = asyncpg.Record
+
+#: Errors of the driver and the network, turned into StoreError at this boundary.
+DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+MIGRATIONS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS sagakit_migrations (
+    component text NOT NULL,
+    version   integer NOT NULL,
+    PRIMARY KEY (component, version)
+)
+"""
+#: Serialises migrations across processes starting at once (any fixed key works).
+MIGRATION_LOCK: Final = "SELECT pg_advisory_xact_lock(7283515410)"
+
+
+@contextlib.contextmanager
+def wrapped_errors(action: str) -> Iterator[None]:
+    """Turn driver errors raised inside the block into ``StoreError``."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        raise StoreError(f"PostgreSQL {action} failed: {exc}") from exc
+
+
+class PostgresDatabase:
+    """A pool of asyncpg connections to one database."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 20) -> PostgresDatabase:
+        """A pool for ``url`` (``postgresql://user@host:port/dbname``)."""
+        with wrapped_errors("connect"):
+            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        return cls(pool)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, action: str = "query") -> AsyncIterator[Connection]:
+        """A pooled connection; driver errors inside become ``StoreError``."""
+        with wrapped_errors(action):
+            async with self.pool.acquire() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, action: str = "transaction") -> AsyncIterator[Connection]:
+        """A pooled connection inside a transaction, committed when the block ends."""
+        async with self.connection(action) as conn, conn.transaction():
+            yield conn
+
+    async def migrate(self, component: str, package: str) -> int:
+        """Apply ``package``'s numbered ``.sql`` files not yet applied, under a lock."""
+        files = sorted(
+            (f for f in resources.files(package).iterdir() if f.name.endswith(".sql")),
+            key=lambda f: f.name,
+        )
+        applied = 0
+        async with self.transaction("migration") as conn:
+            await conn.execute(MIGRATION_LOCK)
+            await conn.execute(MIGRATIONS_TABLE)
+            done = {
+                r["version"]
+                for r in await conn.fetch(
+                    "SELECT version FROM sagakit_migrations WHERE component = $1", component
+                )
+            }
+            for file in files:
+                version = int(file.name.split("_", 1)[0])
+                if version in done:
+                    continue
+                await conn.execute(file.read_text())
+                await conn.execute(
+                    "INSERT INTO sagakit_migrations (component, version) VALUES ($1, $2)",
+                    component,
+                    version,
+                )
+                applied += 1
+        return applied
+
+    async def close(self) -> None:
+        """Close every connection of the pool."""
+        with wrapped_errors("close"):
+            await self.pool.close()
