@@ -83,3 +83,15 @@ def fragile_saga() -> tuple[Saga, SetUp]:
     """A saga whose compensation fails for good (and the step that can be mended)."""
     set_up = SetUp()
     return Saga(FRAGILE, [set_up, Refuse()]), set_up
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    """Check ``response`` is a JSON error of ``status`` without a stack trace; its message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert "Traceback" not in response.text
+    assert 'File "' not in response.text
+    message = json_of(response)["error"]
+    assert isinstance(message, str)
+    assert message
+    return message

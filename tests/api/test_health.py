@@ -1,0 +1,70 @@
+"""``/healthz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from sagakit.errors import StoreError
+from tests.api.support import json_of
+
+
+async def test_healthz_answers_200_when_the_store_answers(client: httpx.AsyncClient) -> None:
+    """A store that answers makes ``/healthz`` 200."""
+    response = await client.get("/healthz")
+
+    assert response.status_code == 200
+    assert json_of(response) == {"status": "ok"}
+
+
+async def test_healthz_answers_503_when_the_store_fails(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose ping fails makes ``/healthz`` 503 with a JSON error."""
+
+    async def down() -> None:
+        raise StoreError("disk on fire")
+
+    monkeypatch.setattr(app.state.service.store, "ping", down)
+
+    response = await client.get("/healthz")
+
+    assert response.status_code == 503
+    assert json_of(response) == {"error": "store unavailable: disk on fire"}
+
+
+def gauge(text: str, status: str) -> float:
+    """The value of ``sagakit_sagas{status="..."}`` in Prometheus text."""
+    found = re.search(rf'^sagakit_sagas\{{status="{status}"\}} (\S+)$', text, re.MULTILINE)
+    assert found, f"no sagakit_sagas sample for {status} in:\n{text}"
+    return float(found.group(1))
+
+
+async def test_metrics_before_any_checkout_count_zero_of_every_status(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before any checkout the saga gauge shows every status at zero."""
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE sagakit_sagas gauge" in response.text
+    for status in ("running", "compensating", "completed", "compensated", "failed"):
+        assert gauge(response.text, status) == 0
+
+
+async def test_metrics_count_sagas_by_status_after_checkouts(client: httpx.AsyncClient) -> None:
+    """After the three demo checkouts the gauge counts one completed and two compensated."""
+    for order_id in ("order1", "order2", "order3"):
+        assert (await client.post(f"/checkout/{order_id}")).status_code in (200, 400)
+
+    text = (await client.get("/metrics")).text
+
+    assert gauge(text, "completed") == 1
+    assert gauge(text, "compensated") == 2
+    assert gauge(text, "running") == 0
+    assert gauge(text, "compensating") == 0
+    assert gauge(text, "failed") == 0
