@@ -6,9 +6,11 @@ import asyncio
 from typing import Final
 
 import httpx
+from fastapi import FastAPI
 
 from sagakit.errors import StepFailed
-from sagakit.records import JSON
+from sagakit.orchestrator import SagaOrchestrator
+from sagakit.records import JSON, SagaStatus
 from sagakit.retry import RetryPolicy
 from sagakit.saga import Saga, Step, StepContext
 
@@ -95,3 +97,14 @@ def error_of(response: httpx.Response, status: int) -> str:
     assert isinstance(message, str)
     assert message
     return message
+
+
+async def failed_saga(app: FastAPI) -> tuple[str, SetUp]:
+    """Start a saga whose compensation fails for good; its id once failed, and its mendable step."""
+    saga, set_up = fragile_saga()
+    orchestrator: SagaOrchestrator = app.state.service.orchestrator
+    orchestrator.register(saga)
+    started = await orchestrator.start(FRAGILE, {"purpose": "test"})
+    ended = await orchestrator.wait(started.instance.saga_id, 5.0)
+    assert ended.status is SagaStatus.FAILED, ended
+    return ended.saga_id, set_up

@@ -8,10 +8,8 @@ from fastapi import FastAPI
 
 from tests.api.support import (
     ADMIN,
-    FRAGILE,
     JsonDict,
-    SetUp,
-    fragile_saga,
+    failed_saga,
     json_of,
     page_of,
     settled_saga,
@@ -30,17 +28,6 @@ async def demo_sagas(client: httpx.AsyncClient) -> dict[str, str]:
     return {
         order_id: await checkout(client, order_id) for order_id in ("order1", "order2", "order3")
     }
-
-
-async def failed_saga(app: FastAPI, client: httpx.AsyncClient) -> tuple[str, SetUp]:
-    """Start a saga whose compensation fails for good; its id once failed, and its mendable step."""
-    saga, set_up = fragile_saga()
-    orchestrator = app.state.service.orchestrator
-    orchestrator.register(saga)
-    started = await orchestrator.start(FRAGILE, {"purpose": "test"})
-    ended = await orchestrator.wait(started.instance.saga_id, 5.0)
-    assert ended.status.value == "failed"
-    return ended.saga_id, set_up
 
 
 async def test_get_saga_answers_input_steps_and_events(client: httpx.AsyncClient) -> None:
@@ -278,7 +265,7 @@ async def test_retry_without_the_admin_token_answers_401_and_leaves_the_saga_fai
     app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
     """Retry is an admin route: without the right token it answers 401 and changes nothing."""
-    saga_id, _ = await failed_saga(app, client)
+    saga_id, _ = await failed_saga(app)
 
     response = await client.post(f"/sagas/{saga_id}/retry", headers=headers)
 
@@ -314,7 +301,7 @@ async def test_failed_saga_is_listed_with_its_compensation_error(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     """A saga whose compensation ran out of attempts is ``failed``, with the undo's error."""
-    saga_id, _ = await failed_saga(app, client)
+    saga_id, _ = await failed_saga(app)
 
     saga = json_of(await client.get(f"/sagas/{saga_id}"))
 
@@ -328,7 +315,7 @@ async def test_retry_of_a_failed_saga_answers_202_and_it_ends_compensated(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     """Once the undo works, the operator's retry answers 202 and the saga ends compensated."""
-    saga_id, set_up = await failed_saga(app, client)
+    saga_id, set_up = await failed_saga(app)
     set_up.broken = False
 
     response = await client.post(f"/sagas/{saga_id}/retry", headers=ADMIN)
@@ -353,7 +340,7 @@ async def test_retry_whose_undo_still_fails_ends_failed_again(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     """A retry while the undo is still broken answers 202 and the saga fails again."""
-    saga_id, _ = await failed_saga(app, client)
+    saga_id, _ = await failed_saga(app)
 
     response = await client.post(f"/sagas/{saga_id}/retry", headers=ADMIN)
 

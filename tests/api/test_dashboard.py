@@ -1,0 +1,265 @@
+"""The dashboard: signing in with the admin token, the saga list and page, and its retry."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.api.conftest import Serve, client_of
+from tests.api.support import TOKEN, error_of, failed_saga, json_of, settled_saga
+
+SIGN_IN_FORM = "<form method=post action=/dashboard/login>"
+SAME_ORIGIN = {"Origin": "http://testserver"}
+
+
+async def sign_in(client: httpx.AsyncClient) -> None:
+    """Sign the client in; the session cookie stays in its jar."""
+    response = await client.post("/dashboard/login", data={"token": TOKEN})
+    assert response.status_code == 303, response.text
+    assert client.cookies.get("sagakit_admin")
+
+
+async def demo_checkouts(client: httpx.AsyncClient) -> dict[str, str]:
+    """Check the three demo orders out; their saga ids by order id."""
+    return {
+        order_id: str(json_of(await client.post(f"/checkout/{order_id}"))["saga_id"])
+        for order_id in ("order1", "order2", "order3")
+    }
+
+
+async def test_dashboard_without_a_cookie_asks_for_the_admin_token(
+    client: httpx.AsyncClient,
+) -> None:
+    """Signed out, ``GET /dashboard`` is a sign-in form for the admin token, and no sagas."""
+    ids = await demo_checkouts(client)
+
+    response = await client.get("/dashboard")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert SIGN_IN_FORM in response.text
+    assert "Admin token" in response.text
+    assert "type=password name=token" in response.text
+    assert not any(saga_id[:12] in response.text for saga_id in ids.values())
+
+
+async def test_saga_page_without_a_cookie_asks_for_the_admin_token(
+    client: httpx.AsyncClient,
+) -> None:
+    """Signed out, a saga's page is the sign-in form, not the saga."""
+    saga_id = (await demo_checkouts(client))["order3"]
+
+    response = await client.get(f"/dashboard/sagas/{saga_id}")
+
+    assert response.status_code == 200
+    assert SIGN_IN_FORM in response.text
+    assert "Invalid shipping address" not in response.text
+
+
+@pytest.mark.parametrize("token", ["wrong-token", "", "test-token "])
+async def test_login_with_a_wrong_token_answers_401_and_sets_no_cookie(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    """A wrong token answers 401 with the form and a message, and no session cookie."""
+    response = await client.post("/dashboard/login", data={"token": token})
+
+    assert response.status_code == 401
+    assert "That is not the admin token." in response.text
+    assert SIGN_IN_FORM in response.text
+    assert "set-cookie" not in response.headers
+    assert SIGN_IN_FORM in (await client.get("/dashboard")).text
+
+
+async def test_login_without_a_configured_token_always_answers_401(serve: Serve) -> None:
+    """With no admin token configured nobody can sign in, whatever they type."""
+    async with serve(admin_token=None) as app, client_of(app) as client:
+        for token in ("", "None", "test-token"):
+            response = await client.post("/dashboard/login", data={"token": token})
+            assert response.status_code == 401
+            assert "set-cookie" not in response.headers
+
+
+async def test_login_with_the_right_token_sets_a_strict_httponly_cookie(
+    client: httpx.AsyncClient,
+) -> None:
+    """The right token redirects to the list with an HttpOnly, SameSite=Strict session cookie."""
+    response = await client.post("/dashboard/login", data={"token": TOKEN})
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("sagakit_admin=")
+    assert "HttpOnly" in cookie
+    assert "samesite=strict" in cookie.lower()
+    assert TOKEN not in cookie
+
+
+async def test_signed_in_list_shows_every_saga_with_counts(client: httpx.AsyncClient) -> None:
+    """Signed in, the list shows each saga's id, order and status, and the counts per status."""
+    ids = await demo_checkouts(client)
+    await sign_in(client)
+
+    response = await client.get("/dashboard")
+
+    assert response.status_code == 200
+    page = response.text
+    assert SIGN_IN_FORM not in page
+    for order_id, saga_id in ids.items():
+        assert f'<a href="/dashboard/sagas/{saga_id}">{saga_id[:12]}</a>' in page
+        assert f"<td>{order_id}</td>" in page
+    assert '<a href="/dashboard?status=completed">completed</a>: 1' in page
+    assert '<a href="/dashboard?status=compensated">compensated</a>: 2' in page
+    assert '<a href="/dashboard?status=failed">failed</a>: 0' in page
+    assert "Invalid shipping address" in page
+
+
+async def test_signed_in_list_filtered_by_status_shows_only_that_status(
+    client: httpx.AsyncClient,
+) -> None:
+    """``/dashboard?status=completed`` lists order1's saga and not the compensated ones."""
+    ids = await demo_checkouts(client)
+    await sign_in(client)
+
+    page = (await client.get("/dashboard", params={"status": "completed"})).text
+
+    assert ids["order1"][:12] in page
+    assert ids["order2"][:12] not in page
+    assert ids["order3"][:12] not in page
+
+
+async def test_forged_cookie_holding_the_token_is_not_signed_in(
+    client: httpx.AsyncClient,
+) -> None:
+    """A cookie that holds the raw token (not its HMAC) is not a session."""
+    await demo_checkouts(client)
+    client.cookies.set("sagakit_admin", TOKEN)
+
+    assert SIGN_IN_FORM in (await client.get("/dashboard")).text
+
+
+async def test_logout_forgets_the_session(client: httpx.AsyncClient) -> None:
+    """After signing out the list asks for the token again."""
+    await sign_in(client)
+
+    response = await client.post("/dashboard/logout")
+
+    assert response.status_code == 303
+    assert SIGN_IN_FORM in (await client.get("/dashboard")).text
+
+
+async def test_saga_page_shows_the_steps_and_the_failed_steps_error(
+    client: httpx.AsyncClient,
+) -> None:
+    """order3's saga page lists its three steps, their statuses and shipping's error."""
+    saga_id = (await demo_checkouts(client))["order3"]
+    await sign_in(client)
+
+    response = await client.get(f"/dashboard/sagas/{saga_id}")
+
+    assert response.status_code == 200
+    page = response.text
+    assert f"<h1>Saga {saga_id}</h1>" in page
+    steps = page[page.index("<h2>Steps</h2>") : page.index("<h2>Timeline</h2>")]
+    assert "<td>payment</td><td class='status compensated'>compensated</td>" in steps
+    assert "<td>inventory</td><td class='status compensated'>compensated</td>" in steps
+    assert "<td>shipping</td><td class='status failed'>failed</td>" in steps
+    assert "<td>Invalid shipping address</td>" in steps
+    assert "Retry compensation" not in page
+
+
+async def test_saga_page_of_an_unknown_saga_answers_404(client: httpx.AsyncClient) -> None:
+    """Signed in, the page of a saga that does not exist answers 404."""
+    await sign_in(client)
+
+    response = await client.get("/dashboard/sagas/nosuchsaga")
+
+    assert response.status_code == 404
+    assert "No saga nosuchsaga" in response.text
+
+
+async def test_saga_page_of_a_failed_saga_offers_retry_and_escapes_the_error(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A failed saga's page has the retry button and shows its error as text, not markup."""
+    saga_id, _ = await failed_saga(app)
+    await sign_in(client)
+
+    page = (await client.get(f"/dashboard/sagas/{saga_id}")).text
+
+    assert f'<form method=post action="/dashboard/sagas/{saga_id}/retry">' in page
+    assert "undo is &lt;broken&gt;" in page
+    assert "<broken>" not in page
+
+
+async def test_dashboard_retry_signed_out_answers_401(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The dashboard's retry refuses a request without a session with 401."""
+    saga_id, _ = await failed_saga(app)
+
+    response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=SAME_ORIGIN)
+
+    error_of(response, 401)
+    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Origin": "http://evil.example"},
+        {"Referer": "http://evil.example/dashboard/sagas/x"},
+        {"Origin": "http://testserver.evil.example"},
+        {"Origin": "null"},
+    ],
+    ids=["none", "other-origin", "other-referer", "suffixed-host", "null-origin"],
+)
+async def test_dashboard_retry_from_another_origin_answers_403(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    """Signed in, the retry action refuses a request not from this origin with 403."""
+    saga_id, set_up = await failed_saga(app)
+    set_up.broken = False
+    await sign_in(client)
+
+    response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=headers)
+
+    assert error_of(response, 403) == "cross-origin request refused"
+    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [SAME_ORIGIN, {"Referer": "http://testserver/dashboard/sagas/x"}],
+    ids=["origin", "referer"],
+)
+async def test_dashboard_retry_from_this_origin_resumes_the_saga(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    """Signed in and same-origin, retry redirects to the saga, which then ends compensated."""
+    saga_id, set_up = await failed_saga(app)
+    set_up.broken = False
+    await sign_in(client)
+
+    response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=headers)
+
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/dashboard/sagas/{saga_id}"
+    assert (await settled_saga(client, saga_id))["status"] == "compensated"
+    events = (await client.get(f"/sagas/{saga_id}")).json()["events"]
+    retries = [e["detail"] for e in events if e["type"] == "operator_retry"]
+    assert retries == ["retry requested by dashboard"]
+
+
+async def test_dashboard_retry_of_a_saga_that_is_not_failed_answers_409(
+    client: httpx.AsyncClient,
+) -> None:
+    """Retrying a completed saga from the dashboard answers 409 and changes nothing."""
+    saga_id = (await demo_checkouts(client))["order1"]
+    await sign_in(client)
+
+    response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=SAME_ORIGIN)
+
+    error_of(response, 409)
+    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "completed"
