@@ -14,6 +14,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Final
 
 import orjson
@@ -81,6 +82,7 @@ class SagaOrchestrator:
         self._probe = probe or _no_probe
         self._sagas: dict[tuple[str, int], Saga] = {}
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
+        self._adopted: dict[str, int] = {}
         for saga in sagas:
             self.register(saga)
 
@@ -186,6 +188,7 @@ class SagaOrchestrator:
     def _forget(self, saga_id: str, task: asyncio.Task[SagaInstance]) -> None:
         if self._running.get(saga_id) is task:
             del self._running[saga_id]
+            self._adopted.pop(saga_id, None)
         if not task.cancelled() and isinstance(task.exception(), LeaseLost):
             logger.warning("saga %s: lease lost, another process drives it now", saga_id)
         elif not task.cancelled() and task.exception() is not None:
@@ -225,6 +228,12 @@ class SagaOrchestrator:
         return len(claimed)
 
     async def _note_recovery(self, instance: SagaInstance) -> None:
+        task = self._running.get(instance.saga_id)
+        if task is not None and not task.done():
+            # Our own driver let its lease lapse (a long step, a slow store) and we claimed
+            # the saga back: hand it the new fence instead of starting a second driver.
+            self._adopted[instance.saga_id] = instance.fence
+            return
         logger.info("saga %s: recovered (%s)", instance.saga_id, instance.status)
         self.drive(instance)
 
@@ -241,7 +250,11 @@ class SagaOrchestrator:
         """Extend the leases of every instance this orchestrator drives."""
         if not self._running:
             return 0
-        return await self.store.renew(owner=self.owner, lease_seconds=self.lease_seconds)
+        # Only what a live task drives: the lease of a saga whose driver died must lapse,
+        # so that recovery (here or elsewhere) picks it up again.
+        return await self.store.renew(
+            owner=self.owner, lease_seconds=self.lease_seconds, saga_ids=list(self._running)
+        )
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Let running instances finish for up to ``grace`` seconds, then hand them back."""
@@ -287,12 +300,23 @@ class _Run:
             failed_step=failed_step if failed_step is not None else self.instance.failed_step,
             release=not new_status.is_active,
         )
-        await self.orch.store.transition(change)
+        try:
+            await self.orch.store.transition(change)
+        except LeaseLost:
+            adopted = self.orch._adopted.pop(change.saga_id, None)
+            if adopted is None or adopted <= change.fence:
+                raise
+            self.instance = self.instance.evolve(fence=adopted)
+            await self.orch.store.transition(replace(change, fence=adopted))
+        finished = change.release
         self.instance = self.instance.evolve(
             status=new_status,
             steps=tuple(self.steps),
             error=change.error,
             failed_step=change.failed_step,
+            updated_at=change.at,
+            owner=None if finished else self.instance.owner,
+            lease_until=None if finished else self.instance.lease_until,
         )
 
     def context(self, index: int, attempt: int) -> StepContext:

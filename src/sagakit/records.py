@@ -114,7 +114,8 @@ class Transition:
     """One atomic change to an instance, written only while ``fence`` is still current.
 
     ``steps`` are full step rows to overwrite; ``status``, ``error`` and ``failed_step``
-    replace the instance's; ``release`` gives up the lease (the saga is finished).
+    replace the instance's; ``release`` gives up the lease (the saga is finished); ``at``
+    becomes the instance's ``updated_at``.
     """
 
     saga_id: str
@@ -125,7 +126,7 @@ class Transition:
     error: str | None = None
     failed_step: str | None = None
     release: bool = False
-    lease_until: float | None = None
+    at: float = field(default_factory=now)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

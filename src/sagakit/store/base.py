@@ -13,6 +13,7 @@ Every backend keeps the same promises:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,8 +81,10 @@ class SagaStore(SagaQueries, Protocol):
         """Take up to ``limit`` active instances whose lease is free or expired."""
         ...
 
-    async def renew(self, *, owner: str, lease_seconds: float) -> int:
-        """Extend the leases ``owner`` holds; return how many."""
+    async def renew(
+        self, *, owner: str, lease_seconds: float, saga_ids: Collection[str] | None = None
+    ) -> int:
+        """Extend the leases ``owner`` holds (only of ``saga_ids``, if given); return how many."""
         ...
 
     async def release(self, *, owner: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Collection
 
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound
 from sagakit.records import (
@@ -101,7 +102,7 @@ class MemoryStore:
                 steps=tuple(steps),
                 error=change.error,
                 failed_step=change.failed_step,
-                updated_at=now(),
+                updated_at=change.at,
                 owner=None if change.release else current.owner,
                 lease_until=None if change.release else current.lease_until,
             )
@@ -137,9 +138,17 @@ class MemoryStore:
             found = [i for i in self._instances.values() if self._claimable(i, at)][:limit]
             return [self._claim(i, owner, lease_seconds) for i in found]
 
-    async def renew(self, *, owner: str, lease_seconds: float) -> int:
+    async def renew(
+        self, *, owner: str, lease_seconds: float, saga_ids: Collection[str] | None = None
+    ) -> int:
         async with self._lock:
-            mine = [i for i in self._instances.values() if i.owner == owner and i.status.is_active]
+            mine = [
+                i
+                for i in self._instances.values()
+                if i.owner == owner
+                and i.status.is_active
+                and (saga_ids is None or i.saga_id in saga_ids)
+            ]
             for instance in mine:
                 self._instances[instance.saga_id] = instance.evolve(
                     lease_until=now() + lease_seconds

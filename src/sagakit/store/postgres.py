@@ -8,7 +8,7 @@ database's clock, so hosts whose clocks disagree still agree on who holds a saga
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Final
 
 import orjson
@@ -62,20 +62,20 @@ INSERT_INSTANCE: Final = (
     " steps AS ("
     "  INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
     "   result, error, started_at, finished_at)"
-    "  SELECT (SELECT saga_id FROM inserted), s.idx, s.name, s.status, s.attempts, 0, NULL,"
-    "   NULL, s.started_at, NULL"
-    "  FROM unnest($11::int[], $12::text[], $13::text[], $14::int[], $15::float8[])"
-    "   AS s(idx, name, status, attempts, started_at)"
+    "  SELECT (SELECT saga_id FROM inserted), s.*"
+    "  FROM unnest($11::int[], $12::text[], $13::text[], $14::int[], $15::int[], $16::jsonb[],"
+    "   $17::text[], $18::float8[], $19::float8[])"
+    "   AS s(idx, name, status, attempts, compensation_attempts, result, error, started_at,"
+    "    finished_at)"
     "  WHERE EXISTS (SELECT 1 FROM inserted)),"
     " event AS ("
     "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
-    "  SELECT saga_id, $7, $16, $17, $18, NULL FROM inserted)"
+    "  SELECT saga_id, $20, $21, $22, $23, $24 FROM inserted)"
     " SELECT lease_until FROM inserted"
 )
 UPDATE_FENCED: Final = (
     "WITH instance AS ("
-    "  UPDATE saga_instances SET status = $3, error = $4, failed_step = $5,"
-    f"   updated_at = {DB_NOW},"
+    "  UPDATE saga_instances SET status = $3, error = $4, failed_step = $5, updated_at = $20,"
     "   owner = CASE WHEN $6 THEN NULL ELSE owner END,"
     "   lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END"
     "  WHERE saga_id = $1 AND fence = $2 RETURNING saga_id),"
@@ -118,6 +118,7 @@ INSERT_CLAIMED_EVENTS: Final = (
 RENEW: Final = (
     f"UPDATE saga_instances SET lease_until = {DB_NOW} + $2"
     " WHERE owner = $1 AND status IN ('running', 'compensating')"
+    " AND ($3::text[] IS NULL OR saga_id = ANY($3::text[]))"
 )
 RELEASE: Final = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHERE owner = $1"
 REOPEN: Final = (
@@ -272,10 +273,16 @@ class PostgresStore:
                     [s.name for s in steps],
                     [s.status.value for s in steps],
                     [s.attempts for s in steps],
+                    [s.compensation_attempts for s in steps],
+                    [_dump(s.result) for s in steps],
+                    [s.error for s in steps],
                     [s.started_at for s in steps],
+                    [s.finished_at for s in steps],
+                    event.at,
                     event.type,
                     event.step,
                     event.attempt,
+                    event.detail,
                 )
                 if lease_until is not None:
                     return StartResult(
@@ -311,6 +318,7 @@ class PostgresStore:
                 [e.step for e in events],
                 [e.attempt for e in events],
                 [e.detail for e in events],
+                change.at,
             )
         if updated != 1:
             raise LeaseLost(change.saga_id)
@@ -332,9 +340,12 @@ class PostgresStore:
                 await conn.execute(INSERT_CLAIMED_EVENTS, [r["saga_id"] for r in rows], owner)
             return await _with_steps(conn, rows)
 
-    async def renew(self, *, owner: str, lease_seconds: float) -> int:
+    async def renew(
+        self, *, owner: str, lease_seconds: float, saga_ids: Collection[str] | None = None
+    ) -> int:
+        ids = None if saga_ids is None else list(saga_ids)
         async with self.db.connection("renew") as conn:
-            status = await conn.execute(RENEW, owner, lease_seconds)
+            status = await conn.execute(RENEW, owner, lease_seconds, ids)
         return int(status.split()[-1])
 
     async def release(self, *, owner: str) -> int:

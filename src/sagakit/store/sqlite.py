@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Collection
 from typing import Any, Final, TypeAlias
 
 import orjson
@@ -86,8 +87,9 @@ CLAIM_EXPIRED: Final = (
     f" RETURNING {INSTANCE_COLUMNS}"
 )
 RENEW: Final = (
-    "UPDATE saga_instances SET lease_until = ? + ?"
-    " WHERE owner = ? AND status IN ('running', 'compensating')"
+    "UPDATE saga_instances SET lease_until = ?1 + ?2"
+    " WHERE owner = ?3 AND status IN ('running', 'compensating')"
+    " AND (?4 IS NULL OR saga_id IN (SELECT value FROM json_each(?4)))"
 )
 RELEASE: Final = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHERE owner = ?"
 REOPEN: Final = (
@@ -260,7 +262,7 @@ class SqliteStore:
                     change.status.value,
                     change.error,
                     change.failed_step,
-                    now(),
+                    change.at,
                     change.release,
                     change.release,
                     change.saga_id,
@@ -301,9 +303,12 @@ class SqliteStore:
 
         return await self.db.write(work)
 
-    async def renew(self, *, owner: str, lease_seconds: float) -> int:
+    async def renew(
+        self, *, owner: str, lease_seconds: float, saga_ids: Collection[str] | None = None
+    ) -> int:
+        ids = None if saga_ids is None else orjson.dumps(list(saga_ids)).decode()
         return await self.db.write(
-            lambda conn: conn.execute(RENEW, (now(), lease_seconds, owner)).rowcount
+            lambda conn: conn.execute(RENEW, (now(), lease_seconds, owner, ids)).rowcount
         )
 
     async def release(self, *, owner: str) -> int:
