@@ -1,0 +1,98 @@
+"""Concurrency against a real ``sagakit serve`` subprocess (uvicorn, SQLite), over HTTP.
+
+The requests are sent at once from one asyncio client; the effects are counted in the
+participants' tables read straight from the SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Final
+
+import httpx
+
+from tests.recovery.conftest import ADMIN_HEADERS, Sagakit
+
+#: Long enough that a checkout under load answers its outcome rather than 202.
+PATIENT: Final = {"SAGAKIT_CHECKOUT_WAIT_SECONDS": "60"}
+
+
+async def test_concurrent_checkouts_of_one_order_share_one_saga_and_charge_once(
+    sagakit: Sagakit,
+) -> None:
+    """Fifty simultaneous checkouts of order1 all answer 200 with one saga and one charge."""
+    server = await sagakit.serve(env=PATIENT)
+    async with server.client() as client:
+        answers = await asyncio.gather(*(client.post("/checkout/order1") for _ in range(50)))
+
+    assert [a.status_code for a in answers] == [200] * 50, [a.text for a in answers]
+    saga_ids = {a.json()["saga_id"] for a in answers}
+    assert saga_ids == set(sagakit.saga_ids("order1"))
+    [saga_id] = saga_ids
+    assert sagakit.rows("SELECT idempotency_key, status FROM payments") == [
+        (f"{saga_id}:payment", "charged")
+    ]
+    assert sagakit.integer("SELECT count(*) FROM shipments WHERE status = 'shipped'") == 1
+    assert sagakit.balance("user1") == 80
+    assert sagakit.stock("item1") == 3
+
+
+async def create_buyers(client: httpx.AsyncClient, buyers: int, balance: int) -> list[str]:
+    """``buyers`` users with ``balance`` each, and an order of one ``hot`` item per user."""
+    item = {"item_id": "hot", "stock": 10, "price": 10}
+    assert (await client.post("/items", json=item, headers=ADMIN_HEADERS)).status_code == 201
+    users = [f"buyer-{i:03d}" for i in range(buyers)]
+    created = await asyncio.gather(
+        *(
+            client.post("/users", json={"user_id": u, "balance": balance}, headers=ADMIN_HEADERS)
+            for u in users
+        )
+    )
+    assert {r.status_code for r in created} == {201}
+    orders = await asyncio.gather(
+        *(
+            client.post(
+                "/orders",
+                json={"order_id": f"order-{u}", "user_id": u, "items": {"hot": 1}, "address": "x"},
+            )
+            for u in users
+        )
+    )
+    assert {r.status_code for r in orders} == {201}
+    return users
+
+
+async def test_hundred_buyers_for_ten_in_stock_leave_ten_winners_and_refund_the_rest(
+    sagakit: Sagakit,
+) -> None:
+    """A hundred concurrent buyers of ten units: ten are charged once, ninety refunded in full."""
+    server = await sagakit.serve(env=PATIENT)
+    async with server.client() as client:
+        users = await create_buyers(client, 100, balance=50)
+        answers = await asyncio.gather(*(client.post(f"/checkout/order-{u}") for u in users))
+        item = (await client.get("/items/hot")).json()
+
+    assert Counter(a.status_code for a in answers) == {200: 10, 400: 90}
+    for answer in answers:
+        if answer.status_code == 400:
+            body = answer.json()
+            assert (body["status"], body["error"], body["failed_step"]) == (
+                "compensated",
+                "Not enough stock",
+                "inventory",
+            )
+    assert item["stock"] == 0
+    assert sagakit.stock("hot") == 0
+    winners = {a.json()["order_id"].removeprefix("order-") for a in answers if a.status_code == 200}
+    for user in users:
+        [saga_id] = sagakit.saga_ids(f"order-{user}")
+        payment = sagakit.rows(
+            "SELECT status, amount FROM payments WHERE idempotency_key = ?", (f"{saga_id}:payment",)
+        )
+        if user in winners:
+            assert (sagakit.balance(user), payment) == (40, [("charged", 10)]), user
+        else:
+            assert (sagakit.balance(user), payment) == (50, [("refunded", 10)]), user
+    assert sagakit.integer("SELECT count(*) FROM payments WHERE status = 'charged'") == 10
+    assert sagakit.integer("SELECT count(*) FROM reservations WHERE status = 'reserved'") == 10
