@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Final
 
@@ -38,6 +38,9 @@ from sagakit.store.base import SagaStore
 logger = logging.getLogger("sagakit")
 
 Sleep = Callable[[float], Awaitable[None]]
+#: Told of every transition once it is durable: the instance as it now stands and the
+#: events just recorded. Metrics, logs and traces listen here; the engine knows none of them.
+Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
 #: Called at named points of the state machine (``before_do``, ``after_do``,
 #: ``before_compensate``, ``after_compensate``) with the step's name; tests use it to crash.
 Probe = Callable[[str, str], None]
@@ -74,12 +77,14 @@ class SagaOrchestrator:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         sleep: Sleep = asyncio.sleep,
         probe: Probe | None = None,
+        listeners: Iterable[Listener] = (),
     ) -> None:
         self.store = store
         self.owner = owner or new_owner_id()
         self.lease_seconds = lease_seconds
         self._sleep = sleep
         self._probe = probe or _no_probe
+        self.listeners: list[Listener] = list(listeners)
         self._sagas: dict[tuple[str, int], Saga] = {}
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
         self._adopted: dict[str, int] = {}
@@ -138,8 +143,17 @@ class SagaOrchestrator:
         event = SagaEvent(type="saga_started", step=first, attempt=1)
         result = await self.store.start(instance, event, lease_seconds=self.lease_seconds)
         if result.created:
+            self.notify(result.instance, (event,))
             self.drive(result.instance, fresh=True)
         return result
+
+    def notify(self, instance: SagaInstance, events: Sequence[SagaEvent]) -> None:
+        """Tell every listener about a durable transition; a failing listener is logged."""
+        for listener in self.listeners:
+            try:
+                listener(instance, events)
+            except Exception:
+                logger.exception("saga listener %r failed", listener)
 
     async def wait(self, saga_id: str, timeout: float | None = None) -> SagaInstance:
         """The instance once it has ended, or as it stands when ``timeout`` runs out."""
@@ -235,6 +249,7 @@ class SagaOrchestrator:
             self._adopted[instance.saga_id] = instance.fence
             return
         logger.info("saga %s: recovered (%s)", instance.saga_id, instance.status)
+        self.notify(instance, (SagaEvent(type="saga_claimed", detail=f"claimed by {self.owner}"),))
         self.drive(instance)
 
     async def retry(self, saga_id: str, *, actor: str = "operator") -> SagaInstance:
@@ -243,6 +258,7 @@ class SagaOrchestrator:
         instance = await self.store.reopen(
             saga_id, event, owner=self.owner, lease_seconds=self.lease_seconds
         )
+        self.notify(instance, (event,))
         self.drive(instance)
         return instance
 
@@ -318,6 +334,7 @@ class _Run:
             owner=None if finished else self.instance.owner,
             lease_until=None if finished else self.instance.lease_until,
         )
+        self.orch.notify(self.instance, events)
 
     def context(self, index: int, attempt: int) -> StepContext:
         record = self.steps[index]
