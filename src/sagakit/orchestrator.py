@@ -262,6 +262,23 @@ class SagaOrchestrator:
         self.drive(instance)
         return instance
 
+    async def cancel(self, saga_id: str, *, actor: str = "operator") -> SagaInstance:
+        """Ask a ``running`` instance to stop and compensate what it did (an operator's action).
+
+        Its driver, wherever it runs, sees the request at its next recorded transition.
+        """
+        event = SagaEvent(type="operator_cancel", detail=f"cancel requested by {actor}")
+        instance = await self.store.request_cancel(saga_id, event)
+        self.notify(instance, (event,))
+        return instance
+
+    async def resolve(self, saga_id: str, *, actor: str = "operator", reason: str) -> SagaInstance:
+        """Mark a ``failed`` instance ``compensated`` by hand, recording who and why."""
+        event = SagaEvent(type="operator_resolved", detail=f"resolved by {actor}: {reason}")
+        instance = await self.store.resolve(saga_id, event)
+        self.notify(instance, (event,))
+        return instance
+
     async def renew_leases(self) -> int:
         """Extend the leases of every instance this orchestrator drives."""
         if not self._running:
@@ -291,6 +308,7 @@ class _Run:
         self.saga = saga
         self.instance = instance
         self.steps = list(instance.steps)
+        self.cancel_requested = instance.cancel_requested
 
     # -- writing -------------------------------------------------------------------------
 
@@ -317,13 +335,14 @@ class _Run:
             release=not new_status.is_active,
         )
         try:
-            await self.orch.store.transition(change)
+            cancel = await self.orch.store.transition(change)
         except LeaseLost:
             adopted = self.orch._adopted.pop(change.saga_id, None)
             if adopted is None or adopted <= change.fence:
                 raise
             self.instance = self.instance.evolve(fence=adopted)
-            await self.orch.store.transition(replace(change, fence=adopted))
+            cancel = await self.orch.store.transition(replace(change, fence=adopted))
+        self.cancel_requested = self.cancel_requested or cancel
         finished = change.release
         self.instance = self.instance.evolve(
             status=new_status,
@@ -382,7 +401,18 @@ class _Run:
     async def run_from(self, index: int) -> None:
         """Run attempts from step ``index`` on, whose start is already recorded."""
         while self.instance.status is SagaStatus.RUNNING:
+            if self.cancel_requested:
+                await self.cancel(index)
+                return
             index = await self.attempt(index)
+
+    async def cancel(self, index: int) -> None:
+        """An operator cancelled: compensate from the step about to run, whose state is unknown."""
+        record = self.steps[index]
+        self.steps[index] = record.evolve(status=StepStatus.COMPENSATING, finished_at=now())
+        message = "cancelled by an operator"
+        event = SagaEvent(type="saga_cancelled", step=record.name, detail=message)
+        await self.begin_compensation(event, message, record.name)
 
     async def attempt(self, index: int) -> int:
         """Run the recorded attempt of step ``index``; return the step to run next."""

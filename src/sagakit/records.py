@@ -99,6 +99,8 @@ class SagaInstance:
     owner: str | None = None
     fence: int = 0
     lease_until: float | None = None
+    #: An operator asked to cancel: the driver compensates instead of running the next step.
+    cancel_requested: bool = False
 
     def evolve(self, **changes: object) -> SagaInstance:
         """A copy with ``changes`` applied."""

@@ -67,8 +67,11 @@ class SagaStore(SagaQueries, Protocol):
         """Insert ``instance`` owned by ``instance.owner``, unless its key is taken (see above)."""
         ...
 
-    async def transition(self, change: Transition) -> None:
-        """Apply ``change`` atomically, or raise ``LeaseLost`` if its fence is stale."""
+    async def transition(self, change: Transition) -> bool:
+        """Apply ``change`` atomically, or raise ``LeaseLost`` if its fence is stale.
+
+        Returns whether an operator has asked to cancel the saga.
+        """
         ...
 
     async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
@@ -95,6 +98,20 @@ class SagaStore(SagaQueries, Protocol):
         self, saga_id: str, event: SagaEvent, *, owner: str, lease_seconds: float
     ) -> SagaInstance:
         """Turn a ``failed`` instance back to ``compensating``, claimed by ``owner``.
+
+        Raises ``SagaNotFound`` or ``InvalidTransition``.
+        """
+        ...
+
+    async def request_cancel(self, saga_id: str, event: SagaEvent) -> SagaInstance:
+        """Flag a ``running`` instance for cancellation and record ``event``.
+
+        Raises ``SagaNotFound`` or ``InvalidTransition``.
+        """
+        ...
+
+    async def resolve(self, saga_id: str, event: SagaEvent) -> SagaInstance:
+        """Mark a ``failed`` instance ``compensated`` by hand and record ``event``.
 
         Raises ``SagaNotFound`` or ``InvalidTransition``.
         """

@@ -89,7 +89,7 @@ class MemoryStore:
             self._events[stored.saga_id] = [event]
             return StartResult(instance=stored, created=True)
 
-    async def transition(self, change: Transition) -> None:
+    async def transition(self, change: Transition) -> bool:
         async with self._lock:
             current = self._instances.get(change.saga_id)
             if current is None or current.fence != change.fence:
@@ -107,6 +107,7 @@ class MemoryStore:
                 lease_until=None if change.release else current.lease_until,
             )
             self._events[change.saga_id].extend(change.events)
+            return current.cancel_requested
 
     def _claimable(self, instance: SagaInstance, at: float) -> bool:
         return instance.status.is_active and (
@@ -186,6 +187,30 @@ class MemoryStore:
             self._instances[saga_id] = reopened
             self._events[saga_id].append(event)
             return reopened
+
+    async def request_cancel(self, saga_id: str, event: SagaEvent) -> SagaInstance:
+        async with self._lock:
+            instance = self._expect(saga_id, SagaStatus.RUNNING)
+            flagged = instance.evolve(cancel_requested=True, updated_at=now())
+            self._instances[saga_id] = flagged
+            self._events[saga_id].append(event)
+            return flagged
+
+    async def resolve(self, saga_id: str, event: SagaEvent) -> SagaInstance:
+        async with self._lock:
+            instance = self._expect(saga_id, SagaStatus.FAILED)
+            resolved = instance.evolve(status=SagaStatus.COMPENSATED, updated_at=now())
+            self._instances[saga_id] = resolved
+            self._events[saga_id].append(event)
+            return resolved
+
+    def _expect(self, saga_id: str, status: SagaStatus) -> SagaInstance:
+        instance = self._instances.get(saga_id)
+        if instance is None:
+            raise SagaNotFound(f"no saga {saga_id!r}")
+        if instance.status is not status:
+            raise InvalidTransition(f"saga {saga_id} is {instance.status}, not {status}")
+        return instance
 
     async def close(self) -> None:
         return None

@@ -30,7 +30,7 @@ from sagakit.store.postgres_db import Connection, PostgresDatabase, Record
 DB_NOW: Final = "extract(epoch FROM clock_timestamp())"
 INSTANCE_COLUMNS: Final = (
     "saga_id, name, version, status, input::text AS input, business_key, error, failed_step,"
-    " created_at, updated_at, owner, fence, lease_until"
+    " created_at, updated_at, owner, fence, lease_until, cancel_requested"
 )
 SELECT_INSTANCE: Final = f"SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE saga_id = $1"
 SELECT_STEPS: Final = (
@@ -78,7 +78,7 @@ UPDATE_FENCED: Final = (
     "  UPDATE saga_instances SET status = $3, error = $4, failed_step = $5, updated_at = $20,"
     "   owner = CASE WHEN $6 THEN NULL ELSE owner END,"
     "   lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END"
-    "  WHERE saga_id = $1 AND fence = $2 RETURNING saga_id),"
+    "  WHERE saga_id = $1 AND fence = $2 RETURNING saga_id, cancel_requested),"
     " steps AS ("
     "  UPDATE saga_steps AS t SET status = s.status, attempts = s.attempts,"
     "   compensation_attempts = s.compensation_attempts, result = s.result::jsonb,"
@@ -94,7 +94,7 @@ UPDATE_FENCED: Final = (
     "  FROM unnest($15::float8[], $16::text[], $17::text[], $18::int[], $19::text[])"
     "   AS e(at, type, step, attempt, detail)"
     "  WHERE EXISTS (SELECT 1 FROM instance))"
-    " SELECT count(*) FROM instance"
+    " SELECT cancel_requested FROM instance"
 )
 CLAIM: Final = (
     f"UPDATE saga_instances SET owner = $1, fence = fence + 1, lease_until = {DB_NOW} + $2"
@@ -125,6 +125,16 @@ REOPEN: Final = (
     "UPDATE saga_instances SET status = 'compensating', owner = $1, fence = fence + 1,"
     f" lease_until = {DB_NOW} + $2, updated_at = {DB_NOW}"
     " WHERE saga_id = $3 AND status = 'failed'"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+REQUEST_CANCEL: Final = (
+    f"UPDATE saga_instances SET cancel_requested = true, updated_at = {DB_NOW}"
+    " WHERE saga_id = $1 AND status = 'running'"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+RESOLVE: Final = (
+    f"UPDATE saga_instances SET status = 'compensated', updated_at = {DB_NOW}"
+    " WHERE saga_id = $1 AND status = 'failed'"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
 RESET_COMPENSATION_ATTEMPTS: Final = (
@@ -170,6 +180,7 @@ def _instance(row: Record, steps: tuple[StepRecord, ...]) -> SagaInstance:
         owner=row["owner"],
         fence=row["fence"],
         lease_until=row["lease_until"],
+        cancel_requested=row["cancel_requested"],
     )
 
 
@@ -294,7 +305,7 @@ class PostgresStore:
                 return StartResult(instance=existing, created=False)
         raise InvalidTransition(f"could not start a saga for key {instance.business_key!r}")
 
-    async def transition(self, change: Transition) -> None:
+    async def transition(self, change: Transition) -> bool:
         steps, events = change.steps, change.events
         async with self.db.connection("transition") as conn:
             updated = await conn.fetchval(
@@ -320,8 +331,9 @@ class PostgresStore:
                 [e.detail for e in events],
                 change.at,
             )
-        if updated != 1:
+        if updated is None:
             raise LeaseLost(change.saga_id)
+        return bool(updated)
 
     async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
         async with self.db.transaction("claim") as conn:
@@ -364,6 +376,27 @@ class PostgresStore:
                     raise SagaNotFound(f"no saga {saga_id!r}")
                 raise InvalidTransition(f"saga {saga_id} is {current['status']}, not failed")
             await conn.execute(RESET_COMPENSATION_ATTEMPTS, saga_id)
+            await conn.execute(
+                INSERT_EVENT, saga_id, event.at, event.type, event.step, event.attempt, event.detail
+            )
+            return (await _with_steps(conn, [row]))[0]
+
+    async def request_cancel(self, saga_id: str, event: SagaEvent) -> SagaInstance:
+        return await self._operator_action(REQUEST_CANCEL, saga_id, event, SagaStatus.RUNNING)
+
+    async def resolve(self, saga_id: str, event: SagaEvent) -> SagaInstance:
+        return await self._operator_action(RESOLVE, saga_id, event, SagaStatus.FAILED)
+
+    async def _operator_action(
+        self, statement: str, saga_id: str, event: SagaEvent, expected: SagaStatus
+    ) -> SagaInstance:
+        async with self.db.transaction("operator action") as conn:
+            row = await conn.fetchrow(statement, saga_id)
+            if row is None:
+                current = await conn.fetchrow(SELECT_INSTANCE, saga_id)
+                if current is None:
+                    raise SagaNotFound(f"no saga {saga_id!r}")
+                raise InvalidTransition(f"saga {saga_id} is {current['status']}, not {expected}")
             await conn.execute(
                 INSERT_EVENT, saga_id, event.at, event.type, event.step, event.attempt, event.detail
             )

@@ -33,7 +33,7 @@ Row: TypeAlias = tuple[Any, ...]
 
 INSTANCE_COLUMNS: Final = (
     "saga_id, name, version, status, input, business_key, error, failed_step,"
-    " created_at, updated_at, owner, fence, lease_until"
+    " created_at, updated_at, owner, fence, lease_until, cancel_requested"
 )
 SELECT_INSTANCE: Final = f"SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE saga_id = ?"
 SELECT_STEPS: Final = (
@@ -54,7 +54,7 @@ SELECT_PAGE: Final = (
 )
 COUNT_BY_STATUS: Final = "SELECT status, count(*) FROM saga_instances GROUP BY status"
 INSERT_INSTANCE: Final = (
-    f"INSERT INTO saga_instances ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+    f"INSERT INTO saga_instances ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 )
 INSERT_STEP: Final = (
     "INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
@@ -71,7 +71,7 @@ UPDATE_FENCED: Final = (
     "UPDATE saga_instances SET status = ?, error = ?, failed_step = ?, updated_at = ?,"
     " owner = CASE WHEN ? THEN NULL ELSE owner END,"
     " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
-    " WHERE saga_id = ? AND fence = ?"
+    " WHERE saga_id = ? AND fence = ? RETURNING cancel_requested"
 )
 CLAIM: Final = (
     "UPDATE saga_instances SET owner = ?1, fence = fence + 1, lease_until = ?2 + ?3"
@@ -95,6 +95,16 @@ RELEASE: Final = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHE
 REOPEN: Final = (
     "UPDATE saga_instances SET status = 'compensating', owner = ?1, fence = fence + 1,"
     " lease_until = ?2 + ?3, updated_at = ?2 WHERE saga_id = ?4 AND status = 'failed'"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+REQUEST_CANCEL: Final = (
+    "UPDATE saga_instances SET cancel_requested = 1, updated_at = ?1"
+    " WHERE saga_id = ?2 AND status = 'running'"
+    f" RETURNING {INSTANCE_COLUMNS}"
+)
+RESOLVE: Final = (
+    "UPDATE saga_instances SET status = 'compensated', updated_at = ?1"
+    " WHERE saga_id = ?2 AND status = 'failed'"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
 RESET_COMPENSATION_ATTEMPTS: Final = (
@@ -126,6 +136,7 @@ def _instance(row: Row, steps: tuple[StepRecord, ...]) -> SagaInstance:
         owner=row[10],
         fence=row[11],
         lease_until=row[12],
+        cancel_requested=bool(row[13]),
     )
 
 
@@ -254,9 +265,9 @@ class SqliteStore:
 
         return await self.db.write(work)
 
-    async def transition(self, change: Transition) -> None:
-        def work(conn: sqlite3.Connection) -> bool:
-            updated = conn.execute(
+    async def transition(self, change: Transition) -> bool:
+        def work(conn: sqlite3.Connection) -> bool | None:
+            row = conn.execute(
                 UPDATE_FENCED,
                 (
                     change.status.value,
@@ -268,19 +279,21 @@ class SqliteStore:
                     change.saga_id,
                     change.fence,
                 ),
-            ).rowcount
-            if updated != 1:
-                return False
+            ).fetchone()
+            if row is None:
+                return None
             if change.steps:
                 conn.executemany(UPDATE_STEP, [_step_row(change.saga_id, s) for s in change.steps])
             if change.events:
                 conn.executemany(
                     INSERT_EVENT, [_event_row(change.saga_id, e) for e in change.events]
                 )
-            return True
+            return bool(row[0])
 
-        if not await self.db.write(work):
+        cancel_requested = await self.db.write(work)
+        if cancel_requested is None:
             raise LeaseLost(change.saga_id)
+        return cancel_requested
 
     async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
         def work(conn: sqlite3.Connection) -> SagaInstance | None:
@@ -330,6 +343,27 @@ class SqliteStore:
 
         return await self.db.write(work)
 
+    async def request_cancel(self, saga_id: str, event: SagaEvent) -> SagaInstance:
+        return await self._operator_action(REQUEST_CANCEL, saga_id, event, SagaStatus.RUNNING)
+
+    async def resolve(self, saga_id: str, event: SagaEvent) -> SagaInstance:
+        return await self._operator_action(RESOLVE, saga_id, event, SagaStatus.FAILED)
+
+    async def _operator_action(
+        self, statement: str, saga_id: str, event: SagaEvent, expected: SagaStatus
+    ) -> SagaInstance:
+        def work(conn: sqlite3.Connection) -> SagaInstance:
+            row = conn.execute(statement, (now(), saga_id)).fetchone()
+            if row is None:
+                current = conn.execute(SELECT_INSTANCE, (saga_id,)).fetchone()
+                if current is None:
+                    raise SagaNotFound(f"no saga {saga_id!r}")
+                raise InvalidTransition(f"saga {saga_id} is {current[3]}, not {expected}")
+            conn.execute(INSERT_EVENT, _event_row(saga_id, event))
+            return _load_instance(conn, row)
+
+        return await self.db.write(work)
+
     async def close(self) -> None:
         await self.db.close()
 
@@ -354,6 +388,7 @@ def _instance_row(i: SagaInstance) -> tuple[object, ...]:
         i.owner,
         i.fence,
         i.lease_until,
+        i.cancel_requested,
     )
 
 
