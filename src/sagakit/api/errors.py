@@ -69,8 +69,18 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
+#: What FastAPI says when the JSON parser raised something other than a decode error
+#: (nesting too deep, an integer with too many digits, bad UTF-8 inside a string).
+_UNPARSABLE_BODY: Final = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        # The same answer as any other body that is not JSON: 422, as the contract says.
+        return JSONResponse(
+            {"error": "invalid request: the body is not valid JSON"}, status_code=422
+        )
     return JSONResponse(
         {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
     )
