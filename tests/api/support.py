@@ -108,3 +108,22 @@ async def failed_saga(app: FastAPI) -> tuple[str, SetUp]:
     ended = await orchestrator.wait(started.instance.saga_id, 5.0)
     assert ended.status is SagaStatus.FAILED, ended
     return ended.saga_id, set_up
+
+
+class Held(Step):
+    """A step whose action (or, with ``hold_undo``, whose compensation) waits for ``gate``."""
+
+    name = "held"
+
+    def __init__(self, *, hold_undo: bool = False) -> None:
+        self.gate = asyncio.Event()
+        self.hold_undo = hold_undo
+
+    async def do(self, ctx: StepContext) -> JSON:
+        if not self.hold_undo:
+            await self.gate.wait()
+        return {"held": True}
+
+    async def compensate(self, ctx: StepContext) -> None:
+        if self.hold_undo:
+            await self.gate.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -245,3 +246,54 @@ async def test_create_order_whose_total_passes_2_53_answers_422(
     assert response.status_code == 422
     assert "exceeds" in str(json_of(response)["error"])
     assert (await client.get("/orders/too-much")).status_code == 404
+
+
+async def test_concurrent_creates_of_one_order_id_store_exactly_one(
+    client: httpx.AsyncClient,
+) -> None:
+    """Eight concurrent posts of one order id: one 201, seven 409, and the first one stored."""
+    bodies = [
+        {"order_id": "race", "user_id": "user1", "items": {"item1": n}, "address": "A"}
+        for n in range(1, 9)
+    ]
+
+    responses = await asyncio.gather(*(client.post("/orders", json=b) for b in bodies))
+
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] + [409] * 7
+    winner = next(json_of(r) for r in responses if r.status_code == 201)
+    assert json_of(await client.get("/orders/race")) == winner
+
+
+async def test_concurrent_creates_of_one_user_id_store_exactly_one(
+    client: httpx.AsyncClient,
+) -> None:
+    """Eight concurrent admin posts of one user id: one 201 and seven 409."""
+    responses = await asyncio.gather(
+        *(
+            client.post("/users", json={"user_id": "dup", "balance": n}, headers=ADMIN)
+            for n in range(8)
+        )
+    )
+
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 7
+    winner = next(json_of(r) for r in responses if r.status_code == 201)
+    assert json_of(await client.get("/users/dup")) == winner
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("address", "a" * 1001), ("items", {f"i{n}": 1 for n in range(1001)})],
+    ids=["address-1001-chars", "1001-lines"],
+)
+async def test_create_order_over_the_size_limits_answers_422(
+    client: httpx.AsyncClient, field: str, value: object
+) -> None:
+    """An address over 1000 characters or more than 1000 lines answers 422."""
+    body = {"order_id": "huge", "user_id": "user1", "items": {"item1": 1}, field: value}
+
+    response = await client.post("/orders", json=body)
+
+    assert response.status_code == 422
+    assert str(json_of(response)["error"]).startswith(f"invalid request: body.{field}")
+    assert (await client.get("/orders/huge")).status_code == 404

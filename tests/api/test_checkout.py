@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sagakit.saga import Saga
 from sagakit.shop.participants import CHECKOUT
 from tests.api.conftest import Serve, client_of
-from tests.api.support import ADMIN, Refuse, SetUp, json_of, page_of, settled_saga
+from tests.api.support import ADMIN, Held, Refuse, SetUp, json_of, page_of, settled_saga
 
 
 async def balance(client: httpx.AsyncClient, user_id: str) -> object:
@@ -155,6 +155,8 @@ async def test_checkout_of_an_order_whose_saga_failed_answers_409(
         "error": "compensation of set_up failed: RuntimeError: undo is <broken>",
     }
     assert json_of(await client.get("/orders/order1"))["status"] == "failed"
+    quick = await client.post("/checkout/order1", params={"wait": "false"})
+    assert (quick.status_code, json_of(quick)) == (409, json_of(again))
     assert len((await page_of(client))[0]) == 1
 
 
@@ -174,3 +176,88 @@ async def test_checkout_after_an_operator_retry_compensates_starts_a_new_saga(
     assert body["saga_id"] != saga_id
     assert body["failed_step"] == "refuse"
     assert body["error"] == "refused on purpose"
+
+
+async def test_checkout_still_running_at_the_wait_limit_answers_202_checking_out(
+    serve: Serve,
+) -> None:
+    """A saga still running when the wait runs out answers 202; its order is checking_out."""
+    held = Held()
+    async with serve(checkout_wait_seconds=0.05) as app, client_of(app) as client:
+        app.state.service.orchestrator.register(Saga(CHECKOUT, [held], version=2))
+        try:
+            response = await client.post("/checkout/order1")
+
+            assert response.status_code == 202
+            body = json_of(response)
+            assert body == {"order_id": "order1", "saga_id": body["saga_id"], "status": "running"}
+            assert json_of(await client.get("/orders/order1"))["status"] == "checking_out"
+            assert [s["saga_id"] for s in (await page_of(client, status="running"))[0]] == [
+                body["saga_id"]
+            ]
+            assert json_of(await client.post("/checkout/order1"))["saga_id"] == body["saga_id"]
+        finally:
+            held.gate.set()
+        assert (await settled_saga(client, str(body["saga_id"])))["status"] == "completed"
+        assert json_of(await client.get("/orders/order1"))["status"] == "completed"
+
+
+async def test_checkout_still_compensating_at_the_wait_limit_answers_202_compensating(
+    serve: Serve,
+) -> None:
+    """A saga compensating when the wait runs out answers 202 ``compensating``; it ends later."""
+    held = Held(hold_undo=True)
+    async with serve(checkout_wait_seconds=0.05) as app, client_of(app) as client:
+        app.state.service.orchestrator.register(Saga(CHECKOUT, [held, Refuse()], version=2))
+        try:
+            response = await client.post("/checkout/order1")
+
+            assert response.status_code == 202
+            assert json_of(response)["status"] == "compensating"
+            assert json_of(await client.get("/orders/order1"))["status"] == "checking_out"
+        finally:
+            held.gate.set()
+        saga = await settled_saga(client, str(json_of(response)["saga_id"]))
+        assert (saga["status"], saga["failed_step"]) == ("compensated", "refuse")
+        assert json_of(await client.get("/orders/order1"))["status"] == "failed"
+
+
+async def test_checkout_refused_by_inventory_refunds_the_payment(
+    client: httpx.AsyncClient,
+) -> None:
+    """An order for more than the stock answers 400 at inventory; the payment is refunded."""
+    order = {"order_id": "greedy", "user_id": "user1", "items": {"item1": 1, "item2": 4}}
+    assert (await client.post("/orders", json={**order, "address": "Here"})).status_code == 201
+
+    response = await client.post("/checkout/greedy")
+
+    assert response.status_code == 400
+    body = json_of(response)
+    assert (body["error"], body["failed_step"]) == ("Not enough stock", "inventory")
+    assert await balance(client, "user1") == 100
+    assert json_of(await client.get("/items/item1"))["stock"] == 5
+    assert json_of(await client.get("/items/item2"))["stock"] == 3
+
+
+async def test_concurrent_checkouts_of_a_compensated_order_start_one_new_saga(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Concurrent re-checkouts of a compensated order all join one new saga while it runs."""
+    first = json_of(await client.post("/checkout/order3"))
+    assert first["status"] == "compensated"
+    held = Held()
+    app.state.service.orchestrator.register(Saga(CHECKOUT, [held, Refuse()], version=2))
+    try:
+        responses = await asyncio.gather(
+            *(client.post("/checkout/order3", params={"wait": "false"}) for _ in range(8))
+        )
+    finally:
+        held.gate.set()
+
+    assert {r.status_code for r in responses} == {202}
+    again = {str(json_of(r)["saga_id"]) for r in responses}
+    assert len(again) == 1
+    assert first["saga_id"] not in again
+    assert (await settled_saga(client, again.pop()))["status"] == "compensated"
+    assert len((await page_of(client))[0]) == 2
+    assert await balance(client, "user1") == 100

@@ -68,3 +68,29 @@ async def test_metrics_count_sagas_by_status_after_checkouts(client: httpx.Async
     assert gauge(text, "running") == 0
     assert gauge(text, "compensating") == 0
     assert gauge(text, "failed") == 0
+
+
+async def test_openapi_describes_the_public_routes(client: httpx.AsyncClient) -> None:
+    """``/openapi.json`` lists the contract's routes (not the dashboard) and ``/docs`` serves."""
+    schema = json_of(await client.get("/openapi.json"))
+
+    paths = schema["paths"]
+    assert isinstance(paths, dict)
+    assert {
+        "/checkout/{order_id}",
+        "/orders",
+        "/orders/{order_id}",
+        "/users",
+        "/users/{user_id}",
+        "/items",
+        "/items/{item_id}",
+        "/sagas",
+        "/sagas/{saga_id}",
+        "/sagas/{saga_id}/retry",
+        "/healthz",
+        "/metrics",
+    } <= set(paths)
+    assert not [p for p in paths if p.startswith("/dashboard")]
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -58,6 +60,7 @@ async def test_get_saga_answers_input_steps_and_events(client: httpx.AsyncClient
     events = saga["events"]
     assert isinstance(events, list)
     assert all({"at", "type", "step", "detail"} <= set(e) for e in events)
+    assert all(datetime.fromisoformat(e["at"]).utcoffset() == timedelta(0) for e in events)
     assert events[0]["type"] == "saga_started"
     assert events[-1]["type"] == "saga_completed"
     assert [e["step"] for e in events if e["type"] == "step_succeeded"] == [
