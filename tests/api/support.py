@@ -1,4 +1,4 @@
-"""Helpers shared by the API tests: the admin header, polling, and a saga that fails for good."""
+"""Helpers for the API tests: the admin header, JSON checks, polling, and steps to stage sagas."""
 
 from __future__ import annotations
 

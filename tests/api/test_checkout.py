@@ -261,3 +261,35 @@ async def test_concurrent_checkouts_of_a_compensated_order_start_one_new_saga(
     assert (await settled_saga(client, again.pop()))["status"] == "compensated"
     assert len((await page_of(client))[0]) == 2
     assert await balance(client, "user1") == 100
+
+
+async def test_checkout_with_a_blank_address_is_refused_by_shipping(
+    client: httpx.AsyncClient,
+) -> None:
+    """An address of only whitespace is as invalid as an empty one: 400 at shipping."""
+    order = {"order_id": "blank", "user_id": "user1", "items": {"item1": 1}, "address": " \t "}
+    assert (await client.post("/orders", json=order)).status_code == 201
+
+    response = await client.post("/checkout/blank")
+
+    assert response.status_code == 400
+    body = json_of(response)
+    assert (body["error"], body["failed_step"]) == ("Invalid shipping address", "shipping")
+    assert await balance(client, "user1") == 100
+    assert json_of(await client.get("/items/item1"))["stock"] == 5
+
+
+async def test_checkout_taking_the_exact_balance_and_stock_completes(
+    client: httpx.AsyncClient,
+) -> None:
+    """A balance that exactly covers the total and stock that exactly covers the lines suffice."""
+    user = {"user_id": "exact", "balance": 30}
+    assert (await client.post("/users", json=user, headers=ADMIN)).status_code == 201
+    order = {"order_id": "all-of-it", "user_id": "exact", "items": {"item2": 3}, "address": "A"}
+    assert (await client.post("/orders", json=order)).status_code == 201
+
+    response = await client.post("/checkout/all-of-it")
+
+    assert response.status_code == 200
+    assert await balance(client, "exact") == 0
+    assert json_of(await client.get("/items/item2"))["stock"] == 0

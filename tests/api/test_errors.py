@@ -339,3 +339,17 @@ async def test_refused_requests_change_nothing(client: httpx.AsyncClient) -> Non
     assert await snapshot(client) == before
     for path in ("/users/new", "/items/new", "/orders/new"):
         assert (await client.get(path)).status_code == 404
+
+
+async def test_chunked_body_over_1_mib_to_checkout_answers_413_and_charges_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    """A streamed body over 1 MiB to a route that reads no body is refused, like a declared one."""
+    declared = await client.post("/checkout/order1", content=b" " * (MIB + 1))
+    assert error_of(declared, 413) == f"request body exceeds {MIB} bytes"
+
+    streamed = await client.post("/checkout/order1", content=chunks(MIB + 1))
+
+    error_of(streamed, 413)
+    assert json_of(await client.get("/users/user1"))["balance"] == 100
+    assert json_of(await client.get("/orders/order1"))["status"] == "new"
