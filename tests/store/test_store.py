@@ -147,25 +147,26 @@ async def test_start_with_a_taken_saga_id_is_refused_and_keeps_the_first(
     assert len(await store.events("s-1")) == 1
 
 
-@pytest.mark.parametrize(
-    "status",
-    [SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.COMPLETED, SagaStatus.FAILED],
-)
 async def test_start_with_a_taken_business_key_returns_the_existing_instance(
-    store: SagaStore, status: SagaStatus
+    store: SagaStore,
 ) -> None:
     """While the key's latest saga is active, completed or failed, no second one is created."""
-    await put(store, instance("s-1", business_key="order-1", status=status))
+    holding = [SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.COMPLETED, SagaStatus.FAILED]
+    for status in holding:
+        await put(store, instance(f"first-{status}", business_key=f"key-{status}", status=status))
 
-    result = await store.start(
-        instance("s-2", business_key="order-1"), started(), lease_seconds=LIVE
-    )
+    for status in holding:
+        result = await store.start(
+            instance(f"second-{status}", business_key=f"key-{status}"),
+            started(),
+            lease_seconds=LIVE,
+        )
 
-    assert not result.created
-    assert result.instance.saga_id == "s-1"
-    assert result.instance.status is status
-    assert await store.get("s-2") is None
-    assert (await store.list_sagas()).sagas[0].saga_id == "s-1"
+        assert not result.created, status
+        assert result.instance.saga_id == f"first-{status}"
+        assert result.instance.status is status
+        assert await store.get(f"second-{status}") is None
+    assert len((await store.list_sagas()).sagas) == len(holding)
 
 
 async def test_start_with_a_key_whose_latest_saga_is_compensated_creates_a_new_one(
@@ -308,6 +309,17 @@ async def test_transition_with_a_stale_fence_raises_lease_lost_and_changes_nothi
     assert [e.type for e in await store.events("s-1")] == ["saga_started"]
 
 
+async def test_transition_time_becomes_the_instances_updated_at(store: SagaStore) -> None:
+    """The instance's ``updated_at`` is the time its latest transition carries."""
+    await put(store, instance("s-1"))
+
+    await store.transition(
+        Transition(saga_id="s-1", fence=1, status=SagaStatus.COMPENSATING, at=4321.5)
+    )
+
+    assert (await stored(store, "s-1")).updated_at == pytest.approx(4321.5)
+
+
 async def test_transition_of_an_unknown_saga_raises_lease_lost(store: SagaStore) -> None:
     """Nobody can hold the lease of a saga that does not exist."""
     with pytest.raises(LeaseLost):
@@ -413,15 +425,17 @@ async def test_concurrent_claims_hand_the_saga_to_exactly_one_owner(store: SagaS
     assert (await stored(store, "s-1")).fence == 2
 
 
-@pytest.mark.parametrize(
-    "status", [SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED]
-)
-async def test_claim_of_a_finished_saga_returns_none(store: SagaStore, status: SagaStatus) -> None:
+async def test_claim_of_a_finished_saga_returns_none(store: SagaStore) -> None:
     """Only running or compensating sagas can be claimed, whatever their lease."""
-    await put(store, instance("s-1", status=status), lease_seconds=EXPIRED)
+    finished = [SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED]
+    for status in finished:
+        await put(store, instance(f"s-{status}", status=status), lease_seconds=EXPIRED)
 
-    assert await store.claim("s-1", owner="owner-b", lease_seconds=LIVE) is None
+    for status in finished:
+        assert await store.claim(f"s-{status}", owner="owner-b", lease_seconds=LIVE) is None
     assert await store.claim_expired(owner="owner-b", lease_seconds=LIVE, limit=10) == []
+    for status in finished:
+        assert (await stored(store, f"s-{status}")).fence == 1
 
 
 async def test_claim_of_an_unknown_saga_returns_none(store: SagaStore) -> None:
@@ -503,6 +517,22 @@ async def test_renew_extends_only_the_owners_active_leases(store: SagaStore) -> 
     assert (await stored(store, "mine-done")).lease_until == pytest.approx(done.lease_until)
 
 
+async def test_renew_with_saga_ids_extends_only_those_leases(store: SagaStore) -> None:
+    """Given ids, renewal skips the owner's other sagas, so their leases can lapse."""
+    await put(store, instance("driven"), lease_seconds=EXPIRED)
+    await put(store, instance("orphan"), lease_seconds=EXPIRED)
+    await put(store, instance("theirs", owner="owner-b"), lease_seconds=EXPIRED)
+
+    renewed = await store.renew(
+        owner="owner-a", lease_seconds=LIVE, saga_ids=["driven", "theirs", "unknown"]
+    )
+
+    assert renewed == 1
+    claimed = await store.claim_expired(owner="owner-c", lease_seconds=LIVE, limit=10)
+    assert {i.saga_id for i in claimed} == {"orphan", "theirs"}
+    assert (await stored(store, "driven")).owner == "owner-a"
+
+
 async def test_renew_keeps_a_renewed_saga_from_being_claimed(store: SagaStore) -> None:
     """An expired lease that its owner renews in time cannot be taken over."""
     await put(store, instance("s-1"), lease_seconds=EXPIRED)
@@ -576,22 +606,29 @@ async def test_reopen_turns_a_failed_saga_back_to_compensating_for_the_new_owner
     assert (await store.events("s-1"))[-1] == event
 
 
-@pytest.mark.parametrize(
-    "status",
-    [SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.COMPLETED, SagaStatus.COMPENSATED],
-)
 async def test_reopen_of_a_saga_that_has_not_failed_raises_invalid_transition(
-    store: SagaStore, status: SagaStatus
+    store: SagaStore,
 ) -> None:
     """Only a ``failed`` saga can be reopened, and a refused reopen changes nothing."""
-    await put(store, instance("s-1", status=status))
+    others = [
+        SagaStatus.RUNNING,
+        SagaStatus.COMPENSATING,
+        SagaStatus.COMPLETED,
+        SagaStatus.COMPENSATED,
+    ]
+    for status in others:
+        await put(store, instance(f"s-{status}", status=status))
 
-    with pytest.raises(InvalidTransition):
-        await store.reopen("s-1", SagaEvent(type="operator_retry"), owner="b", lease_seconds=LIVE)
+    for status in others:
+        saga_id = f"s-{status}"
+        with pytest.raises(InvalidTransition):
+            await store.reopen(
+                saga_id, SagaEvent(type="operator_retry"), owner="b", lease_seconds=LIVE
+            )
 
-    got = await stored(store, "s-1")
-    assert (got.status, got.owner, got.fence) == (status, "owner-a", 1)
-    assert [e.type for e in await store.events("s-1")] == ["saga_started"]
+        got = await stored(store, saga_id)
+        assert (got.status, got.owner, got.fence) == (status, "owner-a", 1)
+        assert [e.type for e in await store.events(saga_id)] == ["saga_started"]
 
 
 async def test_reopen_of_an_unknown_saga_raises_saga_not_found(store: SagaStore) -> None:
