@@ -40,9 +40,22 @@ class SagaQueries(Protocol):
         ...
 
     async def list_sagas(
-        self, *, status: SagaStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        status: SagaStatus | None = None,
+        name: str | None = None,
+        business_key: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> SagaPage:
-        """A page of instances (without steps), newest first."""
+        """A page of instances, newest first, that match every filter given.
+
+        ``created_after`` is inclusive and ``created_before`` exclusive (epoch seconds), so
+        adjacent ranges never list a saga twice. ``cursor`` is a page's ``next_cursor``,
+        passed back with the same filters.
+        """
         ...
 
     async def latest_by_key(self, name: str, business_key: str) -> SagaInstance | None:

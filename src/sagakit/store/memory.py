@@ -42,16 +42,31 @@ class MemoryStore:
         return list(self._events.get(saga_id, ()))
 
     async def list_sagas(
-        self, *, status: SagaStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        status: SagaStatus | None = None,
+        name: str | None = None,
+        business_key: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> SagaPage:
         below = int(cursor) if cursor else None
+
+        def wanted(saga_id: str) -> bool:
+            i = self._instances[saga_id]
+            return (
+                (status is None or i.status is status)
+                and (name is None or i.name == name)
+                and (business_key is None or i.business_key == business_key)
+                and (created_after is None or i.created_at >= created_after)
+                and (created_before is None or i.created_at < created_before)
+                and (below is None or self._seq[saga_id] < below)
+            )
+
         ordered = sorted(self._instances, key=self._seq.__getitem__, reverse=True)
-        chosen = [
-            self._instances[i]
-            for i in ordered
-            if (status is None or self._instances[i].status is status)
-            and (below is None or self._seq[i] < below)
-        ]
+        chosen = [self._instances[i] for i in ordered if wanted(i)]
         page = tuple(chosen[:limit])
         more = len(chosen) > limit
         return SagaPage(sagas=page, next_cursor=str(self._seq[page[-1].saga_id]) if more else None)

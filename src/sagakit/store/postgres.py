@@ -48,7 +48,9 @@ SELECT_LATEST_BY_KEY: Final = (
 SELECT_PAGE: Final = (
     f"SELECT seq, {INSTANCE_COLUMNS} FROM saga_instances"
     " WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR seq < $2)"
-    " ORDER BY seq DESC LIMIT $3"
+    " AND ($3::text IS NULL OR name = $3) AND ($4::text IS NULL OR business_key = $4)"
+    " AND ($5::float8 IS NULL OR created_at >= $5) AND ($6::float8 IS NULL OR created_at < $6)"
+    " ORDER BY seq DESC LIMIT $7"
 )
 COUNT_BY_STATUS: Final = "SELECT status, count(*) AS n FROM saga_instances GROUP BY status"
 INSERT_INSTANCE: Final = (
@@ -230,11 +232,28 @@ class PostgresStore:
         ]
 
     async def list_sagas(
-        self, *, status: SagaStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        status: SagaStatus | None = None,
+        name: str | None = None,
+        business_key: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> SagaPage:
         below = int(cursor) if cursor else None
         async with self.db.connection() as conn:
-            rows = await conn.fetch(SELECT_PAGE, status.value if status else None, below, limit + 1)
+            rows = await conn.fetch(
+                SELECT_PAGE,
+                status.value if status else None,
+                below,
+                name,
+                business_key,
+                created_after,
+                created_before,
+                limit + 1,
+            )
             sagas = await _with_steps(conn, rows[:limit])
         more = len(rows) > limit
         return SagaPage(

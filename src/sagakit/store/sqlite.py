@@ -50,7 +50,9 @@ SELECT_LATEST_BY_KEY: Final = (
 SELECT_PAGE: Final = (
     f"SELECT seq, {INSTANCE_COLUMNS} FROM saga_instances"
     " WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR seq < ?2)"
-    " ORDER BY seq DESC LIMIT ?3"
+    " AND (?3 IS NULL OR name = ?3) AND (?4 IS NULL OR business_key = ?4)"
+    " AND (?5 IS NULL OR created_at >= ?5) AND (?6 IS NULL OR created_at < ?6)"
+    " ORDER BY seq DESC LIMIT ?7"
 )
 COUNT_BY_STATUS: Final = "SELECT status, count(*) FROM saga_instances GROUP BY status"
 INSERT_INSTANCE: Final = (
@@ -210,14 +212,29 @@ class SqliteStore:
         return await self.db.read(work)
 
     async def list_sagas(
-        self, *, status: SagaStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        status: SagaStatus | None = None,
+        name: str | None = None,
+        business_key: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> SagaPage:
         below = int(cursor) if cursor else None
+        params = (
+            status.value if status else None,
+            below,
+            name,
+            business_key,
+            created_after,
+            created_before,
+            limit + 1,
+        )
 
         def work(conn: sqlite3.Connection) -> SagaPage:
-            rows = conn.execute(
-                SELECT_PAGE, (status.value if status else None, below, limit + 1)
-            ).fetchall()
+            rows = conn.execute(SELECT_PAGE, params).fetchall()
             sagas = tuple(_load_instance(conn, row[1:]) for row in rows[:limit])
             more = len(rows) > limit
             return SagaPage(sagas=sagas, next_cursor=str(rows[limit - 1][0]) if more else None)
