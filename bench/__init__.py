@@ -1,0 +1,1 @@
+"""sagakit's benchmark suite: ``python -m bench.run`` (see bench/README.md)."""

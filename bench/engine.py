@@ -1,0 +1,126 @@
+"""The engine alone, without HTTP: how many three-step sagas one process runs durably per second.
+
+The saga's steps do trivial work (each returns a small dict), so what is measured is the
+orchestrator and its store. ``IN_FLIGHT`` sagas run at any moment: each of that many runners
+starts a saga, waits for its end, and starts the next, until the time is up.
+
+A completed three-step saga makes four durable writes, which this suite calls its four
+*step transitions*: the start (saga created, step 1 running), "step 1 done, step 2 running",
+"step 2 done, step 3 running", and "step 3 done, saga completed". CPU per transition is this
+process's CPU time (every thread: the event loop and SQLite's writer) over four times the
+sagas completed. A PostgreSQL server's own CPU is reported beside it, not inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from dataclasses import asdict, dataclass
+from typing import Any, Final, TypeVar
+
+from bench.machine import cpu_seconds
+from sagakit import SagaOrchestrator, SagaStatus, Step, StepContext, open_store
+from sagakit.records import JSON
+from sagakit.saga import Saga
+
+T = TypeVar("T")
+
+IN_FLIGHT: Final = 200
+TRANSITIONS_PER_SAGA: Final = 4
+SAGA: Final = "bench"
+
+
+class TrivialStep(Step):
+    """A step that does nothing but return a small result."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def do(self, ctx: StepContext) -> JSON:
+        return {"step": self.name, "attempt": ctx.attempt}
+
+
+def bench_saga() -> Saga:
+    """Three trivial steps, like the checkout's payment, inventory and shipping."""
+    return Saga(SAGA, [TrivialStep("one"), TrivialStep("two"), TrivialStep("three")])
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    """One store's numbers."""
+
+    store: str
+    sagas: int
+    seconds: float
+    sagas_per_second: float
+    cpu_us_per_transition: float
+    cpu_us_per_saga: float
+    #: CPU of every ``postgres`` process on the machine over the same window, per transition.
+    db_server_cpu_us_per_transition: float | None
+    problems: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data."""
+        return asdict(self)
+
+
+async def _runner(orch: SagaOrchestrator, deadline: float, tally: dict[str, int]) -> None:
+    while time.perf_counter() < deadline:
+        started = await orch.start(SAGA, {"n": tally["started"]})
+        tally["started"] += 1
+        ended = await orch.wait(started.instance.saga_id)
+        key = "completed" if ended.status is SagaStatus.COMPLETED else ended.status.value
+        tally[key] = tally.get(key, 0) + 1
+
+
+async def _run_for(orch: SagaOrchestrator, seconds: float, in_flight: int) -> dict[str, int]:
+    tally = {"started": 0, "completed": 0}
+    deadline = time.perf_counter() + seconds
+    async with asyncio.TaskGroup() as group:
+        for i in range(in_flight):
+            group.create_task(_runner(orch, deadline, tally), name=f"bench-runner-{i}")
+    return tally
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop, as ``sagakit serve`` does (uvicorn's default), if installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+async def measure(
+    label: str, url: str, seconds: float, *, warmup: float = 1.0, in_flight: int = IN_FLIGHT
+) -> EngineResult:
+    """Run the trivial saga against the store at ``url`` for ``seconds`` (after a warm-up)."""
+    store = await open_store(url)
+    orch = SagaOrchestrator(store, [bench_saga()])
+    try:
+        await _run_for(orch, warmup, in_flight)
+        cpu, db_cpu, wall = time.process_time(), cpu_seconds(name="postgres"), time.perf_counter()
+        tally = await _run_for(orch, seconds, in_flight)
+        wall = time.perf_counter() - wall
+        cpu = time.process_time() - cpu
+        db_cpu = cpu_seconds(name="postgres") - db_cpu
+    finally:
+        await orch.shutdown()
+        await store.close()
+    done = tally["completed"]
+    transitions = max(1, done * TRANSITIONS_PER_SAGA)
+    others = {k: v for k, v in tally.items() if k not in ("started", "completed")}
+    return EngineResult(
+        store=label,
+        sagas=done,
+        seconds=round(wall, 3),
+        sagas_per_second=round(done / wall, 1),
+        cpu_us_per_transition=round(cpu * 1e6 / transitions, 1),
+        cpu_us_per_saga=round(cpu * 1e6 / max(1, done), 1),
+        db_server_cpu_us_per_transition=(
+            round(db_cpu * 1e6 / transitions, 1) if label == "postgres" else None
+        ),
+        problems=[f"{n} sagas ended {status}" for status, n in others.items()],
+    )

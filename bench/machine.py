@@ -1,0 +1,90 @@
+"""What machine a run was on: cores, CPU model, memory, versions, load and disk sync latency."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Final
+
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def _command_version(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else "unavailable"
+
+
+def cpu_seconds(*, name: str | None = None, group: int | None = None) -> float:
+    """User and system CPU of the live processes named ``name`` or in process group ``group``."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, tail = stat.read_text().rpartition(")")
+            fields = tail.split()  # state, ppid, pgrp, ... utime is the 12th, stime the 13th
+            if (name is not None and head.endswith(f"({name}")) or (
+                group is not None and int(fields[2]) == group
+            ):
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / CLOCK_TICKS
+
+
+def fsync_latency_ms(directory: Path, rounds: int = 50) -> float:
+    """Median time of a 4 KiB append and ``fdatasync`` in ``directory``: the price of a commit."""
+    samples = []
+    with tempfile.NamedTemporaryFile(dir=directory) as handle:
+        block = b"x" * 4096
+        for _ in range(rounds):
+            started = time.perf_counter()
+            handle.write(block)
+            handle.flush()
+            os.fdatasync(handle.fileno())
+            samples.append(time.perf_counter() - started)
+    return round(statistics.median(samples) * 1e3, 3)
+
+
+def describe(directory: Path, postgres_version: str) -> dict[str, Any]:
+    """The facts about this machine that a reader of the numbers needs."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gib": _memory_gib(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgres_version,
+        "wrk": _command_version(["wrk", "-v"]),
+        "fsync_ms_median": fsync_latency_ms(directory),
+        "loadavg_at_start": list(os.getloadavg()),
+    }

@@ -1,0 +1,197 @@
+"""Ratios, targets and the markdown table, all computed from one run's results.
+
+Every ratio compares two numbers measured in the same run: a sagakit cell with the baseline
+cell of the same API process count and concurrency, or a two-process cell with the
+one-process cell of the same target and concurrency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+Cell = dict[str, Any]
+
+
+def cells(results: dict[str, Any]) -> Iterator[Cell]:
+    """Every HTTP cell of the run."""
+    for run in results.get("http", []):
+        yield from run["cells"]
+
+
+def find(results: dict[str, Any], target: str, processes: int, concurrency: int) -> Cell | None:
+    """The cell of ``target`` at that process count and concurrency, if it was measured."""
+    return next(
+        (
+            c
+            for c in cells(results)
+            if (c["target"], c["processes"], c["concurrency"]) == (target, processes, concurrency)
+        ),
+        None,
+    )
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 3) if denominator else None
+
+
+def add_ratios(results: dict[str, Any]) -> None:
+    """Give each sagakit cell its ratios to the baseline and to one process (same run)."""
+    for cell in cells(results):
+        if cell["target"] == "baseline":
+            continue
+        base = find(results, "baseline", cell["processes"], cell["concurrency"])
+        if base is not None:
+            cell["throughput_vs_baseline"] = _ratio(cell["throughput"], base["throughput"])
+            cell["p99_vs_baseline"] = _ratio(cell["latency_ms"]["p99"], base["latency_ms"]["p99"])
+        one = find(results, cell["target"], 1, cell["concurrency"])
+        if one is not None and cell["processes"] != 1:
+            cell["throughput_vs_1_process"] = _ratio(cell["throughput"], one["throughput"])
+
+
+def _goal(name: str, value: float | None, goal: float, at_least: bool) -> dict[str, Any]:
+    met = value is not None and (value >= goal if at_least else value <= goal)
+    return {
+        "target": name,
+        "goal": f"{'≥' if at_least else '≤'} {goal:g}",
+        "measured": value,
+        "met": met,
+        "measured_over_goal": _ratio(value, goal) if value is not None else None,
+    }
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets against this run's numbers: reported, never asserted."""
+    found: list[dict[str, Any]] = []
+    for c in (16, 64):
+        sqlite, postgres = find(results, "sqlite", 1, c), find(results, "postgres", 1, c)
+        two = find(results, "postgres", 2, c)
+        if sqlite is not None:
+            found.append(
+                _goal(
+                    f"SQLite req/s ÷ baseline, c={c}",
+                    sqlite.get("throughput_vs_baseline"),
+                    0.9,
+                    True,
+                )
+            )
+            found.append(
+                _goal(
+                    f"SQLite p99 ÷ baseline p99, c={c}", sqlite.get("p99_vs_baseline"), 2.0, False
+                )
+            )
+        if postgres is not None:
+            found.append(
+                _goal(
+                    f"PostgreSQL req/s ÷ baseline, c={c}",
+                    postgres.get("throughput_vs_baseline"),
+                    0.7,
+                    True,
+                )
+            )
+        if two is not None:
+            found.append(
+                _goal(
+                    f"PostgreSQL 2 processes ÷ 1, c={c}",
+                    two.get("throughput_vs_1_process"),
+                    1.6,
+                    True,
+                )
+            )
+    floors = {"sqlite": 5000.0, "postgres": 2500.0}
+    for engine in results.get("engine", []):
+        store = engine["store"]
+        if store in floors:
+            found.append(
+                _goal(f"engine sagas/s, {store}", engine["sagas_per_second"], floors[store], True)
+            )
+            found.append(
+                _goal(
+                    f"engine CPU µs per transition, {store}",
+                    engine["cpu_us_per_transition"],
+                    100.0,
+                    False,
+                )
+            )
+    return found
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def http_table(results: dict[str, Any]) -> list[str]:
+    """The HTTP cells as markdown rows."""
+    rows = [
+        "| target | API processes | concurrency | req/s | p50 ms | p99 ms"
+        " | req/s ÷ baseline | p99 ÷ baseline | req/s ÷ 1 process | server CPU µs/req | problems |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for c in cells(results):
+        latency = c["latency_ms"]
+        rows.append(
+            f"| {c['target']} | {c['processes']} | {c['concurrency']} | {_num(c['throughput'])}"
+            f" | {_num(latency['p50'], 2)} | {_num(latency['p99'], 2)}"
+            f" | {_times(c.get('throughput_vs_baseline'))} | {_times(c.get('p99_vs_baseline'))}"
+            f" | {_times(c.get('throughput_vs_1_process'))}"
+            f" | {_num(c['server_cpu_us_per_request'], 0)} | {'; '.join(c['problems']) or 'none'} |"
+        )
+    return rows
+
+
+def engine_table(results: dict[str, Any]) -> list[str]:
+    """The engine-alone results as markdown rows."""
+    rows = [
+        "| store | sagas/s | CPU µs per transition | CPU µs per saga"
+        " | PostgreSQL server CPU µs per transition | problems |",
+        "|---|--:|--:|--:|--:|---|",
+    ]
+    for e in results.get("engine", []):
+        rows.append(
+            f"| {e['store']} | {_num(e['sagas_per_second'])} | {_num(e['cpu_us_per_transition'])}"
+            f" | {_num(e['cpu_us_per_saga'])} | {_num(e['db_server_cpu_us_per_transition'])}"
+            f" | {'; '.join(e['problems']) or 'none'} |"
+        )
+    return rows
+
+
+def targets_table(results: dict[str, Any]) -> list[str]:
+    """The issue's targets, met or not, as markdown rows."""
+    rows = ["| target | goal | measured | measured ÷ goal | met |", "|---|--:|--:|--:|---|"]
+    for t in results.get("targets", []):
+        rows.append(
+            f"| {t['target']} | {t['goal']} | {_num(t['measured'], 2)}"
+            f" | {_num(t['measured_over_goal'], 2)} | {'yes' if t['met'] else '**no**'} |"
+        )
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The whole run as markdown: machine, command, HTTP, engine and targets."""
+    m = results["machine"]
+    lines = [
+        f"sagakit benchmark, {results['date']}",
+        "",
+        f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['memory_gib']} GiB RAM;"
+        f" Python {m['python']}, SQLite {m['sqlite']}, PostgreSQL {m['postgresql']};"
+        f" {m['wrk']}; median 4 KiB fdatasync {m['fsync_ms_median']} ms;"
+        f" load average at start {m['loadavg_at_start'][0]:.2f}.",
+        "",
+        f"Command: `{results['command']}` ({results['settings']['describe']})",
+        "",
+    ]
+    if results.get("http"):
+        lines += ["HTTP checkout (`POST /checkout/{order_id}`):", "", *http_table(results), ""]
+    if results.get("engine"):
+        lines += ["Engine alone (three trivial steps, no HTTP):", "", *engine_table(results), ""]
+    if results.get("targets"):
+        lines += ["Targets (reported, not asserted):", "", *targets_table(results), ""]
+    problems = results.get("problems", [])
+    lines.append("Problems: " + ("; ".join(problems) if problems else "none."))
+    return "\n".join(lines) + "\n"

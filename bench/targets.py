@@ -1,0 +1,197 @@
+"""The HTTP targets: each prepared fresh, served, loaded at every concurrency, and stopped.
+
+A target is ``baseline`` (bench/baseline_app.py in memory), ``sqlite`` or ``postgres``
+(``sagakit serve`` on a new database). For each number of API processes it gets a fresh
+database holding enough orders for every request of its cells, warm-ups included, and each
+wrk run is handed its own range of order ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from bench import data, servers
+from bench.load import LoadResult, run_wrk
+from bench.machine import cpu_seconds
+
+TARGETS: Final = ("baseline", "sqlite", "postgres")
+#: Order ids set aside per second of load, well above what each target has been seen to do;
+#: a run that drains its range reports it (an "exhausted" problem) instead of reusing ids.
+IDS_PER_SECOND: Final = {"baseline": 12_000, "sqlite": 4_000, "postgres": 4_000}
+METRIC = re.compile(r'^sagakit_sagas\{status="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """How every HTTP cell of a run is measured."""
+
+    concurrencies: tuple[int, ...]
+    seconds: int
+    warmup: int
+    wrk_threads: int
+    work_dir: Path
+    postgres_url: str
+
+    def ids(self, target: str, seconds: int) -> int:
+        """How many order ids one wrk run of ``seconds`` gets."""
+        return IDS_PER_SECOND[target] * seconds + 1_000
+
+    def orders(self, target: str) -> int:
+        """How many orders one server run needs: every cell and every warm-up."""
+        per_cell = self.ids(target, self.warmup) + self.ids(target, self.seconds)
+        return per_cell * len(self.concurrencies)
+
+
+@contextlib.contextmanager
+def _database(target: str, processes: int, plan: Plan) -> Iterator[str]:
+    label = f"{target}{processes}"
+    if target == "sqlite":
+        with data.fresh_sqlite(str(plan.work_dir), label) as path:
+            yield f"sqlite:///{path}"
+    else:
+        with data.fresh_postgres(plan.postgres_url, label) as url:
+            yield url
+
+
+@contextlib.contextmanager
+def prepared(target: str, processes: int, plan: Plan) -> Iterator[servers.Server]:
+    """A running server for ``target`` with enough orders for the whole plan."""
+    log = plan.work_dir / f"{target}-{processes}.log"
+    count = plan.orders(target)
+    if target == "baseline":
+        port = servers.free_port()
+        command = servers.baseline_command(port, processes)
+        with servers.serving(command, port, log, env={"BENCH_ORDERS": str(count)}) as server:
+            yield server
+        return
+    with _database(target, processes, plan) as url:
+        # One start migrates the empty database; the orders go in while nothing runs.
+        port = servers.free_port()
+        with servers.serving(servers.sagakit_command(port, url, 1), port, log):
+            pass
+        if target == "sqlite":
+            data.load_sqlite(url.removeprefix("sqlite:///"), count)
+        else:
+            asyncio.run(data.load_postgres(url, count))
+        port = servers.free_port()
+        with servers.serving(servers.sagakit_command(port, url, processes), port, log) as server:
+            yield server
+
+
+def saga_counts(url: str) -> dict[str, int]:
+    """Sagas by status, from the server's ``GET /metrics``."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    return {status: int(float(n)) for status, n in METRIC.findall(text)}
+
+
+def settled_counts(url: str, timeout: float = 30) -> dict[str, int]:
+    """Saga counts once no saga is running or compensating (or as they stand at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    counts = saga_counts(url)
+    while counts.get("running", 0) + counts.get("compensating", 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        counts = saga_counts(url)
+    return counts
+
+
+def _cell(
+    target: str, processes: int, concurrency: int, result: LoadResult, cpu: float
+) -> dict[str, Any]:
+    requests = max(1, result.requests)
+    problems = result.problems()
+    share_400 = result.statuses.get(400, 0) / requests
+    if result.requests >= 100 and not 0.05 <= share_400 <= 0.15:
+        problems.append(f"{share_400:.0%} of answers were 400, expected about 10%")
+    return {
+        "target": target,
+        "processes": processes,
+        "concurrency": concurrency,
+        "seconds": round(result.seconds, 3),
+        "requests": result.requests,
+        "throughput": round(result.throughput, 1),
+        "latency_ms": {k: round(v / 1e3, 3) for k, v in result.latency_us.items()},
+        "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
+        "server_cpu_us_per_request": round(cpu * 1e6 / requests, 1),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "problems": problems,
+    }
+
+
+class Tally:
+    """Answers given across a server run (warm-ups too), to compare with the sagas stored."""
+
+    def __init__(self) -> None:
+        self.next_id = 0
+        self.answered: dict[int, int] = {}
+
+    def load(self, server: servers.Server, target: str, plan: Plan, c: int, s: int) -> LoadResult:
+        """One wrk run of ``s`` seconds at concurrency ``c`` over a fresh range of ids."""
+        ids = plan.ids(target, s)
+        result = run_wrk(
+            server.url,
+            connections=c,
+            seconds=s,
+            first_id=self.next_id,
+            ids=ids,
+            threads=plan.wrk_threads,
+        )
+        self.next_id += ids
+        for status, n in result.statuses.items():
+            self.answered[status] = self.answered.get(status, 0) + n
+        return result
+
+
+def _check_stored(counts: dict[str, int], tally: Tally) -> list[str]:
+    unfinished = ("failed", "running", "compensating")
+    problems = [f"{counts[s]} sagas {s}" for s in unfinished if counts.get(s)]
+    for status, saga_status in ((200, "completed"), (400, "compensated")):
+        if counts.get(saga_status, 0) < tally.answered.get(status, 0):
+            problems.append(
+                f"{tally.answered[status]} answers {status} but only"
+                f" {counts.get(saga_status, 0)} sagas {saga_status}"
+            )
+    return problems
+
+
+def run_target(target: str, processes: int, plan: Plan) -> dict[str, Any]:
+    """Every concurrency of ``plan`` against one fresh server of ``target``."""
+    cells = []
+    tally = Tally()
+    stored: dict[str, int] = {}
+    with prepared(target, processes, plan) as server:
+        for concurrency in plan.concurrencies:
+            tally.load(server, target, plan, concurrency, plan.warmup)
+            before = cpu_seconds(group=server.process.pid)
+            result = tally.load(server, target, plan, concurrency, plan.seconds)
+            cpu = cpu_seconds(group=server.process.pid) - before
+            cells.append(_cell(target, processes, concurrency, result, cpu))
+            print(_progress(cells[-1]), flush=True)
+        if target != "baseline":
+            stored = settled_counts(server.url)
+    problems = _check_stored(stored, tally) if target != "baseline" else []
+    return {
+        "target": target,
+        "processes": processes,
+        "cells": cells,
+        "sagas": stored,
+        "problems": problems,
+    }
+
+
+def _progress(cell: dict[str, Any]) -> str:
+    latency = cell["latency_ms"]
+    return (
+        f"  {cell['target']:<9} p={cell['processes']} c={cell['concurrency']:<3}"
+        f" {cell['throughput']:>9.1f} req/s  p50 {latency['p50']:.2f} ms"
+        f"  p99 {latency['p99']:.2f} ms  {'; '.join(cell['problems']) or 'ok'}"
+    )
