@@ -14,6 +14,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Final
 
@@ -46,6 +47,10 @@ Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
 Probe = Callable[[str, str], None]
 
 DEFAULT_LEASE_SECONDS: Final = 15.0
+
+#: The step attempt (or compensation attempt) this task is running, ``None`` between steps:
+#: log processors read it, so that every line a step logs names its saga, step and attempt.
+current_step: ContextVar[StepContext | None] = ContextVar("sagakit_current_step", default=None)
 
 
 def new_owner_id() -> str:
@@ -368,9 +373,15 @@ class _Run:
             result=record.result,
         )
 
-    async def call(self, step: Step, coro: Awaitable[JSON]) -> JSON:
-        async with asyncio.timeout(step.timeout):
-            return await coro
+    async def call(
+        self, step: Step, ctx: StepContext, action: Callable[[StepContext], Awaitable[JSON]]
+    ) -> JSON:
+        token = current_step.set(ctx)
+        try:
+            async with asyncio.timeout(step.timeout):
+                return await action(ctx)
+        finally:
+            current_step.reset(token)
 
     # -- forward -------------------------------------------------------------------------
 
@@ -420,7 +431,7 @@ class _Run:
         record = self.steps[index]
         self.orch._probe("before_do", step.name)
         try:
-            result = await self.call(step, step.do(self.context(index, record.attempts)))
+            result = await self.call(step, self.context(index, record.attempts), step.do)
         except StepFailed as exc:
             await self.reject(index, exc.message)
             return index
@@ -538,7 +549,7 @@ class _Run:
             )
             self.orch._probe("before_compensate", step.name)
             try:
-                await self.call(step, step.compensate(self.context(index, attempt)))
+                await self.call(step, self.context(index, attempt), step.compensate)
             except Exception as exc:  # compensations are retried whatever failed
                 if not await self.compensation_failed(index, _describe(exc)):
                     return False
