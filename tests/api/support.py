@@ -33,7 +33,7 @@ async def page_of(
     response = await client.get("/sagas", params=params)
     assert response.status_code == 200, response.text
     body = json_of(response)
-    assert set(body) == {"sagas", "next_cursor"}
+    assert set(body) == {"sagas", "next_cursor", "counts"}
     sagas, cursor = body["sagas"], body["next_cursor"]
     assert isinstance(sagas, list)
     assert cursor is None or isinstance(cursor, str)

@@ -1,27 +1,41 @@
-"""Saga instances: one with its steps and history, pages of them, and the operator's retry."""
+"""Saga instances: one with its steps and history, filtered pages of them, operator actions.
+
+The operator's actions (retry, cancel, resolve) need the admin token; each is recorded in the
+saga's history with the actor ``admin API``.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import BeforeValidator
 from starlette.responses import Response
 
 from sagakit.api.deps import Admin, SagaId, Service
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import (
+    CancelOut,
     Error,
     EventOut,
+    ResolveIn,
     RetryOut,
     SagaOut,
     SagaPageOut,
     SagaSummary,
     StepOut,
 )
-from sagakit.records import SagaEvent, SagaInstance, SagaStatus
+from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
 
 router = APIRouter(tags=["sagas"])
+
+#: Who the history says acted, for every operator action taken through this API.
+ACTOR: Final = "admin API"
+ADMIN_ERRORS: Final[dict[int | str, dict[str, object]]] = {
+    401: {"model": Error, "description": "admin token missing or wrong"},
+    404: {"model": Error, "description": "unknown saga"},
+}
 
 
 def iso(at: float) -> str:
@@ -43,6 +57,13 @@ def summary(saga: SagaInstance) -> SagaSummary:
     )
 
 
+def duration_ms(step: StepRecord) -> float | None:
+    """How long a step ran, from its start to its last finish, in milliseconds."""
+    if step.started_at is None or step.finished_at is None:
+        return None
+    return round((step.finished_at - step.started_at) * 1000, 3)
+
+
 def detail(saga: SagaInstance, events: list[SagaEvent]) -> SagaOut:
     """A saga with its input, steps and history."""
     return SagaOut(
@@ -58,6 +79,7 @@ def detail(saga: SagaInstance, events: list[SagaEvent]) -> SagaOut:
                 result=s.result,
                 started_at=iso(s.started_at) if s.started_at else None,
                 finished_at=iso(s.finished_at) if s.finished_at else None,
+                duration_ms=duration_ms(s),
             )
             for s in saga.steps
         ],
@@ -77,30 +99,131 @@ async def get_saga(saga_id: SagaId, service: Service) -> SagaOut:
     return detail(saga, await service.store.events(saga_id))
 
 
-@router.get("/sagas", responses={422: {"model": Error}})
+def _instant(value: object) -> object:
+    """An ISO 8601 query value as a datetime; one without an offset is taken as UTC."""
+    if isinstance(value, str):
+        at = datetime.fromisoformat(value)
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return value
+
+
+#: A point in time in a query: ISO 8601 only (a bare number is refused, not guessed at).
+Instant = Annotated[datetime | None, BeforeValidator(_instant)]
+
+
+@router.get(
+    "/sagas",
+    responses={422: {"model": Error, "description": "a bad filter, limit or cursor"}},
+)
 async def list_sagas(
     service: Service,
-    status: SagaStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    status: Annotated[SagaStatus | None, Query(description="only sagas in this status")] = None,
+    name: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="only sagas of this name, e.g. checkout"),
+    ] = None,
+    business_key: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="only sagas started with this business key (for checkout: the order id)",
+        ),
+    ] = None,
+    created_after: Annotated[
+        Instant,
+        Query(
+            description="ISO 8601; only sagas created at or after it (UTC when it has no offset)",
+            examples=["2025-01-31T12:00:00Z"],
+        ),
+    ] = None,
+    created_before: Annotated[
+        Instant,
+        Query(
+            description="ISO 8601; only sagas created before it (UTC when it has no offset)",
+            examples=["2025-02-01T00:00:00+01:00"],
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="at most this many sagas")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9]{1,18}$", description="the previous page's next_cursor"),
+    ] = None,
 ) -> SagaPageOut:
-    """A page of sagas, newest first, optionally of one status."""
-    page = await service.store.list_sagas(status=status, limit=limit, cursor=cursor)
-    return SagaPageOut(sagas=[summary(s) for s in page.sagas], next_cursor=page.next_cursor)
+    """A page of sagas, newest first, that match every filter given.
+
+    `counts` holds how many sagas are in each status over all sagas, whatever the filters.
+    For the next page pass `next_cursor` back as `cursor`, with the same filters; it is null
+    on the last page.
+    """
+    page = await service.store.list_sagas(
+        status=status,
+        name=name,
+        business_key=business_key,
+        created_after=created_after.timestamp() if created_after else None,
+        created_before=created_before.timestamp() if created_before else None,
+        limit=limit,
+        cursor=cursor,
+    )
+    counts = await service.store.count_by_status()
+    return SagaPageOut(
+        sagas=[summary(s) for s in page.sagas],
+        next_cursor=page.next_cursor,
+        counts={s.value: n for s, n in counts.items()},
+    )
 
 
 @router.post(
     "/sagas/{saga_id}/retry",
     status_code=202,
     dependencies=[Admin],
-    responses={
-        401: {"model": Error, "description": "admin token missing or wrong"},
-        404: {"model": Error, "description": "unknown saga"},
-        409: {"model": Error, "description": "the saga is not failed"},
-    },
+    response_model=RetryOut,
+    responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not failed"}},
 )
 async def retry_saga(saga_id: SagaId, service: Service) -> Response:
-    """Resume the compensation of a ``failed`` saga (admin)."""
-    saga = await service.orchestrator.retry(saga_id, actor="admin API")
+    """Resume the compensation of a `failed` saga where it stopped (admin).
+
+    This process drives the compensation; the answer comes at once, with the saga
+    `compensating`. The history records `operator_retry`.
+    """
+    saga = await service.orchestrator.retry(saga_id, actor=ACTOR)
     body = RetryOut(saga_id=saga.saga_id, status=saga.status.value)
     return JSONResponse(body.model_dump(), status_code=202)
+
+
+@router.post(
+    "/sagas/{saga_id}/cancel",
+    status_code=202,
+    dependencies=[Admin],
+    responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not running"}},
+)
+async def cancel_saga(saga_id: SagaId, service: Service) -> CancelOut:
+    """Ask a `running` saga to stop and compensate the steps it did (admin).
+
+    Whichever process drives the saga sees the request at its next step, compensates that
+    step and the ones before it, and ends the saga `compensated`. The answer comes at once,
+    with the saga still `running`. The history records `operator_cancel`, then
+    `saga_cancelled`.
+    """
+    saga = await service.orchestrator.cancel(saga_id, actor=ACTOR)
+    return CancelOut(saga_id=saga.saga_id, status=saga.status.value)
+
+
+@router.post(
+    "/sagas/{saga_id}/resolve",
+    dependencies=[Admin],
+    responses={
+        **ADMIN_ERRORS,
+        409: {"model": Error, "description": "the saga is not failed"},
+        422: {"model": Error, "description": "reason missing, blank or over 1000 characters"},
+    },
+)
+async def resolve_saga(saga_id: SagaId, body: ResolveIn, service: Service) -> SagaSummary:
+    """Mark a `failed` saga `compensated` by hand, once an operator has undone it (admin).
+
+    Nothing is run: this records that the saga's effects were dealt with outside sagakit,
+    and why. An order whose checkout was resolved may be checked out again. The history
+    records `operator_resolved` with the reason.
+    """
+    saga = await service.orchestrator.resolve(saga_id, actor=ACTOR, reason=body.reason)
+    return summary(saga)

@@ -124,6 +124,9 @@ class StepOut(BaseModel):
     result: JsonValue
     started_at: str | None
     finished_at: str | None
+    duration_ms: float | None = Field(
+        description="finished_at - started_at in milliseconds; null until the step has both"
+    )
 
 
 class EventOut(BaseModel):
@@ -162,6 +165,10 @@ class SagaPageOut(BaseModel):
 
     sagas: list[SagaSummary]
     next_cursor: str | None
+    counts: dict[str, int] = Field(
+        description="how many sagas are in each status, over all sagas (not only this page)",
+        examples=[{"running": 1, "compensating": 0, "completed": 7, "compensated": 2, "failed": 0}],
+    )
 
 
 class RetryOut(BaseModel):
@@ -169,3 +176,25 @@ class RetryOut(BaseModel):
 
     saga_id: str
     status: str
+
+
+class CancelOut(BaseModel):
+    """202: the running saga will compensate what it did, from its next step on."""
+
+    saga_id: str
+    status: str
+
+
+class ResolveIn(Strict):
+    """Why an operator marks a failed saga compensated by hand (kept in its history)."""
+
+    reason: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=1000,
+            pattern=r"\S",
+            description="1 to 1000 characters, not only spaces",
+            examples=["refunded by hand in the payment provider's console"],
+        ),
+    ]
