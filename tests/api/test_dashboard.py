@@ -57,17 +57,17 @@ async def test_saga_page_without_a_cookie_asks_for_the_admin_token(
     assert "Invalid shipping address" not in response.text
 
 
-@pytest.mark.parametrize("token", ["wrong-token", "", "test-token "])
 async def test_login_with_a_wrong_token_answers_401_and_sets_no_cookie(
-    client: httpx.AsyncClient, token: str
+    client: httpx.AsyncClient,
 ) -> None:
     """A wrong token answers 401 with the form and a message, and no session cookie."""
-    response = await client.post("/dashboard/login", data={"token": token})
+    for token in ("wrong-token", "", "test-token ", "test-toke"):
+        response = await client.post("/dashboard/login", data={"token": token})
 
-    assert response.status_code == 401
-    assert "That is not the admin token." in response.text
-    assert SIGN_IN_FORM in response.text
-    assert "set-cookie" not in response.headers
+        assert response.status_code == 401, token
+        assert "That is not the admin token." in response.text
+        assert SIGN_IN_FORM in response.text
+        assert "set-cookie" not in response.headers
     assert SIGN_IN_FORM in (await client.get("/dashboard")).text
 
 
@@ -204,28 +204,30 @@ async def test_dashboard_retry_signed_out_answers_401(
     assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {},
-        {"Origin": "http://evil.example"},
-        {"Referer": "http://evil.example/dashboard/sagas/x"},
-        {"Origin": "http://testserver.evil.example"},
-        {"Origin": "null"},
-    ],
-    ids=["none", "other-origin", "other-referer", "suffixed-host", "null-origin"],
-)
+CROSS_ORIGIN = {
+    "none": {},
+    "other-origin": {"Origin": "http://evil.example"},
+    "other-referer": {"Referer": "http://evil.example/dashboard/sagas/x"},
+    "suffixed-host": {"Origin": "http://testserver.evil.example"},
+    "null-origin": {"Origin": "null"},
+}
+
+
 async def test_dashboard_retry_from_another_origin_answers_403(
-    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str]
+    app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     """Signed in, the retry action refuses a request not from this origin with 403."""
     saga_id, set_up = await failed_saga(app)
     set_up.broken = False
     await sign_in(client)
 
-    response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=headers)
+    responses = {
+        name: await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=headers)
+        for name, headers in CROSS_ORIGIN.items()
+    }
 
-    assert error_of(response, 403) == "cross-origin request refused"
+    assert {n: r.status_code for n, r in responses.items()} == dict.fromkeys(CROSS_ORIGIN, 403)
+    assert {error_of(r, 403) for r in responses.values()} == {"cross-origin request refused"}
     assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
 
 
