@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +25,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
+    #: ``json`` (one object a line, for production) or ``console`` (for a person); unset:
+    #: ``console`` when stderr is a terminal, ``json`` otherwise.
+    log_format: Literal["json", "console"] | None = None
+    #: How many times each checkout compensation is tried before its saga is marked
+    #: ``failed`` for an operator; unset: the engine's default (about half an hour of tries).
+    compensation_attempts: int | None = Field(default=None, ge=1, le=10_000)
     #: Tests only: ``point:step[#n]`` kills the process with SIGKILL the n-th time the
     #: orchestrator reaches ``point`` for ``step`` (points: before_do, after_do,
     #: before_compensate, after_compensate).

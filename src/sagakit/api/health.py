@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
@@ -11,6 +10,7 @@ from sagakit.api.deps import Service
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import Error
 from sagakit.errors import StoreError
+from sagakit.observability.metrics import exposition
 
 router = APIRouter(tags=["operations"])
 
@@ -27,9 +27,11 @@ async def healthz(service: Service) -> Response:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(service: Service) -> Response:
-    """Prometheus text: sagas by status, read from the store (so right with many processes)."""
-    registry = CollectorRegistry()
-    gauge = Gauge("sagakit_sagas", "Saga instances by status", ["status"], registry=registry)
-    for status, count in (await service.store.count_by_status()).items():
-        gauge.labels(status=status.value).set(count)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text: saga and step counters and durations, and sagas by status.
+
+    Counters and histograms add up every process of ``serve --workers N``; the sagas in each
+    status are read from the store.
+    """
+    counts = await service.store.count_by_status()
+    text = exposition(service.instruments.metrics, counts)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

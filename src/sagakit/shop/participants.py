@@ -10,6 +10,7 @@ import logging
 
 from sagakit.errors import StepFailed
 from sagakit.records import JSON, JSONObject
+from sagakit.retry import RetryPolicy
 from sagakit.saga import Saga, Step, StepContext
 from sagakit.shop.base import ShopStore
 
@@ -42,10 +43,12 @@ class PaymentStep(Step):
     async def compensate(self, ctx: StepContext) -> None:
         if await self.shop.refund(ctx.idempotency_key):
             logger.info(
-                "Refunding payment %s of %s to %s",
-                ctx.idempotency_key,
-                ctx.input["total"],
-                ctx.input["user_id"],
+                "payment_refunded",
+                extra={
+                    "payment_id": ctx.idempotency_key,
+                    "amount": ctx.input["total"],
+                    "user_id": ctx.input["user_id"],
+                },
             )
 
 
@@ -66,7 +69,10 @@ class InventoryStep(Step):
 
     async def compensate(self, ctx: StepContext) -> None:
         if await self.shop.release(ctx.idempotency_key):
-            logger.info("Releasing stock reserved by %s", ctx.idempotency_key)
+            logger.info(
+                "stock_released",
+                extra={"reservation_id": ctx.idempotency_key, "items": ctx.input["items"]},
+            )
 
 
 class ShippingStep(Step):
@@ -86,9 +92,17 @@ class ShippingStep(Step):
 
     async def compensate(self, ctx: StepContext) -> None:
         if await self.shop.cancel_shipment(ctx.idempotency_key):
-            logger.info("Cancelling shipment %s", ctx.idempotency_key)
+            logger.info("shipment_cancelled", extra={"shipment_id": ctx.idempotency_key})
 
 
-def checkout_saga(shop: ShopStore) -> Saga:
-    """The ``checkout`` saga: payment, then inventory, then shipping."""
-    return Saga(CHECKOUT, [PaymentStep(shop), InventoryStep(shop), ShippingStep(shop)])
+def checkout_saga(shop: ShopStore, *, compensation_retry: RetryPolicy | None = None) -> Saga:
+    """The ``checkout`` saga: payment, then inventory, then shipping.
+
+    ``compensation_retry`` replaces the steps' default compensation policy (an operator who
+    wants a stuck compensation in front of them sooner than in half an hour).
+    """
+    steps: list[Step] = [PaymentStep(shop), InventoryStep(shop), ShippingStep(shop)]
+    if compensation_retry is not None:
+        for step in steps:
+            step.compensation_retry = compensation_retry
+    return Saga(CHECKOUT, steps)

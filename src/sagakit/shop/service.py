@@ -8,11 +8,14 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sagakit.errors import StoreError
+from sagakit.observability.instruments import Instruments, instruments
+from sagakit.observability.metrics import SagaMetrics
 from sagakit.orchestrator import Probe, SagaOrchestrator
 from sagakit.records import JSONObject, SagaInstance, SagaStatus
+from sagakit.retry import DEFAULT_COMPENSATION_RETRY
 from sagakit.settings import Settings
 from sagakit.shop.base import ShopStore
 from sagakit.shop.errors import CheckoutBlocked, NotFound
@@ -35,10 +38,18 @@ class CheckoutOutcome:
 class CheckoutService:
     """Checks orders out through the ``checkout`` saga, one saga per order."""
 
-    def __init__(self, store: SagaStore, shop: ShopStore, orchestrator: SagaOrchestrator):
+    def __init__(
+        self,
+        store: SagaStore,
+        shop: ShopStore,
+        orchestrator: SagaOrchestrator,
+        instruments: Instruments | None = None,
+    ):
         self.store = store
         self.shop = shop
         self.orchestrator = orchestrator
+        #: The metrics (and tracer) whose listeners ``orchestrator`` was given.
+        self.instruments = instruments or Instruments(metrics=SagaMetrics())
 
     async def checkout(self, order_id: str, *, wait_seconds: float) -> CheckoutOutcome:
         """Start (or join) the order's checkout and wait up to ``wait_seconds`` for its end.
@@ -120,13 +131,20 @@ async def running_service(
         shop = await open_shop(store)
         if settings.demo_data and await shop.load_demo_data():
             logger.info("loaded the demo data")
+        tools = instruments()
+        compensation_retry = (
+            replace(DEFAULT_COMPENSATION_RETRY, max_attempts=settings.compensation_attempts)
+            if settings.compensation_attempts
+            else None
+        )
         orchestrator = SagaOrchestrator(
             store,
-            [checkout_saga(shop)],
+            [checkout_saga(shop, compensation_retry=compensation_retry)],
             lease_seconds=settings.lease_seconds,
             probe=crash_probe(settings.crash_at) if settings.crash_at else None,
+            listeners=tools.listeners,
         )
-        service = CheckoutService(store, shop, orchestrator)
+        service = CheckoutService(store, shop, orchestrator, tools)
         background = (
             asyncio.create_task(
                 Worker(orchestrator, poll_seconds=settings.poll_seconds).run(),
@@ -143,5 +161,6 @@ async def running_service(
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
             await orchestrator.shutdown()
+            tools.close()
     finally:
         await store.close()
