@@ -5,24 +5,13 @@ from __future__ import annotations
 from typing import Final
 
 import orjson
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 
 
-class BodyTooLarge(HTTPException):
-    """The body grew past the limit while it was being read.
-
-    An ``HTTPException``, so that FastAPI's body parsing passes it on unchanged.
-    """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=f"request body exceeds {limit} bytes")
-
-
 class BodySizeLimit:
-    """ASGI middleware: 413 when ``Content-Length`` or the bytes received pass the limit."""
+    """ASGI middleware: 413 when ``Content-Length`` or a streamed body passes the limit."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -32,32 +21,44 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._refuse(send)
-            return
-        received = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            # The server delivers exactly Content-Length bytes, so the header decides.
+            if not length.isdigit() or int(length) > self.limit:
                 await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        # A streamed body of unknown length: read it all (up to the limit) before the app
+        # runs, so that a route which never reads its body cannot act on an oversized one.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps({"error": f"request body exceeds {self.limit} bytes"})
