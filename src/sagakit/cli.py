@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -44,12 +45,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**flags)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(settings: Settings) -> None:
+    """Structured logs on stderr: ``SAGAKIT_LOG_FORMAT`` json or console (a terminal's default)."""
+    from sagakit.observability.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def serve(settings: Settings) -> None:
@@ -68,6 +68,7 @@ def serve(settings: Settings) -> None:
         "port": settings.port,
         "access_log": False,
         "log_level": settings.log_level,
+        "log_config": None,  # uvicorn's lines go through our structlog handler
     }
     if settings.workers == 1:
         from sagakit.api.app import create_app
@@ -78,12 +79,20 @@ def serve(settings: Settings) -> None:
     for name, value in settings.model_dump().items():
         if value is not None:
             os.environ[f"SAGAKIT_{name.upper()}"] = str(value)
-    uvicorn.run(
-        "sagakit.api.app:create_app_from_env",
-        factory=True,
-        workers=settings.workers,
-        **common,  # type: ignore[arg-type]
-    )
+    from sagakit.observability.multiproc import prepare_multiprocess_dir
+
+    # Before the processes start, so that their metrics are added up at every scrape.
+    metrics_dir = prepare_multiprocess_dir()
+    try:
+        uvicorn.run(
+            "sagakit.api.app:create_app_from_env",
+            factory=True,
+            workers=settings.workers,
+            **common,  # type: ignore[arg-type]
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -107,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = settings_from(args)
     except ValidationError as exc:
         parser.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     if args.command == "serve":
         serve(settings)
     else:

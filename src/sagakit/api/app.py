@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sagakit.api import catalog, checkout, dashboard, health, sagas
 from sagakit.api.errors import install_error_handlers
 from sagakit.api.limits import BodySizeLimit
+from sagakit.api.request_id import RequestId
 from sagakit.api.responses import JSONResponse
 from sagakit.settings import Settings
 from sagakit.shop.service import running_service
@@ -43,11 +44,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(RequestId)  # added last, so outermost: a 413 carries an id too
     for module in (checkout, catalog, sagas, health, dashboard):
         app.include_router(module.router)
     return app
 
 
 def create_app_from_env() -> FastAPI:
-    """The app configured from ``SAGAKIT_*`` variables (for ``uvicorn --factory``)."""
-    return create_app(Settings())
+    """The app configured from ``SAGAKIT_*`` variables (for ``uvicorn --factory``).
+
+    Each process ``serve --workers N`` starts builds its app here, and sets its logging up
+    as the ``sagakit`` command does.
+    """
+    from sagakit.observability.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -50,6 +50,12 @@ def add_saga_context(logger: WrappedLogger, method: str, event: EventDict) -> Ev
     return event
 
 
+def drop_color_message(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """Drop the copy of the message uvicorn decorates with terminal colours."""
+    event.pop("color_message", None)
+    return event
+
+
 def _shared() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -75,7 +81,7 @@ def formatter(fmt: LogFormat, *, colors: bool = False) -> logging.Formatter:
     if fmt == "json":
         tail.append(structlog.processors.format_exc_info)
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *_shared()],
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), drop_color_message, *_shared()],
         processors=[*tail, _renderer(fmt, colors)],
     )
 
