@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any, Final, TypeVar
 
-from bench.machine import cpu_seconds
+from bench.machine import cpu_seconds, machine_busy_seconds
 from sagakit import SagaOrchestrator, SagaStatus, Step, StepContext, open_store
 from sagakit.records import JSON
 from sagakit.saga import Saga
@@ -58,6 +58,8 @@ class EngineResult:
     cpu_us_per_saga: float
     #: CPU of every ``postgres`` process on the machine over the same window, per transition.
     db_server_cpu_us_per_transition: float | None
+    #: Cores busy on average with anything else on the machine (other users' work).
+    others_cores: float
     problems: list[str]
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,10 +104,12 @@ async def measure(
     try:
         await _run_for(orch, warmup, in_flight)
         cpu, db_cpu, wall = time.process_time(), cpu_seconds(name="postgres"), time.perf_counter()
+        machine = machine_busy_seconds()
         tally = await _run_for(orch, seconds, in_flight)
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu
         db_cpu = cpu_seconds(name="postgres") - db_cpu
+        machine = machine_busy_seconds() - machine
     finally:
         await orch.shutdown()
         await store.close()
@@ -121,6 +125,9 @@ async def measure(
         cpu_us_per_saga=round(cpu * 1e6 / max(1, done), 1),
         db_server_cpu_us_per_transition=(
             round(db_cpu * 1e6 / transitions, 1) if label == "postgres" else None
+        ),
+        others_cores=round(
+            max(0.0, machine - cpu - (db_cpu if label == "postgres" else 0)) / wall, 2
         ),
         problems=[f"{n} sagas ended {status}" for status, n in others.items()],
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,6 +60,51 @@ def cpu_seconds(*, name: str | None = None, group: int | None = None) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine has spent busy since boot (all processes)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields) - idle) / CLOCK_TICKS
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSnapshot:
+    """CPU clocks at one instant: the machine's, a server's, and this process's children's."""
+
+    wall: float
+    machine: float
+    server: float
+    children: float
+
+    @classmethod
+    def take(cls, server_group: int) -> CpuSnapshot:
+        """Read every clock now; ``server_group`` is the server's process group."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return cls(
+            wall=time.monotonic(),
+            machine=machine_busy_seconds(),
+            server=cpu_seconds(group=server_group),
+            children=usage.ru_utime + usage.ru_stime,
+        )
+
+    def cores_until(self, later: CpuSnapshot) -> dict[str, float]:
+        """Cores busy on average between the two snapshots, by whom.
+
+        ``wrk`` is this process's children that ended in between (the load generator);
+        ``others`` is whatever else ran on the machine: other users' work, not ours.
+        """
+        wall = max(later.wall - self.wall, 1e-9)
+        server = (later.server - self.server) / wall
+        wrk = (later.children - self.children) / wall
+        machine = (later.machine - self.machine) / wall
+        return {
+            "machine": round(machine, 2),
+            "server": round(server, 2),
+            "wrk": round(wrk, 2),
+            "others": round(max(0.0, machine - server - wrk), 2),
+        }
 
 
 def fsync_latency_ms(directory: Path, rounds: int = 50) -> float:

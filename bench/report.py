@@ -126,12 +126,17 @@ def _times(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
+def _cores(cores: dict[str, float]) -> str:
+    return f"{cores['server']:.2f} / {cores['wrk']:.2f} / {cores['others']:.2f}"
+
+
 def http_table(results: dict[str, Any]) -> list[str]:
     """The HTTP cells as markdown rows."""
     rows = [
         "| target | API processes | concurrency | req/s | p50 ms | p99 ms"
-        " | req/s ÷ baseline | p99 ÷ baseline | req/s ÷ 1 process | server CPU µs/req | problems |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        " | req/s ÷ baseline | p99 ÷ baseline | req/s ÷ 1 process | server CPU µs/req"
+        " | cores: server / wrk / others | problems |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for c in cells(results):
         latency = c["latency_ms"]
@@ -140,7 +145,8 @@ def http_table(results: dict[str, Any]) -> list[str]:
             f" | {_num(latency['p50'], 2)} | {_num(latency['p99'], 2)}"
             f" | {_times(c.get('throughput_vs_baseline'))} | {_times(c.get('p99_vs_baseline'))}"
             f" | {_times(c.get('throughput_vs_1_process'))}"
-            f" | {_num(c['server_cpu_us_per_request'], 0)} | {'; '.join(c['problems']) or 'none'} |"
+            f" | {_num(c['server_cpu_us_per_request'], 0)} | {_cores(c['cores_busy'])}"
+            f" | {'; '.join(c['problems']) or 'none'} |"
         )
     return rows
 
@@ -149,13 +155,14 @@ def engine_table(results: dict[str, Any]) -> list[str]:
     """The engine-alone results as markdown rows."""
     rows = [
         "| store | sagas/s | CPU µs per transition | CPU µs per saga"
-        " | PostgreSQL server CPU µs per transition | problems |",
-        "|---|--:|--:|--:|--:|---|",
+        " | PostgreSQL server CPU µs per transition | cores busy with others | problems |",
+        "|---|--:|--:|--:|--:|--:|---|",
     ]
     for e in results.get("engine", []):
         rows.append(
             f"| {e['store']} | {_num(e['sagas_per_second'])} | {_num(e['cpu_us_per_transition'])}"
             f" | {_num(e['cpu_us_per_saga'])} | {_num(e['db_server_cpu_us_per_transition'])}"
+            f" | {e['others_cores']:.2f}"
             f" | {'; '.join(e['problems']) or 'none'} |"
         )
     return rows

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import time
 import urllib.request
@@ -21,7 +20,7 @@ from typing import Any, Final
 
 from bench import data, servers
 from bench.load import LoadResult, run_wrk
-from bench.machine import cpu_seconds
+from bench.machine import CpuSnapshot
 
 TARGETS: Final = ("baseline", "sqlite", "postgres")
 #: Order ids set aside per second of load, well above what each target has been seen to do;
@@ -105,7 +104,7 @@ def settled_counts(url: str, timeout: float = 30) -> dict[str, int]:
 
 
 def _cell(
-    target: str, processes: int, concurrency: int, result: LoadResult, cpu: float
+    target: str, processes: int, concurrency: int, result: LoadResult, cores: dict[str, float]
 ) -> dict[str, Any]:
     requests = max(1, result.requests)
     problems = result.problems()
@@ -121,8 +120,8 @@ def _cell(
         "throughput": round(result.throughput, 1),
         "latency_ms": {k: round(v / 1e3, 3) for k, v in result.latency_us.items()},
         "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
-        "server_cpu_us_per_request": round(cpu * 1e6 / requests, 1),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "server_cpu_us_per_request": round(cores["server"] * result.seconds * 1e6 / requests, 1),
+        "cores_busy": cores,
         "problems": problems,
     }
 
@@ -171,10 +170,10 @@ def run_target(target: str, processes: int, plan: Plan) -> dict[str, Any]:
     with prepared(target, processes, plan) as server:
         for concurrency in plan.concurrencies:
             tally.load(server, target, plan, concurrency, plan.warmup)
-            before = cpu_seconds(group=server.process.pid)
+            before = CpuSnapshot.take(server.process.pid)
             result = tally.load(server, target, plan, concurrency, plan.seconds)
-            cpu = cpu_seconds(group=server.process.pid) - before
-            cells.append(_cell(target, processes, concurrency, result, cpu))
+            cores = before.cores_until(CpuSnapshot.take(server.process.pid))
+            cells.append(_cell(target, processes, concurrency, result, cores))
             print(_progress(cells[-1]), flush=True)
         if target != "baseline":
             stored = settled_counts(server.url)
