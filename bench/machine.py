@@ -131,7 +131,7 @@ def describe(directory: Path, postgres_version: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "postgresql": postgres_version,
-        "wrk": _command_version(["wrk", "-v"]),
+        "wrk": _command_version(["wrk", "-v"]).split(" Copyright")[0],
         "fsync_ms_median": fsync_latency_ms(directory),
         "loadavg_at_start": list(os.getloadavg()),
     }
