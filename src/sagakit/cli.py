@@ -1,4 +1,4 @@
-"""The ``sagakit`` command: ``serve`` (API and worker) and ``worker`` (a worker alone)."""
+"""The ``sagakit`` command: ``serve`` (API and worker), ``worker`` (a worker alone), ``sagas``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from sagakit import cli_sagas
 from sagakit.settings import Settings
 
 
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker = commands.add_parser("worker", help="run a worker alone: recovery and retries")
     worker.add_argument("--database-url", help="sqlite:///path (default ./sagakit.db)")
+    cli_sagas.add_parser(commands)
     return parser
 
 
@@ -119,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     _configure_logging(settings)
     if args.command == "serve":
         serve(settings)
+    elif args.command == "sagas":
+        sys.exit(cli_sagas.run(args, settings))
     else:
         asyncio.run(run_worker(settings))
 

@@ -1,0 +1,452 @@
+"""``sagakit sagas``: list, show, retry, cancel and resolve saga instances from a shell.
+
+The commands work on the database itself, so they need no API process. ``retry`` and
+``cancel`` drive the saga's compensation in this process when no other process holds it,
+with a progress bar, until it ends or ``--timeout`` runs out; then a worker carries on.
+Every action is recorded in the saga's history with the actor ``CLI (<user>)``.
+
+Exit codes: 0 done; 1 unknown saga, wrong state, or the saga did not end as asked; 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from sagakit.errors import SagakitError, SagaNotFound, StoreError, UnknownSaga
+from sagakit.orchestrator import SagaOrchestrator
+from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord, StepStatus
+from sagakit.settings import Settings
+from sagakit.store import SagaStore, open_store
+
+ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The colour of each saga or step status (step statuses share most of the names).
+STYLE_OF: Final = {
+    "running": "blue",
+    "compensating": "yellow",
+    "completed": "green",
+    "succeeded": "green",
+    "compensated": "cyan",
+    "failed": "bold red",
+}
+#: How often a waiting command looks at the saga again, in seconds.
+POLL_SECONDS: Final = 0.1
+Command = Callable[[argparse.Namespace, Settings], Coroutine[None, None, int]]
+
+
+class CommandFailed(SagakitError):
+    """The command could not do what it was asked."""
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return f"uid {os.getuid()}"
+
+
+def actor() -> str:
+    """Who the history says acted: the CLI and the user running it."""
+    return f"CLI ({_user()})"
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def _saga_id(text: str) -> str:
+    if not ID_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a saga id: {text!r}")
+    return text
+
+
+def _instant(text: str) -> float:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 500:
+        raise argparse.ArgumentTypeError(f"not a number from 1 to 500: {text!r}")
+    return int(text)
+
+
+def _cursor(text: str) -> str:
+    if not text.isdigit() or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"not a cursor: {text!r}")
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86_400:
+        raise argparse.ArgumentTypeError(f"not a number of seconds up to a day: {text!r}")
+    return seconds
+
+
+def _reason(text: str) -> str:
+    if not text.strip() or len(text) > 1000:
+        raise argparse.ArgumentTypeError("the reason must have 1 to 1000 characters, not blank")
+    return text
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``sagas`` and its actions to the ``sagakit`` command's subcommands."""
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+    one = argparse.ArgumentParser(add_help=False, parents=[database])
+    one.add_argument("saga_id", metavar="SAGA_ID", type=_saga_id, help="the saga's id")
+    waits = argparse.ArgumentParser(add_help=False, parents=[one])
+    waits.add_argument(
+        "--timeout", type=_seconds, default=60.0, help="seconds to wait for the end (default 60)"
+    )
+    sagas = commands.add_parser(
+        "sagas",
+        help="list, show, retry, cancel or resolve sagas",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = sagas.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[database], help="a table of sagas, newest first")
+    listing.add_argument("--status", choices=[s.value for s in SagaStatus])
+    listing.add_argument("--name", help="only sagas of this name (e.g. checkout)")
+    listing.add_argument("--key", help="only sagas of this business key (e.g. an order id)")
+    listing.add_argument("--after", type=_instant, help="only sagas created at or after (ISO)")
+    listing.add_argument("--before", type=_instant, help="only sagas created before (ISO)")
+    listing.add_argument("--limit", type=_limit, default=20, help="at most this many (20)")
+    listing.add_argument("--cursor", type=_cursor, help="the cursor a listing printed")
+    actions.add_parser("show", parents=[one], help="a saga's steps and history")
+    actions.add_parser("retry", parents=[waits], help="resume a failed saga's compensation")
+    actions.add_parser("cancel", parents=[waits], help="make a running saga compensate")
+    resolve = actions.add_parser("resolve", parents=[one], help="mark a failed saga compensated")
+    resolve.add_argument("--reason", required=True, type=_reason, help="why, for the history")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Carry out ``sagakit sagas ACTION``; the exit code."""
+    command = COMMANDS[args.action]
+    try:
+        return asyncio.run(command(args, settings))
+    except SagakitError as exc:
+        print(f"sagakit: {exc.message}", file=sys.stderr)
+        return 1
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console; when it is not a terminal it is wide, so that ids are never cut."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=200 if wide else None)
+
+
+def when(at: float | None, *, precise: bool = False) -> str:
+    """A timestamp in UTC, to the second (or to the millisecond)."""
+    if at is None:
+        return ""
+    text = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return (text[:-3] if precise else text[:-7]) + "Z"
+
+
+def status_text(status: SagaStatus | StepStatus) -> Text:
+    """A status in its colour."""
+    return Text(status.value, style=STYLE_OF.get(status.value, ""))
+
+
+def say(*parts: str | Text) -> None:
+    """Print one line of plain text and styled parts (data is never read as markup)."""
+    console().print(Text.assemble(*parts))
+
+
+def duration(step: StepRecord) -> str:
+    """How long a step ran, from its start to its last finish."""
+    if step.started_at is None or step.finished_at is None:
+        return ""
+    ms = (step.finished_at - step.started_at) * 1000
+    return f"{ms:.1f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+def saga_table(sagas: tuple[SagaInstance, ...]) -> Table:
+    """Sagas, one a row."""
+    table = Table("saga", "name", "key", "status", "failed step", "error", "created (UTC)")
+    table.columns[0].no_wrap = True
+    for saga in sagas:
+        table.add_row(
+            Text(saga.saga_id),
+            Text(saga.name),
+            Text(saga.business_key or ""),
+            status_text(saga.status),
+            Text(saga.failed_step or ""),
+            Text(saga.error or ""),
+            when(saga.created_at),
+        )
+    return table
+
+
+def steps_table(saga: SagaInstance) -> Table:
+    """A saga's steps, in order."""
+    table = Table("#", "step", "status", "attempts", "undo attempts", "duration", "result", "error")
+    for step in saga.steps:
+        table.add_row(
+            str(step.index + 1),
+            Text(step.name),
+            status_text(step.status),
+            str(step.attempts),
+            str(step.compensation_attempts),
+            duration(step),
+            Text("" if step.result is None else orjson.dumps(step.result).decode()),
+            Text(step.error or ""),
+        )
+    return table
+
+
+def events_table(events: list[SagaEvent]) -> Table:
+    """A saga's history, oldest first."""
+    table = Table("at (UTC)", "event", "step", "attempt", "detail")
+    for event in events:
+        table.add_row(
+            when(event.at, precise=True),
+            Text(event.type),
+            Text(event.step or ""),
+            "" if event.attempt is None else str(event.attempt),
+            Text(event.detail or ""),
+        )
+    return table
+
+
+def header(saga: SagaInstance) -> Table:
+    """A saga's own fields, one a line."""
+    grid = Table.grid(padding=(0, 2))
+    fields = [
+        ("saga", Text(saga.saga_id)),
+        ("name", Text(f"{saga.name} v{saga.version}")),
+        ("status", status_text(saga.status)),
+        ("key", Text(saga.business_key or "")),
+        ("failed step", Text(saga.failed_step or "")),
+        ("error", Text(saga.error or "")),
+        ("created", Text(when(saga.created_at, precise=True))),
+        ("updated", Text(when(saga.updated_at, precise=True))),
+        ("input", Text(orjson.dumps(saga.input).decode())),
+    ]
+    for name, value in fields:
+        grid.add_row(Text(name, style="bold"), value)
+    return grid
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _require_database(url: str) -> None:
+    """Refuse an SQLite URL whose file does not exist, rather than create an empty one."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise StoreError(f"no database at {url.removeprefix('sqlite:///')}")
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[SagaStore]:
+    """The store of ``settings.database_url``, which must exist, closed afterwards."""
+    _require_database(settings.database_url)
+    store = await open_store(settings.database_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def list_sagas(args: argparse.Namespace, settings: Settings) -> int:
+    """``sagas list``: a table of sagas, newest first, and the counts per status."""
+    async with opened(settings) as store:
+        page = await store.list_sagas(
+            status=SagaStatus(args.status) if args.status else None,
+            name=args.name,
+            business_key=args.key,
+            created_after=args.after,
+            created_before=args.before,
+            limit=args.limit,
+            cursor=args.cursor,
+        )
+        counts = await store.count_by_status()
+    if page.sagas:
+        console().print(saga_table(page.sagas))
+    else:
+        say("no sagas match")
+    tally = [part for s, n in counts.items() for part in ("  ", status_text(s), f" {n}")]
+    say(*tally[1:])
+    if page.next_cursor:
+        say(f"more: run again with --cursor {page.next_cursor} (and the same filters)")
+    return 0
+
+
+async def show_saga(args: argparse.Namespace, settings: Settings) -> int:
+    """``sagas show``: a saga, its steps and its history."""
+    async with opened(settings) as store:
+        saga = await store.get(args.saga_id)
+        if saga is None:
+            raise SagaNotFound(f"no saga {args.saga_id!r}")
+        events = await store.events(args.saga_id)
+    out = console()
+    out.print(header(saga))
+    out.print(steps_table(saga))
+    out.print(events_table(events))
+    return 0
+
+
+async def resolve_saga(args: argparse.Namespace, settings: Settings) -> int:
+    """``sagas resolve``: mark a failed saga compensated, with the reason."""
+    async with opened(settings) as store:
+        orchestrator = SagaOrchestrator(store)
+        saga = await orchestrator.resolve(args.saga_id, actor=actor(), reason=args.reason)
+    say(f"saga {saga.saga_id} is ", status_text(saga.status), ": resolved by hand")
+    return 0
+
+
+# -- actions that wait --------------------------------------------------------------------------
+
+
+def _known(orchestrator: SagaOrchestrator, saga: SagaInstance) -> bool:
+    try:
+        orchestrator.definition(saga.name, saga.version)
+    except UnknownSaga:
+        return False
+    return True
+
+
+def _undo_progress(saga: SagaInstance) -> tuple[int, int]:
+    """How many of the saga's steps are compensated, out of those to compensate."""
+    undone = sum(s.status is StepStatus.COMPENSATED for s in saga.steps)
+    todo = sum(s.status.needs_compensation for s in saga.steps)
+    return undone, undone + todo
+
+
+async def follow(orchestrator: SagaOrchestrator, saga_id: str, timeout: float) -> SagaInstance:
+    """Watch ``saga_id`` with a progress bar until it ends or ``timeout`` passes.
+
+    While it waits it takes the saga over when no process holds it (a dead driver's lease
+    ran out), and renews the leases of what this process drives.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    renewed = loop.time()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn())
+    screen = console(stderr=True)
+    # A bar is for a person watching: in a log or a pipe it would only add noise.
+    with Progress(
+        *columns,
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=screen,
+        transient=True,
+        disable=not screen.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"saga {saga_id}", total=None)
+        while True:
+            saga = await orchestrator.store.get(saga_id)
+            if saga is None:
+                raise SagaNotFound(f"no saga {saga_id!r}")
+            undone, total = _undo_progress(saga)
+            progress.update(task, description=f"saga {saga_id}: {saga.status}", total=total)
+            progress.update(task, completed=undone)
+            if not saga.status.is_active or loop.time() >= deadline:
+                return saga
+            if saga_id not in orchestrator.driving and _known(orchestrator, saga):
+                await orchestrator.resume(saga_id)
+            if loop.time() - renewed > orchestrator.lease_seconds / 3:
+                await orchestrator.renew_leases()
+                renewed = loop.time()
+            await asyncio.sleep(POLL_SECONDS)
+
+
+def outcome(saga: SagaInstance, timeout: float) -> int:
+    """Print where the saga ended; 0 when it compensated or goes on elsewhere, else 1."""
+    if saga.status is SagaStatus.COMPENSATED:
+        say(f"saga {saga.saga_id} is ", status_text(saga.status))
+        return 0
+    if saga.status.is_active:
+        say(
+            f"saga {saga.saga_id} is still ",
+            status_text(saga.status),
+            f" after {timeout:g}s; a worker (sagakit serve or sagakit worker) will finish it",
+        )
+        return 0
+    print(
+        f"sagakit: saga {saga.saga_id} ended {saga.status}: {saga.error or 'no error'}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+@contextlib.asynccontextmanager
+async def orchestrating(settings: Settings) -> AsyncIterator[SagaOrchestrator]:
+    """The orchestrator the service runs (same sagas, same store), without its worker."""
+    from sagakit.shop.service import running_service
+
+    _require_database(settings.database_url)
+    quiet = settings.model_copy(update={"demo_data": False, "crash_at": None})
+    async with running_service(quiet, worker=False) as service:
+        try:
+            yield service.orchestrator
+        finally:
+            # Whatever is left (the timeout ran out) goes back to the workers at once.
+            await service.orchestrator.shutdown(grace=0)
+
+
+async def retry_saga(args: argparse.Namespace, settings: Settings) -> int:
+    """``sagas retry``: resume a failed saga's compensation here, and follow it."""
+    async with orchestrating(settings) as orchestrator:
+        saga = await orchestrator.store.get(args.saga_id)
+        if saga is None:
+            raise SagaNotFound(f"no saga {args.saga_id!r}")
+        if saga.status is SagaStatus.FAILED and not _known(orchestrator, saga):
+            raise CommandFailed(
+                f"the CLI does not know saga {saga.name!r} v{saga.version}: retry it through"
+                " the API of the service that defines it"
+            )
+        await orchestrator.retry(args.saga_id, actor=actor())
+        ended = await follow(orchestrator, args.saga_id, args.timeout)
+    return outcome(ended, args.timeout)
+
+
+async def cancel_saga(args: argparse.Namespace, settings: Settings) -> int:
+    """``sagas cancel``: ask a running saga to compensate, and follow it."""
+    async with orchestrating(settings) as orchestrator:
+        await orchestrator.cancel(args.saga_id, actor=actor())
+        ended = await follow(orchestrator, args.saga_id, args.timeout)
+    return outcome(ended, args.timeout)
+
+
+COMMANDS: Final[dict[str, Command]] = {
+    "list": list_sagas,
+    "show": show_saga,
+    "retry": retry_saga,
+    "cancel": cancel_saga,
+    "resolve": resolve_saga,
+}
