@@ -108,9 +108,9 @@ async def test_signed_in_list_shows_every_saga_with_counts(client: httpx.AsyncCl
     for order_id, saga_id in ids.items():
         assert f'<a href="/dashboard/sagas/{saga_id}">{saga_id[:12]}</a>' in page
         assert f"<td>{order_id}</td>" in page
-    assert '<a href="/dashboard?status=completed">completed</a>: 1' in page
-    assert '<a href="/dashboard?status=compensated">compensated</a>: 2' in page
-    assert '<a href="/dashboard?status=failed">failed</a>: 0' in page
+    assert '<a href="/dashboard?status=completed">completed <b>1</b></a>' in page
+    assert '<a href="/dashboard?status=compensated">compensated <b>2</b></a>' in page
+    assert '<a href="/dashboard?status=failed">failed <b>0</b></a>' in page
     assert "Invalid shipping address" in page
 
 
@@ -159,11 +159,11 @@ async def test_saga_page_shows_the_steps_and_the_failed_steps_error(
 
     assert response.status_code == 200
     page = response.text
-    assert f"<h1>Saga {saga_id}</h1>" in page
+    assert f"<h1>Saga <span class=id>{saga_id}</span></h1>" in page
     steps = page[page.index("<h2>Steps</h2>") : page.index("<h2>Timeline</h2>")]
-    assert "<td>payment</td><td class='status compensated'>compensated</td>" in steps
-    assert "<td>inventory</td><td class='status compensated'>compensated</td>" in steps
-    assert "<td>shipping</td><td class='status failed'>failed</td>" in steps
+    assert '<td>payment</td><td><span class="status compensated">compensated</span>' in steps
+    assert '<td>inventory</td><td><span class="status compensated">compensated</span>' in steps
+    assert '<td>shipping</td><td><span class="status failed">failed</span>' in steps
     assert "<td>Invalid shipping address</td>" in steps
     assert "Retry compensation" not in page
 

@@ -1,0 +1,310 @@
+"""The dashboard's HTML. No template engine: every value from a saga goes through ``escape``.
+
+Each page has a ``#live`` region that the script swaps for a fresh copy every few seconds
+while it says ``data-refresh``; the routes answer that copy alone when asked for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from html import escape
+from urllib.parse import urlencode
+
+import orjson
+
+from sagakit.api.dashboard.assets import SCRIPT, STYLE
+from sagakit.api.dashboard.timeline import Kind, Row, timeline
+from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
+from sagakit.store.base import SagaPage
+
+LIST_REFRESH_SECONDS = 5
+SAGA_REFRESH_SECONDS = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListFilters:
+    """The list's filters, as the query string has them (empty strings mean "any")."""
+
+    status: SagaStatus | None = None
+    name: str = ""
+    key: str = ""
+    created_after: str = ""
+    created_before: str = ""
+    cursor: str | None = None
+
+    def url(self, **changes: object) -> str:
+        """The list's URL with these filters, ``changes`` applied."""
+        current = replace(self, **changes)  # type: ignore[arg-type]
+        query = {
+            "status": current.status.value if current.status else "",
+            "name": current.name,
+            "key": current.key,
+            "created_after": current.created_after,
+            "created_before": current.created_before,
+            "cursor": current.cursor or "",
+        }
+        text = urlencode({k: v for k, v in query.items() if v})
+        return f"/dashboard?{text}" if text else "/dashboard"
+
+
+# -- small pieces ------------------------------------------------------------------------
+
+
+def badge(value: str) -> str:
+    """A status or result as a coloured pill."""
+    return f'<span class="status {escape(value.replace(" ", "-"))}">{escape(value)}</span>'
+
+
+def when(at: float | None) -> str:
+    """A timestamp as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
+    if at is None:
+        return ""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def clock(at: float) -> str:
+    """A timestamp's time of day to the millisecond (UTC)."""
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def took(seconds: float | None) -> str:
+    """A duration as a person reads it: ``12 ms``, ``3.4 s``, ``2 min 5 s``, ``1 h 4 min``."""
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def _compact(value: object, limit: int = 160) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- the page around everything --------------------------------------------------------------
+
+
+def page(title: str, body: str, *, nonce: str, signed_in: bool) -> str:
+    """A whole page: header bar, ``body`` in ``main``, the stylesheet and the script."""
+    nav = (
+        '<nav><a href="/dashboard">Sagas</a>'
+        "<form method=post action=/dashboard/logout><button type=submit>Sign out</button>"
+        "</form></nav>"
+        if signed_in
+        else ""
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)} · sagakit</title>"
+        f'<style nonce="{nonce}">{STYLE}</style></head><body>'
+        f'<header class=bar><a class=brand href="/dashboard">sagakit</a>{nav}</header>'
+        f"<main>{body}</main>"
+        f'<script nonce="{nonce}">{SCRIPT}</script></body></html>'
+    )
+
+
+def sign_in(message: str = "") -> str:
+    """The sign-in form, with ``message`` above it when the last try failed."""
+    note = f'<p class="notice">{escape(message)}</p>' if message else ""
+    return (
+        "<div class=card><h1>sagakit dashboard</h1>"
+        f"{note}<form method=post action=/dashboard/login>"
+        "<label>Admin token <input type=password name=token autocomplete=current-password "
+        "required autofocus></label><button type=submit>Sign in</button></form>"
+        '<p class="muted">The token is <code>SAGAKIT_ADMIN_TOKEN</code>, or the one '
+        "<code>sagakit serve</code> printed when it is unset.</p></div>"
+    )
+
+
+# -- the list ----------------------------------------------------------------------------------
+
+
+def saga_list(
+    sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters, notice: str
+) -> str:
+    """The list page's body: the filter form, then the live counts and table."""
+    note = f'<p class="notice">{escape(notice)}</p>' if notice else ""
+    return f"<h1>Sagas</h1>{note}{_filter_form(filters)}{live_list(sagas, counts, filters)}"
+
+
+def _filter_form(filters: ListFilters) -> str:
+    status = (
+        f'<input type=hidden name=status value="{filters.status.value}">' if filters.status else ""
+    )
+
+    def field(label: str, name: str, value: str, kind: str = "text") -> str:
+        return (
+            f'<label>{label}<input type={kind} name={name} value="{escape(value)}" '
+            "maxlength=64></label>"
+        )
+
+    moment = "datetime-local"
+    return (
+        "<form class=filters method=get action=/dashboard>"
+        f"{status}{field('Saga name', 'name', filters.name)}"
+        f"{field('Order (business key)', 'key', filters.key)}"
+        f"{field('Started from (UTC)', 'created_after', filters.created_after, moment)}"
+        f"{field('Started before (UTC)', 'created_before', filters.created_before, moment)}"
+        '<button type=submit>Filter</button><a class="button secondary" href="/dashboard">'
+        "Clear</a></form>"
+    )
+
+
+def live_list(sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters) -> str:
+    """The list's live region: counts by status (links that filter) and a page of sagas."""
+    chips = [_chip("all", sum(counts.values()), filters.url(status=None, cursor=None), on=False)]
+    for status in SagaStatus:
+        url = filters.url(status=status, cursor=None)
+        count = counts.get(status, 0)
+        alert = status is SagaStatus.FAILED and count > 0
+        chips.append(_chip(status.value, count, url, on=filters.status is status, alert=alert))
+    rows = "".join(_row(saga) for saga in sagas.sagas)
+    table = (
+        "<table class=sagas><thead><tr><th>Saga</th><th>Name</th><th>Order</th><th>Status</th>"
+        "<th>Failed step · error</th><th>Started (UTC)</th><th>Took</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if rows
+        else "<p class=empty>No saga matches.</p>"
+    )
+    more = (
+        f'<p class=pager><a href="{escape(filters.url(cursor=sagas.next_cursor))}">Older →</a></p>'
+        if sagas.next_cursor
+        else ""
+    )
+    return (
+        f'<div id=live data-refresh="{LIST_REFRESH_SECONDS}">'
+        f'<nav class=counts aria-label="sagas by status">{"".join(chips)}</nav>'
+        f"{table}{more}</div>"
+    )
+
+
+def _chip(label: str, count: int, url: str, *, on: bool, alert: bool = False) -> str:
+    classes = " ".join(c for c in ("on" if on else "", "alert" if alert else "") if c)
+    attribute = f' class="{classes}"' if classes else ""
+    return f'<a{attribute} href="{escape(url)}">{label} <b>{count}</b></a>'
+
+
+def _row(saga: SagaInstance) -> str:
+    failure = (
+        f"{escape(saga.failed_step)} · <span class=err>{escape(saga.error or '')}</span>"
+        if saga.failed_step
+        else f"<span class=err>{escape(saga.error or '')}</span>"
+    )
+    duration = "" if saga.status.is_active else took(saga.updated_at - saga.created_at)
+    return (
+        f'<tr><td class=mono><a href="/dashboard/sagas/{saga.saga_id}">{saga.saga_id[:12]}</a>'
+        f"</td><td>{escape(saga.name)}</td><td>{escape(saga.business_key or '')}</td>"
+        f"<td>{badge(saga.status.value)}</td><td>{failure}</td>"
+        f"<td class=num>{when(saga.created_at)}</td><td class=num>{duration}</td></tr>"
+    )
+
+
+# -- one saga ----------------------------------------------------------------------------------
+
+
+def saga_page(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
+    """A saga's page body: a link back, then its live region."""
+    return f'<p><a href="/dashboard">← All sagas</a></p>{live_saga(saga, events)}'
+
+
+def live_saga(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
+    """A saga's live region: summary, error, actions, steps, timeline and input."""
+    refresh = SAGA_REFRESH_SECONDS if saga.status.is_active else 0
+    ended = "" if saga.status.is_active else f"<span>took <b>{took(_span(saga))}</b></span>"
+    summary = (
+        f"<p class=summary>{badge(saga.status.value)}<span><b>{escape(saga.name)}</b>"
+        f" v{saga.version}</span><span>order <b>{escape(saga.business_key or '-')}</b></span>"
+        f"<span>started <b>{when(saga.created_at)}</b> UTC</span>{ended}</p>"
+    )
+    error = (
+        f"<div class=callout><b>{escape(saga.failed_step or 'error')}</b>: "
+        f"{escape(saga.error)}</div>"
+        if saga.error
+        else ""
+    )
+    rows = "".join(_timeline_row(row) for row in timeline(events, active=saga.status.is_active))
+    return (
+        f'<div id=live data-refresh="{refresh}">'
+        f"<h1>Saga <span class=id>{escape(saga.saga_id)}</span></h1>{summary}{error}"
+        f"{_actions(saga)}<h2>Steps</h2>{_steps(saga.steps)}"
+        f"<h2>Timeline</h2><ol class=timeline>{rows}</ol>"
+        f"<details><summary>Input</summary><pre>{escape(_pretty(saga.input))}</pre></details>"
+        "</div>"
+    )
+
+
+def _span(saga: SagaInstance) -> float:
+    return max(0.0, saga.updated_at - saga.created_at)
+
+
+def _pretty(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+def _actions(saga: SagaInstance) -> str:
+    base = f"/dashboard/sagas/{saga.saga_id}"
+    forms: list[str] = []
+    if saga.status is SagaStatus.FAILED:
+        forms.append(
+            f'<form method=post action="{base}/retry">'
+            "<button type=submit>Retry compensation</button></form>"
+        )
+        forms.append(
+            f'<form class=resolve method=post action="{base}/resolve">'
+            "<label>Reason (kept in the history)<input name=reason required maxlength=500 "
+            'placeholder="refunded by hand, ticket 1234"></label>'
+            "<button type=submit class=secondary>Mark resolved</button></form>"
+        )
+    elif saga.status is SagaStatus.RUNNING and not saga.cancel_requested:
+        forms.append(
+            f'<form method=post action="{base}/cancel" data-confirm="Cancel this saga? '
+            'The steps it has done will be compensated.">'
+            "<button type=submit class=danger>Cancel saga</button></form>"
+        )
+    if saga.cancel_requested and saga.status.is_active:
+        return "<div class='callout info'>Cancellation requested: compensating.</div>"
+    return f"<div class=actions>{''.join(forms)}</div>" if forms else ""
+
+
+def _steps(steps: Sequence[StepRecord]) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(s.name)}</td><td>{badge(s.status.value)}</td>"
+        f"<td class=num>{s.attempts}</td><td class=num>{s.compensation_attempts}</td>"
+        f"<td class=num>{_step_took(s)}</td>"
+        f"<td>{'' if s.result is None else f'<code>{escape(_compact(s.result))}</code>'}</td>"
+        f"<td>{escape(s.error or '')}</td></tr>"
+        for s in steps
+    )
+    return (
+        "<table class=steps><thead><tr><th>Step</th><th>Status</th><th>Attempts</th>"
+        "<th>Compensations</th><th>Took</th><th>Result</th><th>Error</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
+def _step_took(step: StepRecord) -> str:
+    if step.started_at is None or step.finished_at is None:
+        return ""
+    return took(max(0.0, step.finished_at - step.started_at))
+
+
+def _timeline_row(row: Row) -> str:
+    attempt = f"<small>attempt {row.attempt}</small>" if row.attempt else ""
+    result = badge(row.result) if row.result else ""
+    failed = row.kind is not Kind.NOTE and row.result not in ("succeeded", "compensated")
+    detail_class = "detail bad" if failed else "detail"
+    detail = f'<span class="{detail_class}">{escape(row.detail)}</span>' if row.detail else ""
+    return (
+        f'<li class="{row.kind.value}"><time>{clock(row.at)}</time>'
+        f"<span class=what>{escape(row.title)}{attempt}</span>"
+        f"<span class=took>{took(row.duration)}</span><span class=result>{result}</span>"
+        f"{detail}</li>"
+    )
