@@ -117,7 +117,7 @@ class Payment(Step):
 
     async def compensate(self, ctx: StepContext) -> None:
         if self.broken:
-            raise RuntimeError("payment provider down")
+            raise RuntimeError("payment provider [/down]")  # not console markup
 
 
 class Inventory(Step):
@@ -282,6 +282,22 @@ async def test_sagas_show_of_an_unknown_saga_exits_1_with_one_line_on_stderr(
     ran = await sagakit("show", "nosuchsaga", "--database-url", url)
 
     assert ran == Ran(1, "", "sagakit: no saga 'nosuchsaga'\n")
+
+
+async def test_sagas_show_and_list_print_a_saga_s_error_literally(
+    url: str, store: SqliteStore
+) -> None:
+    """An error holding console markup (``[/down]``) is printed as written, never parsed."""
+    saga_id = await failed_checkout(store)
+    error = "compensation of payment failed: RuntimeError: payment provider [/down]"
+
+    shown = await sagakit("show", saga_id, "--database-url", url)
+    listed = await sagakit("list", "--status", "failed", "--database-url", url)
+
+    assert (shown.code, shown.err) == (0, "")
+    assert lines_with(shown.out, "error", error)
+    assert (listed.code, listed.err) == (0, "")
+    assert lines_with(listed.out, saga_id, "failed", "payment provider [/down]")
 
 
 # -- retry ------------------------------------------------------------------------------------

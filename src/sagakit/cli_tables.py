@@ -1,0 +1,129 @@
+"""How ``sagakit sagas`` shows sagas: rich tables, coloured statuses, times in UTC.
+
+Saga data (ids, errors, details, input) is always wrapped in :class:`~rich.text.Text`, so
+that nothing a step wrote can be read as console markup.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Final
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord, StepStatus
+
+#: The colour of each saga or step status (step statuses share most of the names).
+STYLE_OF: Final = {
+    "running": "blue",
+    "compensating": "yellow",
+    "completed": "green",
+    "succeeded": "green",
+    "compensated": "cyan",
+    "failed": "bold red",
+}
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console; when it is not a terminal it is wide, so that ids are never cut."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=200 if wide else None)
+
+
+def when(at: float | None, *, precise: bool = False) -> str:
+    """A timestamp in UTC, to the second (or to the millisecond)."""
+    if at is None:
+        return ""
+    text = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return (text[:-3] if precise else text[:-7]) + "Z"
+
+
+def status_text(status: SagaStatus | StepStatus) -> Text:
+    """A status in its colour."""
+    return Text(status.value, style=STYLE_OF.get(status.value, ""))
+
+
+def say(*parts: str | Text) -> None:
+    """Print one line of plain text and styled parts (data is never read as markup)."""
+    console().print(Text.assemble(*parts))
+
+
+def duration(step: StepRecord) -> str:
+    """How long a step ran, from its start to its last finish."""
+    if step.started_at is None or step.finished_at is None:
+        return ""
+    ms = (step.finished_at - step.started_at) * 1000
+    return f"{ms:.1f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+def saga_table(sagas: tuple[SagaInstance, ...]) -> Table:
+    """Sagas, one a row."""
+    table = Table("saga", "name", "key", "status", "failed step", "error", "created (UTC)")
+    table.columns[0].no_wrap = True
+    for saga in sagas:
+        table.add_row(
+            Text(saga.saga_id),
+            Text(saga.name),
+            Text(saga.business_key or ""),
+            status_text(saga.status),
+            Text(saga.failed_step or ""),
+            Text(saga.error or ""),
+            when(saga.created_at),
+        )
+    return table
+
+
+def steps_table(saga: SagaInstance) -> Table:
+    """A saga's steps, in order."""
+    table = Table("#", "step", "status", "attempts", "undo attempts", "duration", "result", "error")
+    for step in saga.steps:
+        table.add_row(
+            str(step.index + 1),
+            Text(step.name),
+            status_text(step.status),
+            str(step.attempts),
+            str(step.compensation_attempts),
+            duration(step),
+            Text("" if step.result is None else orjson.dumps(step.result).decode()),
+            Text(step.error or ""),
+        )
+    return table
+
+
+def events_table(events: list[SagaEvent]) -> Table:
+    """A saga's history, oldest first."""
+    table = Table("at (UTC)", "event", "step", "attempt", "detail")
+    for event in events:
+        table.add_row(
+            when(event.at, precise=True),
+            Text(event.type),
+            Text(event.step or ""),
+            "" if event.attempt is None else str(event.attempt),
+            Text(event.detail or ""),
+        )
+    return table
+
+
+def header(saga: SagaInstance) -> Table:
+    """A saga's own fields, one a line."""
+    grid = Table.grid(padding=(0, 2))
+    fields = [
+        ("saga", Text(saga.saga_id)),
+        ("name", Text(f"{saga.name} v{saga.version}")),
+        ("status", status_text(saga.status)),
+        ("key", Text(saga.business_key or "")),
+        ("failed step", Text(saga.failed_step or "")),
+        ("error", Text(saga.error or "")),
+        ("created", Text(when(saga.created_at, precise=True))),
+        ("updated", Text(when(saga.updated_at, precise=True))),
+        ("input", Text(orjson.dumps(saga.input).decode())),
+    ]
+    for name, value in fields:
+        grid.add_row(Text(name, style="bold"), value)
+    return grid
