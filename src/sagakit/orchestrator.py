@@ -47,6 +47,11 @@ Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
 Probe = Callable[[str, str], None]
 
 DEFAULT_LEASE_SECONDS: Final = 15.0
+#: Extra runs a step recorded as started gets when it is recovered after a crash, beyond
+#: its retry policy: a crash is not the step's failure (DESIGN 1.2.5: it runs again).
+CRASH_ALLOWANCE: Final = 1
+#: How a ``failed`` saga's error begins.
+COMPENSATION_FAILED: Final = "compensation of "
 
 #: The step attempt (or compensation attempt) this task is running, ``None`` between steps:
 #: log processors read it, so that every line a step logs names its saga, step and attempt.
@@ -221,9 +226,9 @@ class SagaOrchestrator:
     async def _drive(self, instance: SagaInstance, fresh: bool) -> SagaInstance:
         saga = self.definition(instance.name, instance.version)
         run = _Run(self, saga, instance)
-        if run.instance.status is SagaStatus.RUNNING:
+        if run.status is SagaStatus.RUNNING:
             await (run.run_from(0) if fresh else run.forward())
-        if run.instance.status is SagaStatus.COMPENSATING:
+        if run.status is SagaStatus.COMPENSATING:
             await run.backward()
         return run.instance
 
@@ -305,15 +310,59 @@ class SagaOrchestrator:
         await self.store.release(owner=self.owner)
 
 
+class _Steps(list[StepRecord]):
+    """The step rows of one run, remembering which ones changed since the last write."""
+
+    def __init__(self, records: Iterable[StepRecord]) -> None:
+        super().__init__(records)
+        self.dirty: set[int] = set()
+
+    def __setitem__(self, index: int, record: StepRecord) -> None:  # type: ignore[override]
+        super().__setitem__(index, record)
+        self.dirty.add(index)
+
+    def take_changed(self) -> tuple[StepRecord, ...]:
+        """The rows changed since the last call, in step order."""
+        changed = tuple(self[i] for i in sorted(self.dirty))
+        self.dirty.clear()
+        return changed
+
+
 class _Run:
-    """One drive of one instance: holds its latest state and writes its transitions."""
+    """One drive of one instance: holds its latest state and writes its transitions.
+
+    The state is kept in plain attributes and turned into a frozen ``SagaInstance`` only
+    when someone needs one (listeners, the caller at the end): the hot path stays cheap.
+    """
 
     def __init__(self, orchestrator: SagaOrchestrator, saga: Saga, instance: SagaInstance):
         self.orch = orchestrator
         self.saga = saga
-        self.instance = instance
-        self.steps = list(instance.steps)
+        self.origin = instance
+        self.saga_id = instance.saga_id
+        self.steps = _Steps(instance.steps)
+        self.status = instance.status
+        self.error = instance.error
+        self.failed_step = instance.failed_step
+        self.fence = instance.fence
+        self.updated_at = instance.updated_at
+        self.released = False
         self.cancel_requested = instance.cancel_requested
+
+    @property
+    def instance(self) -> SagaInstance:
+        """The instance as it now stands."""
+        return self.origin.evolve(
+            status=self.status,
+            steps=tuple(self.steps),
+            error=self.error,
+            failed_step=self.failed_step,
+            fence=self.fence,
+            updated_at=self.updated_at,
+            owner=None if self.released else self.origin.owner,
+            lease_until=None if self.released else self.origin.lease_until,
+            cancel_requested=self.cancel_requested,
+        )
 
     # -- writing -------------------------------------------------------------------------
 
@@ -325,18 +374,15 @@ class _Run:
         failed_step: str | None = None,
     ) -> None:
         """Persist the current step rows that changed, and the saga's new status."""
-        changed = tuple(
-            s for s, old in zip(self.steps, self.instance.steps, strict=True) if s != old
-        )
-        new_status = status or self.instance.status
+        new_status = status or self.status
         change = Transition(
-            saga_id=self.instance.saga_id,
-            fence=self.instance.fence,
+            saga_id=self.saga_id,
+            fence=self.fence,
             status=new_status,
-            steps=changed,
+            steps=self.steps.take_changed(),
             events=events,
-            error=error if error is not None else self.instance.error,
-            failed_step=failed_step if failed_step is not None else self.instance.failed_step,
+            error=error if error is not None else self.error,
+            failed_step=failed_step if failed_step is not None else self.failed_step,
             release=not new_status.is_active,
         )
         try:
@@ -345,30 +391,26 @@ class _Run:
             adopted = self.orch._adopted.pop(change.saga_id, None)
             if adopted is None or adopted <= change.fence:
                 raise
-            self.instance = self.instance.evolve(fence=adopted)
+            self.fence = adopted
             cancel = await self.orch.store.transition(replace(change, fence=adopted))
         self.cancel_requested = self.cancel_requested or cancel
-        finished = change.release
-        self.instance = self.instance.evolve(
-            status=new_status,
-            steps=tuple(self.steps),
-            error=change.error,
-            failed_step=change.failed_step,
-            updated_at=change.at,
-            owner=None if finished else self.instance.owner,
-            lease_until=None if finished else self.instance.lease_until,
-        )
-        self.orch.notify(self.instance, events)
+        self.status = new_status
+        self.error = change.error
+        self.failed_step = change.failed_step
+        self.updated_at = change.at
+        self.released = change.release
+        if self.orch.listeners:
+            self.orch.notify(self.instance, events)
 
     def context(self, index: int, attempt: int) -> StepContext:
         record = self.steps[index]
         return StepContext(
-            saga_id=self.instance.saga_id,
-            saga_name=self.instance.name,
+            saga_id=self.saga_id,
+            saga_name=self.origin.name,
             step=record.name,
-            input=self.instance.input,
+            input=self.origin.input,
             results={s.name: s.result for s in self.steps[:index] if s.result is not None},
-            idempotency_key=f"{self.instance.saga_id}:{record.name}",
+            idempotency_key=f"{self.saga_id}:{record.name}",
             attempt=attempt,
             result=record.result,
         )
@@ -399,8 +441,9 @@ class _Run:
                 status=StepStatus.RUNNING, attempts=record.attempts + 1, started_at=now()
             )
             await self.write(SagaEvent(type="step_started", step=record.name, attempt=1))
-        elif not self.saga.steps[index].retry.can_retry(record.attempts):
-            # Recovered with every attempt already spent: its outcome is unknown.
+        elif not self.saga.steps[index].retry.can_retry(record.attempts - CRASH_ALLOWANCE):
+            # Recovered with every attempt (and the crash allowance) spent: a step that kills
+            # its process every time must end, so its outcome is treated as unknown.
             await self.give_up(index, record.error or "attempts exhausted before a crash")
             return
         else:
@@ -411,7 +454,7 @@ class _Run:
 
     async def run_from(self, index: int) -> None:
         """Run attempts from step ``index`` on, whose start is already recorded."""
-        while self.instance.status is SagaStatus.RUNNING:
+        while self.status is SagaStatus.RUNNING:
             if self.cancel_requested:
                 await self.cancel(index)
                 return
@@ -530,10 +573,22 @@ class _Run:
         for index in reversed(range(len(self.steps))):
             if self.steps[index].status.needs_compensation and not await self.undo(index):
                 return
+        reason = await self.reason_for_compensating()
         await self.write(
-            SagaEvent(type="saga_compensated", detail=self.instance.error),
+            SagaEvent(type="saga_compensated", detail=reason),
             status=SagaStatus.COMPENSATED,
+            error=reason,
         )
+
+    async def reason_for_compensating(self) -> str | None:
+        """Why the saga went backward, even after a failed compensation overwrote its error."""
+        if not (self.error or "").startswith(COMPENSATION_FAILED):
+            return self.error
+        # Resumed by an operator after it failed: the reason is in the history.
+        for event in reversed(await self.orch.store.events(self.saga_id)):
+            if event.type in ("step_failed", "step_exhausted", "saga_cancelled"):
+                return event.detail
+        return self.error
 
     async def undo(self, index: int) -> bool:
         """Compensate step ``index`` until it succeeds (True) or its policy runs out."""
@@ -555,7 +610,7 @@ class _Run:
                     return False
                 continue
             self.orch._probe("after_compensate", step.name)
-            logger.info("saga %s: compensated step %s", self.instance.saga_id, step.name)
+            logger.info("saga %s: compensated step %s", self.saga_id, step.name)
             self.steps[index] = self.steps[index].evolve(
                 status=StepStatus.COMPENSATED, finished_at=now()
             )
@@ -580,7 +635,7 @@ class _Run:
             return True
         logger.error(
             "saga %s: compensation of %s failed for good: %s",
-            self.instance.saga_id,
+            self.saga_id,
             step.name,
             message,
         )
@@ -588,6 +643,6 @@ class _Run:
             SagaEvent(type="compensation_failed", step=step.name, attempt=attempt, detail=message),
             SagaEvent(type="saga_failed", step=step.name, detail=message),
             status=SagaStatus.FAILED,
-            error=f"compensation of {step.name} failed: {message}",
+            error=f"{COMPENSATION_FAILED}{step.name} failed: {message}",
         )
         return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TypeAlias
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
@@ -66,8 +66,13 @@ class StepRecord:
     finished_at: float | None = None
 
     def evolve(self, **changes: object) -> StepRecord:
-        """A copy with ``changes`` applied."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with ``changes`` applied (on the hot path: cheaper than ``replace``)."""
+        values = {name: getattr(self, name) for name in _STEP_FIELDS}
+        values.update(changes)
+        return StepRecord(**values)
+
+
+_STEP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StepRecord))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

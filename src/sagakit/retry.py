@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, bounded by ``max_attempts``.
+    """Exponential backoff, spread by ``jitter`` (a fraction of each delay, either way).
 
     ``max_attempts`` counts every attempt, the first included: 1 means "never retry".
     """
