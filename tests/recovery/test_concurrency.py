@@ -96,3 +96,40 @@ async def test_hundred_buyers_for_ten_in_stock_leave_ten_winners_and_refund_the_
             assert (sagakit.balance(user), payment) == (50, [("refunded", 10)]), user
     assert sagakit.integer("SELECT count(*) FROM payments WHERE status = 'charged'") == 10
     assert sagakit.integer("SELECT count(*) FROM reservations WHERE status = 'reserved'") == 10
+
+
+async def test_fifty_orders_against_one_balance_charge_only_what_it_covers(
+    sagakit: Sagakit,
+) -> None:
+    """Fifty concurrent orders of 10 from a balance of 100: ten are charged, forty refused."""
+    server = await sagakit.serve(env=PATIENT)
+    async with server.client() as client:
+        for path, body in (
+            ("/users", {"user_id": "spender", "balance": 100}),
+            ("/items", {"item_id": "cheap", "stock": 1000, "price": 10}),
+        ):
+            assert (await client.post(path, json=body, headers=ADMIN_HEADERS)).status_code == 201
+        orders = [f"spend-{i:02d}" for i in range(50)]
+        for order_id in orders:
+            order = {
+                "order_id": order_id,
+                "user_id": "spender",
+                "items": {"cheap": 1},
+                "address": "x",
+            }
+            assert (await client.post("/orders", json=order)).status_code == 201
+        answers = await asyncio.gather(*(client.post(f"/checkout/{o}") for o in orders))
+
+    assert Counter(a.status_code for a in answers) == {200: 10, 400: 40}, [a.text for a in answers]
+    refusals = {
+        (a.json()["error"], a.json()["failed_step"]) for a in answers if a.status_code == 400
+    }
+    assert refusals == {("Insufficient balance", "payment")}
+    assert sagakit.balance("spender") == 0
+    assert sagakit.stock("cheap") == 1000 - 10
+    assert sagakit.rows(
+        "SELECT status, count(*) FROM payments GROUP BY status ORDER BY status"
+    ) == [
+        ("charged", 10),
+        ("rejected", 40),
+    ]

@@ -104,6 +104,47 @@ async def test_compensation_killed_midway_finishes_once_after_restart(
     assert sagakit.statuses() == {"compensated": 1}
 
 
+async def test_checkouts_sent_during_recovery_join_the_recovering_saga(sagakit: Sagakit) -> None:
+    """Twenty checkouts of order1 sent as a killed serve restarts all join its one saga."""
+    saga_id = await checkout_killed_at(sagakit, "after_do:payment", "order1")
+
+    restarted = await sagakit.serve()
+    async with restarted.client() as client:
+        answers = await asyncio.gather(*(client.post("/checkout/order1") for _ in range(20)))
+
+    assert [a.status_code for a in answers] == [200] * 20, [a.text for a in answers]
+    assert {a.json()["saga_id"] for a in answers} == {saga_id}
+    assert inbox(sagakit, "payments") == [(f"{saga_id}:payment", "charged")]
+    assert sagakit.balance("user1") == 100 - 20
+    assert sagakit.statuses() == {"completed": 1}
+
+
+async def test_a_second_serve_takes_over_the_saga_of_a_killed_one(sagakit: Sagakit) -> None:
+    """A serve running beside one that is killed mid-saga finishes that saga once its lease ends."""
+    doomed = await sagakit.serve(crash_at="before_do:shipping")
+    survivor = await sagakit.serve()
+    async with doomed.client() as client:
+        with pytest.raises(httpx.TransportError):
+            await client.post("/checkout/order1")
+    assert await doomed.wait(10.0) == KILLED, doomed.output()
+    [saga_id] = sagakit.saga_ids("order1")
+
+    async with survivor.client() as client:
+        saga = await wait_saga_finished(client, saga_id)
+        again = await client.post("/checkout/order1")
+
+    assert saga["status"] == "completed"
+    assert (again.status_code, again.json()["saga_id"]) == (200, saga_id)
+    claims = sagakit.rows(
+        "SELECT detail FROM saga_events WHERE saga_id = ? AND type = 'saga_claimed'", (saga_id,)
+    )
+    assert any(f":{survivor.popen.pid}:" in str(detail) for (detail,) in claims), claims
+    assert inbox(sagakit, "payments") == [(f"{saga_id}:payment", "charged")]
+    assert inbox(sagakit, "shipments") == [(f"{saga_id}:shipping", "shipped")]
+    assert sagakit.balance("user1") == 100 - 20
+    assert sagakit.stock("item1") == 5 - 2
+
+
 # -- conservation across several crashes --------------------------------------------------
 
 
@@ -258,6 +299,8 @@ async def test_sigterm_stops_serve_gracefully_and_releases_its_leases(sagakit: S
     # uvicorn re-raises the SIGTERM it caught once shut down, so -SIGTERM is a clean exit too.
     assert await server.terminate(timeout=5.0) in (0, -signal.SIGTERM), server.output()
     assert "Application shutdown complete" in server.output()
+    # SQLite removes the write-ahead log when the last connection closes: the store was closed.
+    assert not sagakit.db_path.with_name("shop.db-wal").exists()
     assert sagakit.integer("SELECT count(*) FROM saga_instances WHERE owner IS NOT NULL") == 0
 
 
