@@ -17,7 +17,9 @@ font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",sans-s
 color:var(--fg)}
 body{margin:0;background:#fff}
 a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
-header.bar{display:flex;align-items:center;gap:1rem;padding:.55rem 1rem;background:#24292f}
+header.bar{background:#24292f}
+header.bar .wrap{display:flex;align-items:center;gap:1rem;max-width:74rem;margin:0 auto;
+padding:.55rem 1.25rem}
 header.bar .brand{color:#fff;font-weight:700;letter-spacing:.01em}
 header.bar nav{margin-left:auto;display:flex;align-items:center;gap:.75rem}
 header.bar nav a{color:#d1d9e0}
@@ -41,10 +43,15 @@ border:1px solid var(--line);border-radius:2rem;color:var(--fg);background:#fff}
 nav.counts a b{font-variant-numeric:tabular-nums}
 nav.counts a.on{border-color:var(--accent);box-shadow:inset 0 0 0 1px var(--accent)}
 nav.counts a.alert{border-color:var(--bad);color:var(--bad)}
-form.filters{display:flex;flex-wrap:wrap;gap:.5rem .75rem;align-items:flex-end;padding:.75rem;
-margin-bottom:1rem;background:var(--soft);border:1px solid var(--line);border-radius:.5rem}
-form.filters label{display:flex;flex-direction:column;font-size:.8rem;color:var(--muted);gap:.15rem}
-form.filters input{width:11rem}
+details.filters{margin-bottom:1rem;background:var(--soft);border:1px solid var(--line);
+border-radius:.5rem}
+details.filters summary{padding:.5rem .75rem;font-weight:600}
+details.filters form{display:flex;flex-wrap:wrap;gap:.5rem .75rem;align-items:flex-end;
+padding:0 .75rem .75rem}
+details.filters label{display:flex;flex-direction:column;font-size:.8rem;color:var(--muted);
+gap:.15rem}
+details.filters input{width:11rem}
+.buttons{display:flex;gap:.5rem}
 input{font:inherit;padding:.4rem .5rem;border:1px solid var(--line);border-radius:.4rem;
 max-width:100%;background:#fff}
 button,.button{font:inherit;padding:.42rem .9rem;border-radius:.4rem;border:1px solid #1f883d;
@@ -54,7 +61,9 @@ button.danger{background:#fff;color:var(--bad);border-color:var(--bad)}
 table{border-collapse:collapse;width:100%}
 th{text-align:left;font-size:.75rem;text-transform:uppercase;letter-spacing:.04em;
 color:var(--muted);font-weight:600;padding:.45rem .6rem;border-bottom:1px solid var(--line)}
-td{padding:.55rem .6rem;border-bottom:1px solid #eaeef2;vertical-align:top;overflow-wrap:anywhere}
+td{padding:.55rem .6rem;border-bottom:1px solid #eaeef2;vertical-align:top;
+overflow-wrap:break-word}
+td code{word-break:break-all}
 tbody tr:hover{background:#f6f8fa}
 td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
 td .err,.detail.bad{color:var(--bad)}
@@ -65,6 +74,7 @@ border-radius:.5rem}
 .summary b{color:var(--fg);font-weight:600}
 .callout{margin:1rem 0;padding:.7rem .9rem;border-left:4px solid var(--bad);
 background:var(--bad-bg);border-radius:.3rem;overflow-wrap:anywhere}
+.callout.compensated{border-color:var(--warn);background:var(--warn-bg)}
 .callout.info{border-color:var(--run);background:var(--run-bg)}
 .actions{display:flex;flex-wrap:wrap;gap:.75rem;align-items:flex-end;margin:1rem 0;
 padding:.75rem;border:1px solid var(--line);border-radius:.5rem;background:var(--soft)}
@@ -77,7 +87,7 @@ ol.timeline li{display:grid;grid-template-columns:7.2rem minmax(0,1fr) 5.5rem 7.
 gap:.1rem .75rem;padding:.5rem .75rem;border-bottom:1px solid #eaeef2;align-items:baseline}
 ol.timeline li:last-child{border-bottom:0}
 ol.timeline time{font-variant-numeric:tabular-nums;color:var(--muted);font-size:.85rem}
-ol.timeline .what small{color:var(--muted);margin-left:.35rem}
+ol.timeline .what small{color:var(--muted);margin-left:.15rem}
 ol.timeline .took{font-variant-numeric:tabular-nums;color:var(--muted);text-align:right;
 font-size:.85rem}
 ol.timeline .detail{grid-column:2/-1;font-size:.85rem;overflow-wrap:anywhere}
@@ -96,7 +106,8 @@ border-radius:.75rem}
 main{padding:.75rem .8rem 2rem}
 button,.button,input{min-height:2.6rem}
 header.bar button{min-height:2rem}
-form.filters input{width:100%}form.filters label{flex:1 1 9rem}
+details.filters input{width:100%}details.filters label{flex:1 1 9rem}
+.buttons{flex:1 1 100%}.buttons>*{flex:1 1 0;text-align:center}
 table.sagas thead,table.steps thead{display:none}
 table.sagas tr,table.steps tr{display:grid;grid-template-columns:minmax(0,1fr) auto;
 gap:.15rem .5rem;padding:.6rem .1rem;border-bottom:1px solid #eaeef2}
@@ -104,14 +115,14 @@ table.sagas td,table.steps td{padding:0;border:0}
 table.sagas td:nth-child(1){grid-area:1/1}table.sagas td:nth-child(4){grid-area:1/2}
 table.sagas td:nth-child(3){grid-area:2/1}table.sagas td:nth-child(6){grid-area:2/2}
 table.sagas td:nth-child(5){grid-column:1/-1}
+table.sagas td:nth-child(4),table.sagas td:nth-child(6){text-align:right}
 table.sagas td:nth-child(2),table.sagas td:nth-child(7){display:none}
 table.sagas td:nth-child(3)::before{content:"order ";color:var(--muted)}
 table.steps td:nth-child(1){grid-area:1/1;font-weight:600}table.steps td:nth-child(2){grid-area:1/2}
 table.steps td:nth-child(3){grid-area:2/1}table.steps td:nth-child(4){grid-area:2/2}
 table.steps td:nth-child(3)::before{content:"attempts ";color:var(--muted)}
 table.steps td:nth-child(4)::before{content:"undo ";color:var(--muted)}
-table.steps td:nth-child(5){grid-area:3/1;color:var(--muted)}
-table.steps td:nth-child(6),table.steps td:nth-child(7){grid-column:1/-1}
+table.steps td:nth-child(5),table.steps td:nth-child(6){grid-column:1/-1}
 table.steps td:empty{display:none}
 ol.timeline li{grid-template-columns:minmax(0,1fr) auto;padding:.55rem .6rem}
 ol.timeline time{grid-area:2/1}ol.timeline .what{grid-area:1/1}
@@ -122,7 +133,8 @@ ol.timeline .detail{grid-column:1/-1}
 """
 
 #: Auto-refresh: every ``data-refresh`` seconds, swap ``#live`` for the server's fresh copy
-#: (paused while the tab is hidden or something in it has focus); confirm ``data-confirm``.
+#: (paused while the tab is hidden or something in it has focus); confirm ``data-confirm``;
+#: open the filters where there is room for them.
 SCRIPT: Final = """
 (function () {
   "use strict";
@@ -145,6 +157,8 @@ SCRIPT: Final = """
       .catch(function () { /* offline for a moment: the next round tries again */ })
       .then(schedule);
   }
+  var filters = document.querySelector("details.filters");
+  if (filters && window.matchMedia("(min-width: 44rem)").matches) { filters.open = true; }
   document.addEventListener("submit", function (event) {
     var message = event.target.getAttribute("data-confirm");
     if (message && !window.confirm(message)) { event.preventDefault(); }

@@ -105,7 +105,8 @@ def page(title: str, body: str, *, nonce: str, signed_in: bool) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)} · sagakit</title>"
         f'<style nonce="{nonce}">{STYLE}</style></head><body>'
-        f'<header class=bar><a class=brand href="/dashboard">sagakit</a>{nav}</header>'
+        f'<header class=bar><div class=wrap><a class=brand href="/dashboard">sagakit</a>{nav}'
+        "</div></header>"
         f"<main>{body}</main>"
         f'<script nonce="{nonce}">{SCRIPT}</script></body></html>'
     )
@@ -147,20 +148,23 @@ def _filter_form(filters: ListFilters) -> str:
         )
 
     moment = "datetime-local"
+    active = filters.name or filters.key or filters.created_after or filters.created_before
     return (
-        "<form class=filters method=get action=/dashboard>"
+        f"<details class=filters{' open' if active else ''}><summary>Filters</summary>"
+        "<form method=get action=/dashboard>"
         f"{status}{field('Saga name', 'name', filters.name)}"
         f"{field('Order (business key)', 'key', filters.key)}"
         f"{field('Started from (UTC)', 'created_after', filters.created_after, moment)}"
         f"{field('Started before (UTC)', 'created_before', filters.created_before, moment)}"
-        '<button type=submit>Filter</button><a class="button secondary" href="/dashboard">'
-        "Clear</a></form>"
+        '<div class=buttons><button type=submit>Filter</button><a class="button secondary" '
+        'href="/dashboard">Clear</a></div></form></details>'
     )
 
 
 def live_list(sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters) -> str:
     """The list's live region: counts by status (links that filter) and a page of sagas."""
-    chips = [_chip("all", sum(counts.values()), filters.url(status=None, cursor=None), on=False)]
+    everything = filters.url(status=None, cursor=None)
+    chips = [_chip("all", sum(counts.values()), everything, on=filters.status is None)]
     for status in SagaStatus:
         url = filters.url(status=status, cursor=None)
         count = counts.get(status, 0)
@@ -224,8 +228,13 @@ def live_saga(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
         f" v{saga.version}</span><span>order <b>{escape(saga.business_key or '-')}</b></span>"
         f"<span>started <b>{when(saga.created_at)}</b> UTC</span>{ended}</p>"
     )
+    label = (
+        "Needs an operator"
+        if saga.status is SagaStatus.FAILED
+        else f"{saga.failed_step or 'a step'} failed"
+    )
     error = (
-        f"<div class=callout><b>{escape(saga.failed_step or 'error')}</b>: "
+        f'<div class="callout {saga.status.value}"><b>{escape(label)}</b>: '
         f"{escape(saga.error)}</div>"
         if saga.error
         else ""
@@ -278,26 +287,19 @@ def _steps(steps: Sequence[StepRecord]) -> str:
     rows = "".join(
         f"<tr><td>{escape(s.name)}</td><td>{badge(s.status.value)}</td>"
         f"<td class=num>{s.attempts}</td><td class=num>{s.compensation_attempts}</td>"
-        f"<td class=num>{_step_took(s)}</td>"
         f"<td>{'' if s.result is None else f'<code>{escape(_compact(s.result))}</code>'}</td>"
         f"<td>{escape(s.error or '')}</td></tr>"
         for s in steps
     )
     return (
         "<table class=steps><thead><tr><th>Step</th><th>Status</th><th>Attempts</th>"
-        "<th>Compensations</th><th>Took</th><th>Result</th><th>Error</th></tr></thead>"
+        "<th>Compensations</th><th>Result</th><th>Last error</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
     )
 
 
-def _step_took(step: StepRecord) -> str:
-    if step.started_at is None or step.finished_at is None:
-        return ""
-    return took(max(0.0, step.finished_at - step.started_at))
-
-
 def _timeline_row(row: Row) -> str:
-    attempt = f"<small>attempt {row.attempt}</small>" if row.attempt else ""
+    attempt = f" <small>attempt {row.attempt}</small>" if row.attempt else ""
     result = badge(row.result) if row.result else ""
     failed = row.kind is not Kind.NOTE and row.result not in ("succeeded", "compensated")
     detail_class = "detail bad" if failed else "detail"
