@@ -1,13 +1,18 @@
-"""The dashboard: signing in with the admin token, the saga list and page, and its retry."""
+"""The dashboard: signing in, the saga list and page, live fragments, and the actions."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from sagakit.orchestrator import SagaOrchestrator
+from sagakit.records import JSON
+from sagakit.saga import Saga, Step, StepContext
 from tests.api.conftest import Serve, client_of
-from tests.api.support import TOKEN, error_of, failed_saga, json_of, settled_saga
+from tests.api.support import TOKEN, Held, error_of, failed_saga, json_of, settled_saga
 
 SIGN_IN_FORM = "<form method=post action=/dashboard/login>"
 SAME_ORIGIN = {"Origin": "http://testserver"}
@@ -265,3 +270,232 @@ async def test_dashboard_retry_of_a_saga_that_is_not_failed_answers_409(
 
     error_of(response, 409)
     assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "completed"
+
+
+FRAGMENT = {"X-Dashboard-Fragment": "live"}
+
+
+class After(Step):
+    """Succeeds at once; its compensation has nothing to undo."""
+
+    name = "after"
+
+    async def do(self, ctx: StepContext) -> JSON:
+        return {"after": True}
+
+
+async def running_saga(app: FastAPI) -> tuple[str, Held]:
+    """Start a saga that stays running until its ``Held`` step's gate is opened."""
+    held = Held()
+    orchestrator: SagaOrchestrator = app.state.service.orchestrator
+    orchestrator.register(Saga("held", [held, After()]))
+    started = await orchestrator.start("held", {"purpose": "test"})
+    return started.instance.saga_id, held
+
+
+async def test_saga_page_of_a_running_saga_offers_cancel_and_refreshes_itself(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A running saga's page has the cancel button (with a confirmation) and a refresh period."""
+    saga_id, held = await running_saga(app)
+    await sign_in(client)
+
+    page = (await client.get(f"/dashboard/sagas/{saga_id}")).text
+    held.gate.set()
+
+    assert f'<form method=post action="/dashboard/sagas/{saga_id}/cancel" data-confirm=' in page
+    assert '<div id=live data-refresh="2">' in page
+    assert "Retry compensation" not in page
+    assert "Mark resolved" not in page
+
+
+async def test_dashboard_cancel_from_this_origin_compensates_the_running_saga(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Signed in and same-origin, cancel redirects to the saga, which then ends compensated."""
+    saga_id, held = await running_saga(app)
+    await sign_in(client)
+
+    response = await client.post(f"/dashboard/sagas/{saga_id}/cancel", headers=SAME_ORIGIN)
+    held.gate.set()
+
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/dashboard/sagas/{saga_id}"
+    body = await settled_saga(client, saga_id)
+    assert body["status"] == "compensated"
+    assert body["error"] == "cancelled by an operator"
+    events = json_of(await client.get(f"/sagas/{saga_id}"))["events"]
+    assert isinstance(events, list)
+    assert [e["detail"] for e in events if e["type"] == "operator_cancel"] == [
+        "cancel requested by dashboard"
+    ]
+
+
+async def test_dashboard_cancel_of_a_finished_saga_answers_409(client: httpx.AsyncClient) -> None:
+    """Cancelling a completed saga from the dashboard answers 409 and changes nothing."""
+    saga_id = (await demo_checkouts(client))["order1"]
+    await sign_in(client)
+
+    response = await client.post(f"/dashboard/sagas/{saga_id}/cancel", headers=SAME_ORIGIN)
+
+    error_of(response, 409)
+    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "completed"
+
+
+async def test_saga_page_of_a_failed_saga_asks_a_reason_to_resolve_it(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A failed saga's page offers "mark resolved" with a required reason, and does not refresh."""
+    saga_id, _ = await failed_saga(app)
+    await sign_in(client)
+
+    page = (await client.get(f"/dashboard/sagas/{saga_id}")).text
+
+    assert f'<form class=resolve method=post action="/dashboard/sagas/{saga_id}/resolve">' in page
+    assert "<input name=reason required maxlength=500" in page
+    assert '<div id=live data-refresh="0">' in page
+    assert "Needs an operator" in page
+
+
+async def test_dashboard_resolve_marks_the_failed_saga_compensated_with_its_reason(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Resolve with a reason redirects to the saga, now compensated, its history keeping why."""
+    saga_id, _ = await failed_saga(app)
+    await sign_in(client)
+
+    response = await client.post(
+        f"/dashboard/sagas/{saga_id}/resolve",
+        data={"reason": "  refunded by hand,\n ticket 42 "},
+        headers=SAME_ORIGIN,
+    )
+
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/dashboard/sagas/{saga_id}"
+    body = json_of(await client.get(f"/sagas/{saga_id}"))
+    assert body["status"] == "compensated"
+    events = body["events"]
+    assert isinstance(events, list)
+    assert [e["detail"] for e in events if e["type"] == "operator_resolved"] == [
+        "resolved by dashboard: refunded by hand, ticket 42"
+    ]
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 501], ids=["empty", "blank", "too-long"])
+async def test_dashboard_resolve_without_a_usable_reason_answers_422(
+    app: FastAPI, client: httpx.AsyncClient, reason: str
+) -> None:
+    """Resolve with an empty, blank or over-long reason answers 422 and leaves the saga failed."""
+    saga_id, _ = await failed_saga(app)
+    await sign_in(client)
+
+    response = await client.post(
+        f"/dashboard/sagas/{saga_id}/resolve", data={"reason": reason}, headers=SAME_ORIGIN
+    )
+
+    assert "reason" in error_of(response, 422)
+    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+
+
+@pytest.mark.parametrize("action", ["cancel", "resolve"])
+async def test_dashboard_actions_signed_out_or_from_another_origin_are_refused(
+    app: FastAPI, client: httpx.AsyncClient, action: str
+) -> None:
+    """Cancel and resolve answer 401 without a session and 403 from another origin."""
+    saga_id, held = await (running_saga(app) if action == "cancel" else failed_saga(app))
+    url = f"/dashboard/sagas/{saga_id}/{action}"
+    form = {"reason": "because"}
+
+    signed_out = await client.post(url, data=form, headers=SAME_ORIGIN)
+    await sign_in(client)
+    elsewhere = await client.post(url, data=form, headers={"Origin": "http://evil.example"})
+    if isinstance(held, Held):
+        held.gate.set()
+
+    error_of(signed_out, 401)
+    assert error_of(elsewhere, 403) == "cross-origin request refused"
+    events = json_of(await client.get(f"/sagas/{saga_id}"))["events"]
+    assert isinstance(events, list)
+    assert not [e for e in events if str(e["type"]).startswith("operator_")]
+
+
+async def test_live_fragments_are_the_live_region_alone(client: httpx.AsyncClient) -> None:
+    """Asked for its live region, the list and a saga's page answer that region, no page."""
+    saga_id = (await demo_checkouts(client))["order3"]
+    await sign_in(client)
+
+    listing = await client.get("/dashboard", headers=FRAGMENT)
+    saga = await client.get(f"/dashboard/sagas/{saga_id}", headers=FRAGMENT)
+
+    for response in (listing, saga):
+        assert response.status_code == 200
+        assert response.text.startswith("<div id=live data-refresh=")
+        assert "<html" not in response.text
+        assert "X-Dashboard-Fragment" in response.headers["vary"]
+    assert saga_id[:12] in listing.text
+    assert "Invalid shipping address" in saga.text
+
+
+async def test_live_fragment_signed_out_answers_401_without_a_page(
+    client: httpx.AsyncClient,
+) -> None:
+    """Signed out, a live fragment answers an empty 401 (the script then reloads the page)."""
+    response = await client.get("/dashboard", headers=FRAGMENT)
+
+    assert response.status_code == 401
+    assert response.text == ""
+
+
+async def test_dashboard_pages_allow_only_their_own_nonced_code_and_no_framing(
+    client: httpx.AsyncClient,
+) -> None:
+    """Each page's CSP allows only its own style and script (by a fresh nonce) and no framing."""
+    await sign_in(client)
+
+    first = await client.get("/dashboard")
+    second = await client.get("/dashboard")
+
+    nonces = []
+    for response in (first, second):
+        csp = response.headers["content-security-policy"]
+        assert "default-src 'none'" in csp
+        assert "frame-ancestors 'none'" in csp
+        found = re.search(r"script-src 'nonce-([^']+)'", csp)
+        assert found
+        nonces.append(found.group(1))
+        assert f'<script nonce="{found.group(1)}">' in response.text
+        assert response.headers["cache-control"] == "no-store"
+    assert nonces[0] != nonces[1]
+
+
+async def test_list_filtered_by_order_shows_only_that_orders_saga(
+    client: httpx.AsyncClient,
+) -> None:
+    """``?key=order2`` lists order2's saga only, and keeps the filter open in the form."""
+    ids = await demo_checkouts(client)
+    await sign_in(client)
+
+    page = (await client.get("/dashboard", params={"key": "order2"})).text
+
+    assert ids["order2"][:12] in page
+    assert ids["order1"][:12] not in page
+    assert ids["order3"][:12] not in page
+    assert "<details class=filters open>" in page
+    assert 'name=key value="order2"' in page
+
+
+async def test_list_filtered_by_start_time_shows_only_sagas_started_in_range(
+    client: httpx.AsyncClient,
+) -> None:
+    """Sagas started before "from" are left out, and an unreadable date is named and ignored."""
+    ids = await demo_checkouts(client)
+    await sign_in(client)
+
+    future = (await client.get("/dashboard", params={"created_after": "2999-01-01T00:00"})).text
+    past = (await client.get("/dashboard", params={"created_after": "2000-01-01T00:00"})).text
+    garbled = (await client.get("/dashboard", params={"created_before": "yesterday"})).text
+
+    assert "No saga matches." in future
+    assert all(saga_id[:12] in past for saga_id in ids.values())
+    assert "Not a date and time, ignored: yesterday" in garbled
+    assert all(saga_id[:12] in garbled for saga_id in ids.values())
