@@ -25,6 +25,7 @@ from sagakit.records import (
     Transition,
 )
 from sagakit.store.base import SagaPage
+from sagakit.store.group_commit import GroupCommit
 from sagakit.store.postgres_db import Connection, PostgresDatabase, Record
 
 DB_NOW: Final = "extract(epoch FROM clock_timestamp())"
@@ -76,27 +77,35 @@ INSERT_INSTANCE: Final = (
     " SELECT lease_until FROM inserted"
 )
 UPDATE_FENCED: Final = (
-    "WITH instance AS ("
-    "  UPDATE saga_instances SET status = $3, error = $4, failed_step = $5, updated_at = $20,"
-    "   owner = CASE WHEN $6 THEN NULL ELSE owner END,"
-    "   lease_until = CASE WHEN $6 THEN NULL ELSE lease_until END"
-    "  WHERE saga_id = $1 AND fence = $2 RETURNING saga_id, cancel_requested),"
+    "WITH change AS ("
+    "  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
+    "   $6::bool[], $7::float8[])"
+    "   AS c(saga_id, fence, status, error, failed_step, release, at)),"
+    " instance AS ("
+    "  UPDATE saga_instances AS t SET status = c.status, error = c.error,"
+    "   failed_step = c.failed_step, updated_at = c.at,"
+    "   owner = CASE WHEN c.release THEN NULL ELSE t.owner END,"
+    "   lease_until = CASE WHEN c.release THEN NULL ELSE t.lease_until END"
+    "  FROM change AS c WHERE t.saga_id = c.saga_id AND t.fence = c.fence"
+    "  RETURNING t.saga_id, t.fence, t.cancel_requested),"
     " steps AS ("
     "  UPDATE saga_steps AS t SET status = s.status, attempts = s.attempts,"
     "   compensation_attempts = s.compensation_attempts, result = s.result::jsonb,"
     "   error = s.error, started_at = s.started_at, finished_at = s.finished_at"
-    "  FROM unnest($7::int[], $8::text[], $9::int[], $10::int[], $11::text[], $12::text[],"
-    "   $13::float8[], $14::float8[])"
-    "   AS s(idx, status, attempts, compensation_attempts, result, error, started_at,"
-    "    finished_at)"
-    "  WHERE t.saga_id = (SELECT saga_id FROM instance) AND t.idx = s.idx),"
+    "  FROM unnest($8::text[], $9::int[], $10::text[], $11::int[], $12::int[], $13::text[],"
+    "   $14::text[], $15::float8[], $16::float8[], $23::bigint[])"
+    "   AS s(saga_id, idx, status, attempts, compensation_attempts, result, error, started_at,"
+    "    finished_at, fence)"
+    "  WHERE t.saga_id = s.saga_id AND t.idx = s.idx"
+    "   AND (s.saga_id, s.fence) IN (SELECT saga_id, fence FROM instance)),"
     " events AS ("
     "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
-    "  SELECT (SELECT saga_id FROM instance), e.at, e.type, e.step, e.attempt, e.detail"
-    "  FROM unnest($15::float8[], $16::text[], $17::text[], $18::int[], $19::text[])"
-    "   AS e(at, type, step, attempt, detail)"
-    "  WHERE EXISTS (SELECT 1 FROM instance))"
-    " SELECT cancel_requested FROM instance"
+    "  SELECT e.saga_id, e.at, e.type, e.step, e.attempt, e.detail"
+    "  FROM unnest($17::text[], $18::float8[], $19::text[], $20::text[], $21::int[],"
+    "   $22::text[], $24::bigint[])"
+    "   WITH ORDINALITY AS e(saga_id, at, type, step, attempt, detail, fence, n)"
+    "  WHERE (e.saga_id, e.fence) IN (SELECT saga_id, fence FROM instance) ORDER BY e.n)"
+    " SELECT saga_id, fence, cancel_requested FROM instance"
 )
 CLAIM: Final = (
     f"UPDATE saga_instances SET owner = $1, fence = fence + 1, lease_until = {DB_NOW} + $2"
@@ -201,6 +210,10 @@ class PostgresStore:
 
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
+        # Transitions of concurrent sagas share statements and commits (group commit).
+        self._transitions: GroupCommit[Transition, bool] = GroupCommit(
+            self._write_transitions, flushers=4
+        )
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
@@ -325,34 +338,43 @@ class PostgresStore:
         raise InvalidTransition(f"could not start a saga for key {instance.business_key!r}")
 
     async def transition(self, change: Transition) -> bool:
-        steps, events = change.steps, change.events
+        return await self._transitions.submit(change)
+
+    async def _write_transitions(self, changes: Sequence[Transition]) -> list[bool | BaseException]:
+        """Write a batch of transitions (of distinct sagas) in one statement and one commit."""
+        steps = [(c, s) for c in changes for s in c.steps]
+        events = [(c, e) for c in changes for e in c.events]
         async with self.db.connection("transition") as conn:
-            updated = await conn.fetchval(
+            rows = await conn.fetch(
                 UPDATE_FENCED,
-                change.saga_id,
-                change.fence,
-                change.status.value,
-                change.error,
-                change.failed_step,
-                change.release,
-                [s.index for s in steps],
-                [s.status.value for s in steps],
-                [s.attempts for s in steps],
-                [s.compensation_attempts for s in steps],
-                [_dump(s.result) for s in steps],
-                [s.error for s in steps],
-                [s.started_at for s in steps],
-                [s.finished_at for s in steps],
-                [e.at for e in events],
-                [e.type for e in events],
-                [e.step for e in events],
-                [e.attempt for e in events],
-                [e.detail for e in events],
-                change.at,
+                [c.saga_id for c in changes],
+                [c.fence for c in changes],
+                [c.status.value for c in changes],
+                [c.error for c in changes],
+                [c.failed_step for c in changes],
+                [c.release for c in changes],
+                [c.at for c in changes],
+                [c.saga_id for c, _ in steps],
+                [s.index for _, s in steps],
+                [s.status.value for _, s in steps],
+                [s.attempts for _, s in steps],
+                [s.compensation_attempts for _, s in steps],
+                [_dump(s.result) for _, s in steps],
+                [s.error for _, s in steps],
+                [s.started_at for _, s in steps],
+                [s.finished_at for _, s in steps],
+                [c.saga_id for c, _ in events],
+                [e.at for _, e in events],
+                [e.type for _, e in events],
+                [e.step for _, e in events],
+                [e.attempt for _, e in events],
+                [e.detail for _, e in events],
+                [c.fence for c, _ in steps],
+                [c.fence for c, _ in events],
             )
-        if updated is None:
-            raise LeaseLost(change.saga_id)
-        return bool(updated)
+        # Keyed by fence too: a stale driver and the new owner may share a batch.
+        written = {(r["saga_id"], r["fence"]): bool(r["cancel_requested"]) for r in rows}
+        return [written.get((c.saga_id, c.fence), LeaseLost(c.saga_id)) for c in changes]
 
     async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
         async with self.db.transaction("claim") as conn:
