@@ -25,6 +25,8 @@ from sagakit.errors import StoreError
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
+#: A caller's future, and the value or the error to settle it with.
+Outcome = tuple[asyncio.Future[object], object, BaseException | None]
 
 logger = logging.getLogger("sagakit.sqlite")
 
@@ -208,18 +210,18 @@ class SqliteDatabase:
     def _commit(
         self, conn: sqlite3.Connection, batch: list[tuple[Work[object], asyncio.Future[object]]]
     ) -> None:
-        outcomes: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
+        # The common case: every function succeeds, so run them back to back, without a
+        # savepoint each, and commit once. If one raises, roll the batch back and run each
+        # function again in a savepoint of its own, so that only the failing one is undone.
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for work, future in batch:
-                conn.execute("SAVEPOINT work")
-                try:
-                    outcomes.append((future, work(conn), None))
-                    conn.execute("RELEASE work")
-                except Exception as exc:  # handed to the caller, below
-                    conn.execute("ROLLBACK TO work")
-                    conn.execute("RELEASE work")
-                    outcomes.append((future, None, _wrap(exc)))
+            outcomes: list[Outcome]
+            try:
+                outcomes = [(future, work(conn), None) for work, future in batch]
+            except Exception:  # isolated below
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [self._isolated(conn, work, future) for work, future in batch]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -229,6 +231,20 @@ class SqliteDatabase:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_settle, outcomes)
 
+    @staticmethod
+    def _isolated(
+        conn: sqlite3.Connection, work: Work[object], future: asyncio.Future[object]
+    ) -> Outcome:
+        conn.execute("SAVEPOINT work")
+        try:
+            value = work(conn)
+        except Exception as exc:  # handed to the caller
+            conn.execute("ROLLBACK TO work")
+            conn.execute("RELEASE work")
+            return (future, None, _wrap(exc))
+        conn.execute("RELEASE work")
+        return (future, value, None)
+
 
 def _wrap(exc: Exception) -> BaseException:
     """Driver errors become ``StoreError``; the work's own errors pass through."""
@@ -237,7 +253,7 @@ def _wrap(exc: Exception) -> BaseException:
     return exc
 
 
-def _settle(outcomes: list[tuple[asyncio.Future[object], object, BaseException | None]]) -> None:
+def _settle(outcomes: list[Outcome]) -> None:
     for future, value, error in outcomes:
         if future.cancelled():
             continue
