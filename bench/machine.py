@@ -76,6 +76,7 @@ class CpuSnapshot:
     wall: float
     machine: float
     server: float
+    postgres: float
     children: float
 
     @classmethod
@@ -86,6 +87,7 @@ class CpuSnapshot:
             wall=time.monotonic(),
             machine=machine_busy_seconds(),
             server=cpu_seconds(group=server_group),
+            postgres=cpu_seconds(name="postgres"),
             children=usage.ru_utime + usage.ru_stime,
         )
 
@@ -93,18 +95,19 @@ class CpuSnapshot:
         """Cores busy on average between the two snapshots, by whom.
 
         ``wrk`` is this process's children that ended in between (the load generator);
-        ``others`` is whatever else ran on the machine: other users' work, not ours.
+        ``postgres`` every PostgreSQL process (whoever it serves); ``others`` whatever else
+        kept a core busy: other users' work, and kernel time charged to no process.
         """
         wall = max(later.wall - self.wall, 1e-9)
-        server = (later.server - self.server) / wall
-        wrk = (later.children - self.children) / wall
-        machine = (later.machine - self.machine) / wall
-        return {
-            "machine": round(machine, 2),
-            "server": round(server, 2),
-            "wrk": round(wrk, 2),
-            "others": round(max(0.0, machine - server - wrk), 2),
+        cores = {
+            "machine": later.machine - self.machine,
+            "server": later.server - self.server,
+            "postgres": later.postgres - self.postgres,
+            "wrk": later.children - self.children,
         }
+        ours = cores["server"] + cores["postgres"] + cores["wrk"]
+        cores["others"] = max(0.0, cores["machine"] - ours)
+        return {name: round(seconds / wall, 2) for name, seconds in cores.items()}
 
 
 def fsync_latency_ms(directory: Path, rounds: int = 50) -> float:

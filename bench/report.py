@@ -8,7 +8,7 @@ one-process cell of the same target and concurrency.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 Cell = dict[str, Any]
 
@@ -60,59 +60,34 @@ def _goal(name: str, value: float | None, goal: float, at_least: bool) -> dict[s
     }
 
 
+#: The issue's HTTP targets: (name, target, API processes, cell field, goal, at least?).
+HTTP_GOALS: Final = (
+    ("SQLite req/s ÷ baseline", "sqlite", 1, "throughput_vs_baseline", 0.9, True),
+    ("SQLite p99 ÷ baseline p99", "sqlite", 1, "p99_vs_baseline", 2.0, False),
+    ("PostgreSQL req/s ÷ baseline", "postgres", 1, "throughput_vs_baseline", 0.7, True),
+    ("PostgreSQL 2 processes ÷ 1", "postgres", 2, "throughput_vs_1_process", 1.6, True),
+)
+#: The engine's: (name, store, result field, goal, at least?).
+ENGINE_GOALS: Final = (
+    ("engine sagas/s", "sqlite", "sagas_per_second", 5000.0, True),
+    ("engine sagas/s", "postgres", "sagas_per_second", 2500.0, True),
+    ("engine CPU µs per transition", "sqlite", "cpu_us_per_transition", 100.0, False),
+    ("engine CPU µs per transition", "postgres", "cpu_us_per_transition", 100.0, False),
+)
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets against this run's numbers: reported, never asserted."""
-    found: list[dict[str, Any]] = []
-    for c in (16, 64):
-        sqlite, postgres = find(results, "sqlite", 1, c), find(results, "postgres", 1, c)
-        two = find(results, "postgres", 2, c)
-        if sqlite is not None:
-            found.append(
-                _goal(
-                    f"SQLite req/s ÷ baseline, c={c}",
-                    sqlite.get("throughput_vs_baseline"),
-                    0.9,
-                    True,
-                )
-            )
-            found.append(
-                _goal(
-                    f"SQLite p99 ÷ baseline p99, c={c}", sqlite.get("p99_vs_baseline"), 2.0, False
-                )
-            )
-        if postgres is not None:
-            found.append(
-                _goal(
-                    f"PostgreSQL req/s ÷ baseline, c={c}",
-                    postgres.get("throughput_vs_baseline"),
-                    0.7,
-                    True,
-                )
-            )
-        if two is not None:
-            found.append(
-                _goal(
-                    f"PostgreSQL 2 processes ÷ 1, c={c}",
-                    two.get("throughput_vs_1_process"),
-                    1.6,
-                    True,
-                )
-            )
-    floors = {"sqlite": 5000.0, "postgres": 2500.0}
-    for engine in results.get("engine", []):
-        store = engine["store"]
-        if store in floors:
-            found.append(
-                _goal(f"engine sagas/s, {store}", engine["sagas_per_second"], floors[store], True)
-            )
-            found.append(
-                _goal(
-                    f"engine CPU µs per transition, {store}",
-                    engine["cpu_us_per_transition"],
-                    100.0,
-                    False,
-                )
-            )
+    found = []
+    for name, target, processes, key, goal, at_least in HTTP_GOALS:
+        for c in (16, 64):
+            cell = find(results, target, processes, c)
+            if cell is not None:
+                found.append(_goal(f"{name}, c={c}", cell.get(key), goal, at_least))
+    engines = {e["store"]: e for e in results.get("engine", [])}
+    for name, store, key, goal, at_least in ENGINE_GOALS:
+        if store in engines:
+            found.append(_goal(f"{name}, {store}", engines[store][key], goal, at_least))
     return found
 
 
@@ -127,7 +102,7 @@ def _times(value: float | None) -> str:
 
 
 def _cores(cores: dict[str, float]) -> str:
-    return f"{cores['server']:.2f} / {cores['wrk']:.2f} / {cores['others']:.2f}"
+    return " / ".join(f"{cores[k]:.2f}" for k in ("server", "postgres", "wrk", "others"))
 
 
 def http_table(results: dict[str, Any]) -> list[str]:
@@ -135,7 +110,7 @@ def http_table(results: dict[str, Any]) -> list[str]:
     rows = [
         "| target | API processes | concurrency | req/s | p50 ms | p99 ms"
         " | req/s ÷ baseline | p99 ÷ baseline | req/s ÷ 1 process | server CPU µs/req"
-        " | cores: server / wrk / others | problems |",
+        " | cores: server / postgres / wrk / others | problems |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for c in cells(results):
