@@ -69,6 +69,19 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - idle) / CLOCK_TICKS
 
 
+def wait_until_quiet(limit: float, budget: float, window: float = 5.0) -> float:
+    """Wait (up to ``budget`` seconds) for a ``window`` in which the machine keeps fewer than
+    ``limit`` cores busy; return the busy cores of the last window."""
+    deadline = time.monotonic() + budget
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(window)
+        busy = (machine_busy_seconds() - before) / window
+        if busy < limit or time.monotonic() >= deadline:
+            return round(busy, 2)
+        print(f"bench: the machine keeps {busy:.2f} cores busy; waiting for quiet", flush=True)
+
+
 @dataclass(frozen=True, slots=True)
 class CpuSnapshot:
     """CPU clocks at one instant: the machine's, a server's, and this process's children's."""

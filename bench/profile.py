@@ -21,11 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.load import ensure_wrk
-from bench.machine import CLOCK_TICKS
 from bench.run import RESULTS, Options
 from bench.targets import Plan, Tally, prepared
 
-THREAD = re.compile(r'^Thread (\d+) \(\w+\): "(.*)"$', re.MULTILINE)
+THREAD = re.compile(r'^Thread (\d+) \([^)]*\): "(.*)"$', re.MULTILINE)
 
 
 def summarise(collapsed: Path, top: int = 25) -> str:
@@ -73,14 +72,15 @@ def _group_pids(group: int) -> list[int]:
     return pids
 
 
-def thread_cpu(group: int) -> dict[int, float]:
-    """CPU seconds of every thread of every process in ``group``, by thread id."""
+def thread_cpu(group: int) -> dict[int, tuple[float, float]]:
+    """For every thread in process group ``group``: seconds on a CPU, seconds runnable but
+    waiting for one (the scheduler's ``schedstat``), by thread id."""
     found = {}
     for pid in _group_pids(group):
-        for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
             with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = task.read_text().rpartition(")")[2].split()
-                found[int(task.parent.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                running, waiting, _ = task.read_text().split()
+                found[int(task.parent.name)] = (int(running) / 1e9, int(waiting) / 1e9)
     return found
 
 
@@ -97,14 +97,21 @@ def thread_names(py_spy: str, group: int) -> dict[int, str]:
 
 
 def busy_threads(
-    before: dict[int, float], after: dict[int, float], seconds: float, names: dict[int, str]
+    before: dict[int, tuple[float, float]],
+    after: dict[int, tuple[float, float]],
+    seconds: float,
+    names: dict[int, str],
 ) -> str:
-    """Each thread's share of a core over the window, busiest first."""
-    rows = sorted(((after[t] - before.get(t, 0.0)) / seconds, t) for t in after)[::-1]
+    """Each thread's share of a core over the window, busiest first, and of waiting for one."""
+    rows = []
+    for tid, (running, waiting) in after.items():
+        ran, waited = before.get(tid, (0.0, 0.0))
+        rows.append(((running - ran) / seconds, (waiting - waited) / seconds, tid))
     return "\n".join(
-        f"  {cores:5.2f} cores  thread {tid} {names.get(tid, '?')}"
-        for cores, tid in rows
-        if cores >= 0.01
+        f"  {on:5.2f} on a CPU, {off:5.2f} runnable but waiting for one:"
+        f"  thread {tid} {names.get(tid, '?')}"
+        for on, off, tid in sorted(rows, reverse=True)
+        if on >= 0.01
     )
 
 
@@ -145,7 +152,7 @@ def profile(target: str, processes: int, concurrency: int, seconds: int, out: Pa
         threads = busy_threads(before, thread_cpu(group), time.monotonic() - started, names)
         load.join()
     return (
-        f"CPU by thread while sampled (py-spy itself runs outside them):\n{threads}\n\n"
+        f"Cores by thread while sampled (py-spy itself runs outside them):\n{threads}\n\n"
         f"Python frames holding the GIL (py-spy --gil):\n{summarise(out)}"
     )
 

@@ -163,7 +163,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['memory_gib']} GiB RAM;"
         f" Python {m['python']}, SQLite {m['sqlite']}, PostgreSQL {m['postgresql']};"
         f" {m['wrk']}; median 4 KiB fdatasync {m['fsync_ms_median']} ms;"
-        f" load average at start {m['loadavg_at_start'][0]:.2f}.",
+        f" load average at start {m['loadavg_at_start'][0]:.2f}"
+        + (
+            f", {m['busy_cores_before_start']:.2f} cores busy in the 5 s before it."
+            if m.get("busy_cores_before_start") is not None
+            else "."
+        ),
         "",
         f"Command: `{results['command']}` ({results['settings']['describe']})",
         "",

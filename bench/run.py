@@ -26,12 +26,14 @@ import asyncpg
 
 from bench import data, engine, report
 from bench.load import ensure_wrk
-from bench.machine import describe
+from bench.machine import describe, wait_until_quiet
 from bench.servers import REPO
 from bench.targets import TARGETS, Plan, run_target
 
 T = TypeVar("T")
 RESULTS = REPO / "bench" / "results"
+#: Busy cores below which the machine counts as quiet enough to start (``--wait-quiet``).
+QUIET_CORES = 0.3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +48,8 @@ class Options:
     engine_seconds: float = 10.0
     engine_warmup: float = 1.0
     wrk_threads: int = 1
+    #: Seconds to wait, before starting, for the machine to be quiet (0: start at once).
+    wait_quiet: float = 0.0
     postgres_url: str = field(
         default_factory=lambda: os.environ.get("BENCH_POSTGRES_URL", data.DEFAULT_POSTGRES)
     )
@@ -144,11 +148,12 @@ def run_suite(options: Options, *, command: str, work_dir: Path) -> dict[str, An
         if "postgres" in options.targets
         else "not measured"
     )
+    quiet = wait_until_quiet(QUIET_CORES, options.wait_quiet) if options.wait_quiet else None
     problems: list[str] = []
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
-        "machine": describe(work_dir, postgres),
+        "machine": describe(work_dir, postgres) | {"busy_cores_before_start": quiet},
         "settings": {
             "describe": options.describe(),
             "seconds": options.seconds,
@@ -200,6 +205,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=_numbers, default=(1, 2), help="API processes: 1,2")
     p.add_argument("--engine-duration", type=float, default=10.0, help="engine seconds (10)")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (1: one core for wrk)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help=f"wait up to this many seconds for < {QUIET_CORES} busy cores before starting",
+    )
     p.add_argument("--postgres-url", default=None, help="admin URL (BENCH_POSTGRES_URL)")
     p.add_argument("--smoke", action="store_true", help="a few seconds: c=4, 1 process, 1 s")
     p.add_argument("--out", type=Path, help="JSON file (bench/results/<timestamp>.json)")
@@ -216,6 +227,7 @@ def options_from(args: argparse.Namespace) -> Options:
         processes=args.processes,
         engine_seconds=args.engine_duration,
         wrk_threads=args.wrk_threads,
+        wait_quiet=args.wait_quiet,
         **({"postgres_url": args.postgres_url} if args.postgres_url else {}),
     )
     return smoke_options(chosen) if args.smoke else chosen
