@@ -14,13 +14,17 @@ from sagakit.shop.service import CheckoutService
 ADMIN_COOKIE: Final = "sagakit_admin"
 
 
-def get_service(request: Request) -> CheckoutService:
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a thread pool, which
+# costs a thread hop per request for what is an attribute read.
+
+
+async def get_service(request: Request) -> CheckoutService:
     """The checkout service this app runs."""
     service: CheckoutService = request.app.state.service
     return service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings this app was created with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -34,7 +38,9 @@ def token_matches(settings: Settings, presented: str | None) -> bool:
     return secrets.compare_digest(presented.encode(), expected.encode())
 
 
-def require_admin(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+async def require_admin(
+    request: Request, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
     """Refuse with 401 unless ``Authorization: Bearer <SAGAKIT_ADMIN_TOKEN>`` is sent."""
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token_matches(settings, presented.strip()):
