@@ -321,6 +321,12 @@ class _Steps(list[StepRecord]):
         super().__setitem__(index, record)
         self.dirty.add(index)
 
+    def restore(self, saved: tuple[list[StepRecord], set[int]]) -> None:
+        """Go back to a state saved as ``(list(steps), set(steps.dirty))``."""
+        records, dirty = saved
+        list.__setitem__(self, slice(None), records)
+        self.dirty = set(dirty)
+
     def take_changed(self) -> tuple[StepRecord, ...]:
         """The rows changed since the last call, in step order."""
         changed = tuple(self[i] for i in sorted(self.dirty))
@@ -372,8 +378,13 @@ class _Run:
         status: SagaStatus | None = None,
         error: str | None = None,
         failed_step: str | None = None,
+        local: tuple[object, int] | None = None,
     ) -> None:
-        """Persist the current step rows that changed, and the saga's new status."""
+        """Persist the current step rows that changed, and the saga's new status.
+
+        With ``local`` (a local action and its step's index), the action runs in the same
+        transaction and its result becomes that step's result.
+        """
         new_status = status or self.status
         change = Transition(
             saga_id=self.saga_id,
@@ -386,13 +397,13 @@ class _Run:
             release=not new_status.is_active,
         )
         try:
-            cancel = await self.orch.store.transition(change)
+            cancel = await self._apply(change, local)
         except LeaseLost:
             adopted = self.orch._adopted.pop(change.saga_id, None)
             if adopted is None or adopted <= change.fence:
                 raise
             self.fence = adopted
-            cancel = await self.orch.store.transition(replace(change, fence=adopted))
+            cancel = await self._apply(replace(change, fence=adopted), local)
         self.cancel_requested = self.cancel_requested or cancel
         self.status = new_status
         self.error = change.error
@@ -401,6 +412,15 @@ class _Run:
         self.released = change.release
         if self.orch.listeners:
             self.orch.notify(self.instance, events)
+
+    async def _apply(self, change: Transition, local: tuple[object, int] | None) -> bool:
+        if local is None:
+            return await self.orch.store.transition(change)
+        action, index = local
+        cancel, result = await self.orch.store.transition_with(change, action, index)
+        # Already written with the transition: not a change for the next write.
+        list.__setitem__(self.steps, index, self.steps[index].evolve(result=result))
+        return cancel
 
     def context(self, index: int, attempt: int) -> StepContext:
         record = self.steps[index]
@@ -472,9 +492,13 @@ class _Run:
         """Run the recorded attempt of step ``index``; return the step to run next."""
         step = self.saga.steps[index]
         record = self.steps[index]
+        ctx = self.context(index, record.attempts)
         self.orch._probe("before_do", step.name)
+        action = step.local_action(ctx, self.orch.store)
+        if action is not None:
+            return await self.attempt_locally(index, action)
         try:
-            result = await self.call(step, self.context(index, record.attempts), step.do)
+            result = await self.call(step, ctx, step.do)
         except StepFailed as exc:
             await self.reject(index, exc.message)
             return index
@@ -490,22 +514,41 @@ class _Run:
             return index
         return await self.succeed(index, result)
 
-    async def succeed(self, index: int, result: JSON) -> int:
+    async def attempt_locally(self, index: int, action: object) -> int:
+        """Run a local action in the transaction that records its success."""
+        step = self.saga.steps[index]
+        saved = list(self.steps), set(self.steps.dirty)
+        try:
+            following = await self.succeed(index, None, local=action)
+        except StepFailed as exc:
+            self.steps.restore(saved)
+            await self.reject(index, exc.message)
+            return index
+        except Exception as exc:  # transient or unknown: nothing was applied
+            self.steps.restore(saved)
+            await self.failed_attempt(index, _describe(exc))
+            return index
+        self.orch._probe("after_do", step.name)
+        return following
+
+    async def succeed(self, index: int, result: JSON, *, local: object | None = None) -> int:
+        """Record step ``index`` as succeeded and the next one as started, in one write."""
         record = self.steps[index]
         self.steps[index] = record.evolve(
             status=StepStatus.SUCCEEDED, result=result, error=None, finished_at=now()
         )
         events = [SagaEvent(type="step_succeeded", step=record.name, attempt=record.attempts)]
+        with_action = None if local is None else (local, index)
         if index + 1 == len(self.steps):
             events.append(SagaEvent(type="saga_completed"))
-            await self.write(*events, status=SagaStatus.COMPLETED)
+            await self.write(*events, status=SagaStatus.COMPLETED, local=with_action)
             return index
         following = self.steps[index + 1]
         self.steps[index + 1] = following.evolve(
             status=StepStatus.RUNNING, attempts=following.attempts + 1, started_at=now()
         )
         events.append(SagaEvent(type="step_started", step=following.name, attempt=1))
-        await self.write(*events)
+        await self.write(*events, local=with_action)
         return index + 1
 
     async def reject(self, index: int, message: str) -> None:

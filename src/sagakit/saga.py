@@ -49,6 +49,19 @@ class Step:
     async def compensate(self, ctx: StepContext) -> None:
         """Undo the step. The default does nothing (for steps with nothing to undo)."""
 
+    def local_action(self, ctx: StepContext, store: object) -> object | None:
+        """The action as a *local action* of ``store``, or ``None`` to run :meth:`do`.
+
+        A participant that keeps its tables in the saga store's own database can return a
+        function the store runs inside the transaction that records the step's outcome:
+        its effect, its inbox row, "step succeeded" and "next step started" commit
+        together, or not at all. Each store says what it accepts (``SqliteStore``: a
+        ``SqliteAction``; ``PostgresStore``: a ``PostgresAction``). The action raises
+        ``StepFailed`` for a business refusal, as ``do`` does: what it wrote before that
+        (its inbox row recording the refusal) is kept, and no success is recorded.
+        """
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Saga:

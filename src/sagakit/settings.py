@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     #: How often a worker looks for sagas whose driver went away.
     poll_seconds: float = Field(default=1.0, gt=0)
     demo_data: bool = True
+    #: Run the checkout's actions as local actions of the store (effect and step record in
+    #: one transaction). Off, each action commits on its own first, as a remote participant's
+    #: would, and the step's record follows.
+    local_steps: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from sagakit.records import JSON
 from sagakit.shop.records import Item, Ledger, Order, User
 
 
@@ -63,6 +64,24 @@ class ShopStore(Protocol):
 
     async def cancel_shipment(self, key: str) -> bool:
         """Cancel the shipment ``key`` (or leave a tombstone); whether one was cancelled."""
+        ...
+
+    def local_charge(
+        self, store: object, key: str, user_id: str, amount: int, result: JSON
+    ) -> object | None:
+        """``charge`` as a local action of ``store`` returning ``result``, or ``None``."""
+        ...
+
+    def local_reserve(
+        self, store: object, key: str, order_id: str, lines: dict[str, int], result: JSON
+    ) -> object | None:
+        """``reserve`` as a local action of ``store`` returning ``result``, or ``None``."""
+        ...
+
+    def local_ship(
+        self, store: object, key: str, order_id: str, address: str, result: JSON
+    ) -> object | None:
+        """``ship`` as a local action of ``store`` returning ``result``, or ``None``."""
         ...
 
     async def load_demo_data(self) -> bool:

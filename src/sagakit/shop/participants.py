@@ -25,20 +25,34 @@ def _lines(order: JSONObject) -> dict[str, int]:
     return {str(k): int(v) for k, v in items.items()}  # type: ignore[arg-type]
 
 
+def _payer(ctx: StepContext) -> tuple[str, int]:
+    total = ctx.input["total"]
+    assert isinstance(total, int)
+    return str(ctx.input["user_id"]), total
+
+
 class PaymentStep(Step):
     """Debit the order's total from the buyer's balance; refund it on compensation."""
 
     name = "payment"
 
-    def __init__(self, shop: ShopStore) -> None:
+    def __init__(self, shop: ShopStore, *, local: bool = True) -> None:
         self.shop = shop
+        self.local = local
 
     async def do(self, ctx: StepContext) -> JSON:
-        user_id, total = str(ctx.input["user_id"]), int(ctx.input["total"])  # type: ignore[arg-type]
+        user_id, total = _payer(ctx)
         rejection = await self.shop.charge(ctx.idempotency_key, user_id, total)
         if rejection:
             raise StepFailed(rejection)
         return {"payment_id": ctx.idempotency_key, "amount": total}
+
+    def local_action(self, ctx: StepContext, store: object) -> object | None:
+        if not self.local:
+            return None
+        user_id, total = _payer(ctx)
+        result: JSON = {"payment_id": ctx.idempotency_key, "amount": total}
+        return self.shop.local_charge(store, ctx.idempotency_key, user_id, total, result)
 
     async def compensate(self, ctx: StepContext) -> None:
         if await self.shop.refund(ctx.idempotency_key):
@@ -57,8 +71,9 @@ class InventoryStep(Step):
 
     name = "inventory"
 
-    def __init__(self, shop: ShopStore) -> None:
+    def __init__(self, shop: ShopStore, *, local: bool = True) -> None:
         self.shop = shop
+        self.local = local
 
     async def do(self, ctx: StepContext) -> JSON:
         lines = _lines(ctx.input)
@@ -66,6 +81,13 @@ class InventoryStep(Step):
         if rejection:
             raise StepFailed(rejection)
         return {"reservation_id": ctx.idempotency_key}
+
+    def local_action(self, ctx: StepContext, store: object) -> object | None:
+        if not self.local:
+            return None
+        result: JSON = {"reservation_id": ctx.idempotency_key}
+        order_id, lines = str(ctx.input["order_id"]), _lines(ctx.input)
+        return self.shop.local_reserve(store, ctx.idempotency_key, order_id, lines, result)
 
     async def compensate(self, ctx: StepContext) -> None:
         if await self.shop.release(ctx.idempotency_key):
@@ -80,8 +102,9 @@ class ShippingStep(Step):
 
     name = "shipping"
 
-    def __init__(self, shop: ShopStore) -> None:
+    def __init__(self, shop: ShopStore, *, local: bool = True) -> None:
         self.shop = shop
+        self.local = local
 
     async def do(self, ctx: StepContext) -> JSON:
         address = str(ctx.input["address"])
@@ -90,18 +113,33 @@ class ShippingStep(Step):
             raise StepFailed(rejection)
         return {"shipment_id": ctx.idempotency_key}
 
+    def local_action(self, ctx: StepContext, store: object) -> object | None:
+        if not self.local:
+            return None
+        result: JSON = {"shipment_id": ctx.idempotency_key}
+        order_id, address = str(ctx.input["order_id"]), str(ctx.input["address"])
+        return self.shop.local_ship(store, ctx.idempotency_key, order_id, address, result)
+
     async def compensate(self, ctx: StepContext) -> None:
         if await self.shop.cancel_shipment(ctx.idempotency_key):
             logger.info("shipment_cancelled", extra={"shipment_id": ctx.idempotency_key})
 
 
-def checkout_saga(shop: ShopStore, *, compensation_retry: RetryPolicy | None = None) -> Saga:
+def checkout_saga(
+    shop: ShopStore, *, compensation_retry: RetryPolicy | None = None, local: bool = True
+) -> Saga:
     """The ``checkout`` saga: payment, then inventory, then shipping.
 
     ``compensation_retry`` replaces the steps' default compensation policy (an operator who
-    wants a stuck compensation in front of them sooner than in half an hour).
+    wants a stuck compensation in front of them sooner than in half an hour). With ``local``
+    (the default) each action runs as a local action of the saga store when the shop lives
+    in the store's database: the effect and the step's record commit together.
     """
-    steps: list[Step] = [PaymentStep(shop), InventoryStep(shop), ShippingStep(shop)]
+    steps: list[Step] = [
+        PaymentStep(shop, local=local),
+        InventoryStep(shop, local=local),
+        ShippingStep(shop, local=local),
+    ]
     if compensation_retry is not None:
         for step in steps:
             step.compensation_retry = compensation_retry

@@ -7,11 +7,13 @@ the same key), so two processes replaying one step apply its effect once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import orjson
 
-from sagakit.records import SagaStatus, now
+from sagakit.errors import StepFailed
+from sagakit.records import JSON, SagaStatus, now
 from sagakit.shop import demo
 from sagakit.shop.errors import AlreadyExists, InvalidOrder
 from sagakit.shop.records import Item, Ledger, Order, OrderStatus, User
@@ -22,6 +24,7 @@ from sagakit.shop.sqlite import (
     NOT_ENOUGH_STOCK,
     replayed,
 )
+from sagakit.store.postgres import PostgresAction, PostgresStore
 from sagakit.store.postgres_db import Connection, PostgresDatabase
 
 SELECT_USER: Final = "SELECT user_id, balance FROM users WHERE user_id = $1"
@@ -158,14 +161,12 @@ class PostgresShop:
 
     async def charge(self, key: str, user_id: str, amount: int) -> str | None:
         async with self.db.transaction("charge") as conn:
-            if await conn.fetchval(CLAIM_PAYMENT, key, user_id, amount, "charged", now()) is None:
-                seen = await conn.fetchrow(SELECT_PAYMENT, key)
-                assert seen is not None
-                return replayed(seen["status"], "charged", INSUFFICIENT_BALANCE)
-            if await conn.fetchval(DEBIT, amount, user_id) is not None:
-                return None
-            await conn.execute(SET_PAYMENT, "rejected", now(), key)
-            return INSUFFICIENT_BALANCE
+            return await _charge(conn, key, user_id, amount)
+
+    def local_charge(
+        self, store: object, key: str, user_id: str, amount: int, result: JSON
+    ) -> PostgresAction | None:
+        return self._local(store, lambda conn: _charge(conn, key, user_id, amount), result)
 
     async def refund(self, key: str) -> bool:
         async with self.db.transaction("refund") as conn:
@@ -182,22 +183,13 @@ class PostgresShop:
     # -- inventory -----------------------------------------------------------------------
 
     async def reserve(self, key: str, order_id: str, lines: dict[str, int]) -> str | None:
-        text = orjson.dumps(lines).decode()
         async with self.db.transaction("reserve") as conn:
-            claimed = await conn.fetchval(CLAIM_RESERVATION, key, order_id, text, "reserved", now())
-            if claimed is None:
-                seen = await conn.fetchrow(SELECT_RESERVATION, key)
-                assert seen is not None
-                return replayed(seen["status"], "reserved", NOT_ENOUGH_STOCK)
-            try:
-                async with conn.transaction():  # a savepoint: all lines or none
-                    for item_id, qty in sorted(lines.items()):
-                        if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
-                            raise _Rollback
-            except _Rollback:
-                await conn.execute(SET_RESERVATION, "rejected", now(), key)
-                return NOT_ENOUGH_STOCK
-            return None
+            return await _reserve(conn, key, order_id, lines)
+
+    def local_reserve(
+        self, store: object, key: str, order_id: str, lines: dict[str, int], result: JSON
+    ) -> PostgresAction | None:
+        return self._local(store, lambda conn: _reserve(conn, key, order_id, lines), result)
 
     async def release(self, key: str) -> bool:
         async with self.db.transaction("release") as conn:
@@ -216,14 +208,31 @@ class PostgresShop:
     # -- shipping ------------------------------------------------------------------------
 
     async def ship(self, key: str, order_id: str, address: str) -> str | None:
-        valid = bool(address.strip())
-        status = "shipped" if valid else "rejected"
         async with self.db.transaction("ship") as conn:
-            if await conn.fetchval(CLAIM_SHIPMENT, key, order_id, address, status, now()) is None:
-                seen = await conn.fetchrow(SELECT_SHIPMENT, key)
-                assert seen is not None
-                return replayed(seen["status"], "shipped", INVALID_ADDRESS)
-        return None if valid else INVALID_ADDRESS
+            return await _ship(conn, key, order_id, address)
+
+    def local_ship(
+        self, store: object, key: str, order_id: str, address: str, result: JSON
+    ) -> PostgresAction | None:
+        return self._local(store, lambda conn: _ship(conn, key, order_id, address), result)
+
+    def _local(
+        self,
+        store: object,
+        operation: Callable[[Connection], Awaitable[str | None]],
+        result: JSON,
+    ) -> PostgresAction | None:
+        """``operation`` as a local action of ``store``, if the shop lives in its database."""
+        if not isinstance(store, PostgresStore) or store.db is not self.db:
+            return None
+
+        async def run(conn: Connection) -> JSON:
+            refusal = await operation(conn)
+            if refusal:
+                raise StepFailed(refusal)
+            return result
+
+        return PostgresAction(self.db, run)
 
     async def cancel_shipment(self, key: str) -> bool:
         async with self.db.transaction("cancel shipment") as conn:
@@ -267,6 +276,45 @@ class PostgresShop:
             reserved=reserved,
             shipments=row["shipments"],
         )
+
+
+async def _charge(conn: Connection, key: str, user_id: str, amount: int) -> str | None:
+    if await conn.fetchval(CLAIM_PAYMENT, key, user_id, amount, "charged", now()) is None:
+        seen = await conn.fetchrow(SELECT_PAYMENT, key)
+        assert seen is not None
+        return replayed(seen["status"], "charged", INSUFFICIENT_BALANCE)
+    if await conn.fetchval(DEBIT, amount, user_id) is not None:
+        return None
+    await conn.execute(SET_PAYMENT, "rejected", now(), key)
+    return INSUFFICIENT_BALANCE
+
+
+async def _reserve(conn: Connection, key: str, order_id: str, lines: dict[str, int]) -> str | None:
+    text = orjson.dumps(lines).decode()
+    claimed = await conn.fetchval(CLAIM_RESERVATION, key, order_id, text, "reserved", now())
+    if claimed is None:
+        seen = await conn.fetchrow(SELECT_RESERVATION, key)
+        assert seen is not None
+        return replayed(seen["status"], "reserved", NOT_ENOUGH_STOCK)
+    try:
+        async with conn.transaction():  # a savepoint: all lines or none
+            for item_id, qty in sorted(lines.items()):
+                if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
+                    raise _Rollback
+    except _Rollback:
+        await conn.execute(SET_RESERVATION, "rejected", now(), key)
+        return NOT_ENOUGH_STOCK
+    return None
+
+
+async def _ship(conn: Connection, key: str, order_id: str, address: str) -> str | None:
+    valid = bool(address.strip())
+    status = "shipped" if valid else "rejected"
+    if await conn.fetchval(CLAIM_SHIPMENT, key, order_id, address, status, now()) is None:
+        seen = await conn.fetchrow(SELECT_SHIPMENT, key)
+        assert seen is not None
+        return replayed(seen["status"], "shipped", INVALID_ADDRESS)
+    return None if valid else INVALID_ADDRESS
 
 
 class _Rollback(Exception):

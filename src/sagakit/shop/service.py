@@ -139,7 +139,11 @@ async def running_service(
         )
         orchestrator = SagaOrchestrator(
             store,
-            [checkout_saga(shop, compensation_retry=compensation_retry)],
+            [
+                checkout_saga(
+                    shop, compensation_retry=compensation_retry, local=settings.local_steps
+                )
+            ],
             lease_seconds=settings.lease_seconds,
             probe=crash_probe(settings.crash_at) if settings.crash_at else None,
             listeners=tools.listeners,

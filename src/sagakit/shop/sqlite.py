@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Final
 
 import orjson
 
-from sagakit.records import SagaStatus, now
+from sagakit.errors import StepFailed
+from sagakit.records import JSON, SagaStatus, now
 from sagakit.shop import demo
 from sagakit.shop.errors import AlreadyExists, InvalidOrder
 from sagakit.shop.records import Item, Ledger, Order, OrderStatus, User
+from sagakit.store.sqlite import SqliteAction, SqliteStore
 from sagakit.store.sqlite_db import SqliteDatabase
 
 logger = logging.getLogger("sagakit.shop")
@@ -143,16 +146,12 @@ class SqliteShop:
     # -- payment -------------------------------------------------------------------------
 
     async def charge(self, key: str, user_id: str, amount: int) -> str | None:
-        def work(conn: sqlite3.Connection) -> str | None:
-            seen = conn.execute(SELECT_PAYMENT, (key,)).fetchone()
-            if seen is not None:
-                return replayed(seen[0], "charged", INSUFFICIENT_BALANCE)
-            debited = conn.execute(DEBIT, (amount, user_id)).rowcount == 1
-            status = "charged" if debited else "rejected"
-            conn.execute(INSERT_PAYMENT, (key, user_id, amount, status, now()))
-            return None if debited else INSUFFICIENT_BALANCE
+        return await self.db.write(lambda conn: _charge(conn, key, user_id, amount))
 
-        return await self.db.write(work)
+    def local_charge(
+        self, store: object, key: str, user_id: str, amount: int, result: JSON
+    ) -> SqliteAction | None:
+        return self._local(store, lambda conn: _charge(conn, key, user_id, amount), result)
 
     async def refund(self, key: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
@@ -172,25 +171,12 @@ class SqliteShop:
     # -- inventory -----------------------------------------------------------------------
 
     async def reserve(self, key: str, order_id: str, lines: dict[str, int]) -> str | None:
-        def work(conn: sqlite3.Connection) -> str | None:
-            seen = conn.execute(SELECT_RESERVATION, (key,)).fetchone()
-            if seen is not None:
-                return replayed(seen[0], "reserved", NOT_ENOUGH_STOCK)
-            conn.execute("SAVEPOINT reserve")
-            taken = all(
-                conn.execute(TAKE_STOCK, (qty, item_id)).rowcount == 1
-                for item_id, qty in sorted(lines.items())
-            )
-            if not taken:
-                conn.execute("ROLLBACK TO reserve")
-            conn.execute("RELEASE reserve")
-            status = "reserved" if taken else "rejected"
-            conn.execute(
-                INSERT_RESERVATION, (key, order_id, orjson.dumps(lines).decode(), status, now())
-            )
-            return None if taken else NOT_ENOUGH_STOCK
+        return await self.db.write(lambda conn: _reserve(conn, key, order_id, lines))
 
-        return await self.db.write(work)
+    def local_reserve(
+        self, store: object, key: str, order_id: str, lines: dict[str, int], result: JSON
+    ) -> SqliteAction | None:
+        return self._local(store, lambda conn: _reserve(conn, key, order_id, lines), result)
 
     async def release(self, key: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
@@ -210,16 +196,27 @@ class SqliteShop:
     # -- shipping ------------------------------------------------------------------------
 
     async def ship(self, key: str, order_id: str, address: str) -> str | None:
-        def work(conn: sqlite3.Connection) -> str | None:
-            seen = conn.execute(SELECT_SHIPMENT, (key,)).fetchone()
-            if seen is not None:
-                return replayed(seen[0], "shipped", INVALID_ADDRESS)
-            valid = bool(address.strip())
-            status = "shipped" if valid else "rejected"
-            conn.execute(INSERT_SHIPMENT, (key, order_id, address, status, now()))
-            return None if valid else INVALID_ADDRESS
+        return await self.db.write(lambda conn: _ship(conn, key, order_id, address))
 
-        return await self.db.write(work)
+    def local_ship(
+        self, store: object, key: str, order_id: str, address: str, result: JSON
+    ) -> SqliteAction | None:
+        return self._local(store, lambda conn: _ship(conn, key, order_id, address), result)
+
+    def _local(
+        self, store: object, operation: Callable[[sqlite3.Connection], str | None], result: JSON
+    ) -> SqliteAction | None:
+        """``operation`` as a local action of ``store``, if the shop lives in its database."""
+        if not isinstance(store, SqliteStore) or store.db is not self.db:
+            return None
+
+        def run(conn: sqlite3.Connection) -> JSON:
+            refusal = operation(conn)
+            if refusal:
+                raise StepFailed(refusal)
+            return result
+
+        return SqliteAction(self.db, run)
 
     async def cancel_shipment(self, key: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
@@ -274,6 +271,45 @@ def replayed(status: str, applied: str, rejection: str) -> str | None:
         return rejection
     # Compensated (or tombstoned) before this replay: refuse rather than apply it late.
     return VOIDED
+
+
+def _charge(conn: sqlite3.Connection, key: str, user_id: str, amount: int) -> str | None:
+    seen = conn.execute(SELECT_PAYMENT, (key,)).fetchone()
+    if seen is not None:
+        return replayed(seen[0], "charged", INSUFFICIENT_BALANCE)
+    debited = conn.execute(DEBIT, (amount, user_id)).rowcount == 1
+    status = "charged" if debited else "rejected"
+    conn.execute(INSERT_PAYMENT, (key, user_id, amount, status, now()))
+    return None if debited else INSUFFICIENT_BALANCE
+
+
+def _reserve(
+    conn: sqlite3.Connection, key: str, order_id: str, lines: dict[str, int]
+) -> str | None:
+    seen = conn.execute(SELECT_RESERVATION, (key,)).fetchone()
+    if seen is not None:
+        return replayed(seen[0], "reserved", NOT_ENOUGH_STOCK)
+    conn.execute("SAVEPOINT reserve")
+    taken = all(
+        conn.execute(TAKE_STOCK, (qty, item_id)).rowcount == 1
+        for item_id, qty in sorted(lines.items())
+    )
+    if not taken:
+        conn.execute("ROLLBACK TO reserve")
+    conn.execute("RELEASE reserve")
+    status = "reserved" if taken else "rejected"
+    conn.execute(INSERT_RESERVATION, (key, order_id, orjson.dumps(lines).decode(), status, now()))
+    return None if taken else NOT_ENOUGH_STOCK
+
+
+def _ship(conn: sqlite3.Connection, key: str, order_id: str, address: str) -> str | None:
+    seen = conn.execute(SELECT_SHIPMENT, (key,)).fetchone()
+    if seen is not None:
+        return replayed(seen[0], "shipped", INVALID_ADDRESS)
+    valid = bool(address.strip())
+    status = "shipped" if valid else "rejected"
+    conn.execute(INSERT_SHIPMENT, (key, order_id, address, status, now()))
+    return None if valid else INVALID_ADDRESS
 
 
 def _insert_order(

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StartResult, Transition
+from sagakit.records import JSON, SagaEvent, SagaInstance, SagaStatus, StartResult, Transition
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +84,18 @@ class SagaStore(SagaQueries, Protocol):
         """Apply ``change`` atomically, or raise ``LeaseLost`` if its fence is stale.
 
         Returns whether an operator has asked to cancel the saga.
+        """
+        ...
+
+    async def transition_with(
+        self, change: Transition, action: object, index: int
+    ) -> tuple[bool, JSON]:
+        """Run the local ``action`` and apply ``change`` in one transaction.
+
+        The action's result becomes step ``index``'s result. Returns the cancel flag (as
+        ``transition`` does) and that result. Raises ``StepFailed`` when the action refuses,
+        ``LeaseLost`` when the fence is stale, and ``StoreError`` for an action this store
+        cannot run; in every case nothing was applied.
         """
         ...
 

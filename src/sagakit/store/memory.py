@@ -10,8 +10,9 @@ import asyncio
 import itertools
 from collections.abc import Collection
 
-from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound
+from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StoreError
 from sagakit.records import (
+    JSON,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -123,6 +124,11 @@ class MemoryStore:
             )
             self._events[change.saga_id].extend(change.events)
             return current.cancel_requested
+
+    async def transition_with(
+        self, change: Transition, action: object, index: int
+    ) -> tuple[bool, JSON]:
+        raise StoreError("the memory store has no database to run a local action in")
 
     def _claimable(self, instance: SagaInstance, at: float) -> bool:
         return instance.status.is_active and (

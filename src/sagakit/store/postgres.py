@@ -8,12 +8,13 @@ database's clock, so hosts whose clocks disagree still agree on who holds a saga
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Final
 
 import orjson
 
-from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound
+from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFailed, StoreError
 from sagakit.records import (
     JSON,
     SagaEvent,
@@ -155,6 +156,47 @@ INSERT_EVENT: Final = (
     "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
     " VALUES ($1, $2, $3, $4, $5, $6)"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresAction:
+    """A local action of :class:`PostgresStore`: ``run`` gets a connection inside the
+    transaction that records the step, and returns the step's result."""
+
+    db: PostgresDatabase
+    run: Callable[[Connection], Awaitable[JSON]]
+
+
+def _transition_arguments(changes: Sequence[Transition]) -> list[object]:
+    """The arguments of ``UPDATE_FENCED`` for ``changes``, as parallel arrays."""
+    steps = [(c, s) for c in changes for s in c.steps]
+    events = [(c, e) for c in changes for e in c.events]
+    return [
+        [c.saga_id for c in changes],
+        [c.fence for c in changes],
+        [c.status.value for c in changes],
+        [c.error for c in changes],
+        [c.failed_step for c in changes],
+        [c.release for c in changes],
+        [c.at for c in changes],
+        [c.saga_id for c, _ in steps],
+        [s.index for _, s in steps],
+        [s.status.value for _, s in steps],
+        [s.attempts for _, s in steps],
+        [s.compensation_attempts for _, s in steps],
+        [_dump(s.result) for _, s in steps],
+        [s.error for _, s in steps],
+        [s.started_at for _, s in steps],
+        [s.finished_at for _, s in steps],
+        [c.saga_id for c, _ in events],
+        [e.at for _, e in events],
+        [e.type for _, e in events],
+        [e.step for _, e in events],
+        [e.attempt for _, e in events],
+        [e.detail for _, e in events],
+        [c.fence for c, _ in steps],
+        [c.fence for c, _ in events],
+    ]
 
 
 def _dump(value: JSON) -> str | None:
@@ -342,39 +384,38 @@ class PostgresStore:
 
     async def _write_transitions(self, changes: Sequence[Transition]) -> list[bool | BaseException]:
         """Write a batch of transitions (of distinct sagas) in one statement and one commit."""
-        steps = [(c, s) for c in changes for s in c.steps]
-        events = [(c, e) for c in changes for e in c.events]
         async with self.db.connection("transition") as conn:
-            rows = await conn.fetch(
-                UPDATE_FENCED,
-                [c.saga_id for c in changes],
-                [c.fence for c in changes],
-                [c.status.value for c in changes],
-                [c.error for c in changes],
-                [c.failed_step for c in changes],
-                [c.release for c in changes],
-                [c.at for c in changes],
-                [c.saga_id for c, _ in steps],
-                [s.index for _, s in steps],
-                [s.status.value for _, s in steps],
-                [s.attempts for _, s in steps],
-                [s.compensation_attempts for _, s in steps],
-                [_dump(s.result) for _, s in steps],
-                [s.error for _, s in steps],
-                [s.started_at for _, s in steps],
-                [s.finished_at for _, s in steps],
-                [c.saga_id for c, _ in events],
-                [e.at for _, e in events],
-                [e.type for _, e in events],
-                [e.step for _, e in events],
-                [e.attempt for _, e in events],
-                [e.detail for _, e in events],
-                [c.fence for c, _ in steps],
-                [c.fence for c, _ in events],
-            )
+            rows = await conn.fetch(UPDATE_FENCED, *_transition_arguments(changes))
         # Keyed by fence too: a stale driver and the new owner may share a batch.
         written = {(r["saga_id"], r["fence"]): bool(r["cancel_requested"]) for r in rows}
         return [written.get((c.saga_id, c.fence), LeaseLost(c.saga_id)) for c in changes]
+
+    async def transition_with(
+        self, change: Transition, action: object, index: int
+    ) -> tuple[bool, JSON]:
+        if not isinstance(action, PostgresAction) or action.db is not self.db:
+            raise StoreError("not a local action of this PostgreSQL store")
+        # One transaction: an error or a stale fence rolls the action back too. A refusal
+        # keeps what the action wrote (its inbox row recording the refusal) and records no
+        # success: the orchestrator records the refusal next.
+        refusal: StepFailed | None = None
+        async with self.db.transaction("local action") as conn:
+            try:
+                result = await action.run(conn)
+            except StepFailed as refused:
+                refusal = refused
+            else:
+                steps = tuple(
+                    s.evolve(result=result) if s.index == index else s for s in change.steps
+                )
+                rows = await conn.fetch(
+                    UPDATE_FENCED, *_transition_arguments([replace(change, steps=steps)])
+                )
+                if not rows:
+                    raise LeaseLost(change.saga_id)
+        if refusal is not None:
+            raise refusal
+        return bool(rows[0]["cancel_requested"]), result
 
     async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
         async with self.db.transaction("claim") as conn:

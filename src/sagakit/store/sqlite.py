@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeAlias
 
 import orjson
 
-from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound
+from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFailed, StoreError
 from sagakit.records import (
     JSON,
     SagaEvent,
@@ -283,34 +284,47 @@ class SqliteStore:
         return await self.db.write(work)
 
     async def transition(self, change: Transition) -> bool:
-        def work(conn: sqlite3.Connection) -> bool | None:
-            row = conn.execute(
-                UPDATE_FENCED,
-                (
-                    change.status.value,
-                    change.error,
-                    change.failed_step,
-                    change.at,
-                    change.release,
-                    change.release,
-                    change.saga_id,
-                    change.fence,
-                ),
-            ).fetchone()
-            if row is None:
-                return None
-            if change.steps:
-                conn.executemany(UPDATE_STEP, [_step_row(change.saga_id, s) for s in change.steps])
-            if change.events:
-                conn.executemany(
-                    INSERT_EVENT, [_event_row(change.saga_id, e) for e in change.events]
-                )
-            return bool(row[0])
-
-        cancel_requested = await self.db.write(work)
+        cancel_requested = await self.db.write(lambda conn: _apply(conn, change))
         if cancel_requested is None:
             raise LeaseLost(change.saga_id)
         return cancel_requested
+
+    async def transition_with(
+        self, change: Transition, action: object, index: int
+    ) -> tuple[bool, JSON]:
+        if not isinstance(action, SqliteAction) or action.db is not self.db:
+            raise StoreError("not a local action of this SQLite store")
+
+        def work(conn: sqlite3.Connection) -> tuple[bool, JSON] | StepFailed | None:
+            # A savepoint of its own: an error or a stale fence undoes the action alone, and a
+            # refusal is returned, not raised, so that the rest of the group commit goes on.
+            conn.execute("SAVEPOINT local_action")
+            try:
+                result = action.run(conn)
+                steps = tuple(
+                    s.evolve(result=result) if s.index == index else s for s in change.steps
+                )
+                cancel = _apply(conn, replace(change, steps=steps))
+            except StepFailed as refusal:
+                # What a refusing action wrote stays (its inbox row recording the refusal);
+                # the step's success is not recorded: the orchestrator records the refusal.
+                conn.execute("RELEASE local_action")
+                return refusal
+            except BaseException:
+                conn.execute("ROLLBACK TO local_action")
+                conn.execute("RELEASE local_action")
+                raise
+            if cancel is None:
+                conn.execute("ROLLBACK TO local_action")
+            conn.execute("RELEASE local_action")
+            return None if cancel is None else (cancel, result)
+
+        outcome = await self.db.write(work)
+        if outcome is None:
+            raise LeaseLost(change.saga_id)
+        if isinstance(outcome, StepFailed):
+            raise outcome
+        return outcome
 
     async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
         def work(conn: sqlite3.Connection) -> SagaInstance | None:
@@ -383,6 +397,39 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteAction:
+    """A local action of :class:`SqliteStore`: ``run`` gets the writer's connection, inside
+    the transaction that records the step, and returns the step's result."""
+
+    db: SqliteDatabase
+    run: Callable[[sqlite3.Connection], JSON]
+
+
+def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
+    """Apply ``change``; its cancel flag, or ``None`` when its fence is stale."""
+    row = conn.execute(
+        UPDATE_FENCED,
+        (
+            change.status.value,
+            change.error,
+            change.failed_step,
+            change.at,
+            change.release,
+            change.release,
+            change.saga_id,
+            change.fence,
+        ),
+    ).fetchone()
+    if row is None:
+        return None
+    if change.steps:
+        conn.executemany(UPDATE_STEP, [_step_row(change.saga_id, s) for s in change.steps])
+    if change.events:
+        conn.executemany(INSERT_EVENT, [_event_row(change.saga_id, e) for e in change.events])
+    return bool(row[0])
 
 
 def _claimed_event(conn: sqlite3.Connection, saga_id: str, owner: str) -> None:
