@@ -295,9 +295,8 @@ class SqliteStore:
         if not isinstance(action, SqliteAction) or action.db is not self.db:
             raise StoreError("not a local action of this SQLite store")
 
-        def work(conn: sqlite3.Connection) -> tuple[bool, JSON] | StepFailed | None:
-            # A savepoint of its own: an error or a stale fence undoes the action alone, and a
-            # refusal is returned, not raised, so that the rest of the group commit goes on.
+        def work(conn: sqlite3.Connection) -> tuple[bool, JSON] | Exception | None:
+            # A savepoint of its own: an error or a stale fence undoes the action alone.
             conn.execute("SAVEPOINT local_action")
             try:
                 result = action.run(conn)
@@ -310,10 +309,14 @@ class SqliteStore:
                 # the step's success is not recorded: the orchestrator records the refusal.
                 conn.execute("RELEASE local_action")
                 return refusal
-            except BaseException:
+            except Exception as error:
+                # Returned too: raised, it would make the group commit rerun every write of
+                # the batch, this action included.
                 conn.execute("ROLLBACK TO local_action")
                 conn.execute("RELEASE local_action")
-                raise
+                if isinstance(error, sqlite3.Error):
+                    return StoreError(f"SQLite error in a local action: {error}")
+                return error
             if cancel is None:
                 conn.execute("ROLLBACK TO local_action")
             conn.execute("RELEASE local_action")
@@ -322,7 +325,7 @@ class SqliteStore:
         outcome = await self.db.write(work)
         if outcome is None:
             raise LeaseLost(change.saga_id)
-        if isinstance(outcome, StepFailed):
+        if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
