@@ -57,6 +57,8 @@ class SagakitProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._stderr,
             stderr=self._stderr,
+            # Its own process group, so that `serve --workers N` children die with it.
+            start_new_session=True,
         )
 
     @property
@@ -79,10 +81,14 @@ class SagakitProcess:
             await asyncio.sleep(0.02)
         return code
 
+    def _kill_group(self) -> None:
+        # The group outlives its leader while children live; the id is not reused until then.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
     async def kill(self) -> int:
-        """SIGKILL the process and reap it; its exit code."""
-        if self.alive:
-            self.popen.send_signal(signal.SIGKILL)
+        """SIGKILL the process (and any children it started) and reap it; its exit code."""
+        self._kill_group()
         return await self.wait(10.0)
 
     async def terminate(self, timeout: float = 10.0) -> int:
@@ -92,11 +98,12 @@ class SagakitProcess:
         return await self.wait(timeout)
 
     def close(self) -> None:
-        """Kill (if needed) and reap the process, and close its log file."""
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(10.0)
-        self._stderr.close()
+        """Kill the process and its children, reap it, and close its log file."""
+        self._kill_group()
+        try:
+            self.popen.wait(10.0)
+        finally:
+            self._stderr.close()
 
 
 class ServeProcess(SagakitProcess):
