@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final, TypeAlias, TypeVar
 
 from sagakit.records import JSON, JSONObject
 from sagakit.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
+
+#: Seconds one attempt of a step's action or compensation may take, unless it says otherwise.
+DEFAULT_TIMEOUT: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,7 +45,7 @@ class Step:
     retry: RetryPolicy = DEFAULT_RETRY
     compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
     #: Seconds one attempt of ``do`` or ``compensate`` may take; ``None`` for no limit.
-    timeout: float | None = 30.0
+    timeout: float | None = DEFAULT_TIMEOUT
 
     async def do(self, ctx: StepContext) -> JSON:
         """Perform the step; the value returned is stored and passed on."""
@@ -61,6 +66,85 @@ class Step:
         (its inbox row recording the refusal) is kept, and no success is recorded.
         """
         return None
+
+
+#: A step's action as a function: ``async def charge(ctx: StepContext) -> JSON``.
+Action: TypeAlias = Callable[[StepContext], Awaitable[JSON]]
+#: A step's compensation as a function: ``async def refund(ctx: StepContext) -> None``.
+Compensation: TypeAlias = Callable[[StepContext], Awaitable[None]]
+CompensationT = TypeVar("CompensationT", bound=Compensation)
+
+
+class FunctionStep(Step):
+    """A step made of functions by :func:`step`.
+
+    ``do`` calls the decorated action; ``compensate`` calls the function decorated with
+    :meth:`compensation`, and does nothing until one is.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        action: Action,
+        *,
+        retry: RetryPolicy,
+        compensation_retry: RetryPolicy,
+        timeout: float | None,
+    ) -> None:
+        self.name = name
+        self.action = action
+        self.undo: Compensation | None = None
+        self.retry = retry
+        self.compensation_retry = compensation_retry
+        self.timeout = timeout
+
+    async def do(self, ctx: StepContext) -> JSON:
+        """Run the action."""
+        return await self.action(ctx)
+
+    async def compensate(self, ctx: StepContext) -> None:
+        """Run the compensation, if the step has one."""
+        if self.undo is not None:
+            await self.undo(ctx)
+
+    def compensation(self, undo: CompensationT) -> CompensationT:
+        """Decorate ``undo`` as this step's compensation; it is returned unchanged."""
+        if self.undo is not None:
+            raise ValueError(f"step {self.name!r} already has a compensation")
+        _require_async(undo)
+        self.undo = undo
+        return undo
+
+    def __repr__(self) -> str:
+        return f"<FunctionStep {self.name!r}>"
+
+
+def step(
+    name: str,
+    *,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Callable[[Action], FunctionStep]:
+    """Make a :class:`Step` named ``name`` of the decorated ``async def action(ctx)``.
+
+    The name is given rather than taken from the function because it is durable: the store
+    records it, and recovery finds the step by it, so renaming the function must not
+    orphan the sagas under way. Attach the undo with ``@<step>.compensation``.
+    """
+
+    def decorate(action: Action) -> FunctionStep:
+        _require_async(action)
+        return FunctionStep(
+            name, action, retry=retry, compensation_retry=compensation_retry, timeout=timeout
+        )
+
+    return decorate
+
+
+def _require_async(function: Callable[[StepContext], Awaitable[object]]) -> None:
+    if not inspect.iscoroutinefunction(function):
+        raise TypeError(f"{function!r} must be an async def taking a StepContext")
 
 
 @dataclass(frozen=True, slots=True)
