@@ -7,7 +7,8 @@ The hierarchy::
     ├── StoreError              the store failed; driver errors are wrapped once, here
     ├── SagaNotFound            no saga instance has that id
     ├── UnknownSaga             no definition of that name is registered
-    └── InvalidTransition       an operator action that the saga's status forbids
+    ├── InvalidTransition       an operator action that the saga's status forbids
+    └── BusinessKeyConflict     a business key already started with a different input
 
     BaseException
     └── LeaseLost               another process now drives the saga; stop at once
@@ -49,6 +50,10 @@ class UnknownSaga(SagakitError):
 
 class InvalidTransition(SagakitError):
     """The saga's status does not allow this action."""
+
+
+class BusinessKeyConflict(SagakitError):
+    """That business key's saga was started with a different input."""
 
 
 class LeaseLost(BaseException):  # a signal, not an error: see module docstring

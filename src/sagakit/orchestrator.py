@@ -20,20 +20,21 @@ from typing import Final
 
 import orjson
 
-from sagakit.errors import LeaseLost, SagaNotFound, StepFailed, UnknownSaga
+from sagakit.errors import BusinessKeyConflict, LeaseLost, SagaNotFound, StepFailed, UnknownSaga
+from sagakit.handle import SagaHandle
 from sagakit.records import (
     JSON,
     JSONObject,
     SagaEvent,
     SagaInstance,
     SagaStatus,
-    StartResult,
     StepRecord,
     StepStatus,
     Transition,
     now,
 )
 from sagakit.saga import Saga, Step, StepContext
+from sagakit.store import open_store
 from sagakit.store.base import SagaStore
 
 logger = logging.getLogger("sagakit")
@@ -65,6 +66,11 @@ def new_owner_id() -> str:
 
 def _no_probe(point: str, step: str) -> None:
     """The default probe: do nothing."""
+
+
+def _same_json(a: JSON, b: JSON) -> bool:
+    """Whether ``a`` and ``b`` are one JSON value (as a store would give either back)."""
+    return bool(orjson.loads(orjson.dumps(a)) == orjson.loads(orjson.dumps(b)))
 
 
 def _describe(exc: BaseException) -> str:
@@ -101,6 +107,40 @@ class SagaOrchestrator:
         for saga in sagas:
             self.register(saga)
 
+    @classmethod
+    async def from_url(
+        cls,
+        url: str,
+        sagas: Iterable[Saga] = (),
+        *,
+        owner: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        sleep: Sleep = asyncio.sleep,
+        probe: Probe | None = None,
+        listeners: Iterable[Listener] = (),
+    ) -> SagaOrchestrator:
+        """An orchestrator of ``sagas`` on the store that ``url`` names (see ``open_store``).
+
+        The store is the orchestrator's own: :meth:`close` closes it.
+        """
+        store = await open_store(url)
+        return cls(
+            store,
+            sagas,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            sleep=sleep,
+            probe=probe,
+            listeners=listeners,
+        )
+
+    async def close(self, grace: float = 5.0) -> None:
+        """:meth:`shutdown`, then close the store."""
+        try:
+            await self.shutdown(grace)
+        finally:
+            await self.store.close()
+
     # -- definitions ---------------------------------------------------------------------
 
     def register(self, saga: Saga) -> None:
@@ -118,6 +158,11 @@ class SagaOrchestrator:
             raise UnknownSaga(f"no saga named {name!r}" + (f" v{version}" if version else ""))
         return found
 
+    @property
+    def sagas(self) -> tuple[Saga, ...]:
+        """Every registered definition (each version of each)."""
+        return tuple(self._sagas.values())
+
     # -- starting and waiting ------------------------------------------------------------
 
     async def start(
@@ -127,11 +172,13 @@ class SagaOrchestrator:
         *,
         business_key: str | None = None,
         saga_id: str | None = None,
-    ) -> StartResult:
+    ) -> SagaHandle:
         """Start an instance of ``name`` and drive it in the background.
 
         With a ``business_key``, an instance already active, completed or failed for that
-        key is returned instead (``created`` is then false) and nothing new starts.
+        key is returned instead (``created`` is then false) and nothing new starts; if
+        that instance was started with another ``input``, ``BusinessKeyConflict`` is
+        raised. ``await handle.result()`` waits for the outcome.
         """
         saga = self.definition(name)
         first, *rest = saga.step_names
@@ -155,7 +202,12 @@ class SagaOrchestrator:
         if result.created:
             self.notify(result.instance, (event,))
             self.drive(result.instance, fresh=True)
-        return result
+        elif not _same_json(result.instance.input, input):
+            raise BusinessKeyConflict(
+                f"business key {business_key!r} of saga {name!r} was started with another input"
+                f" (saga {result.instance.saga_id})"
+            )
+        return SagaHandle(instance=result.instance, created=result.created, orchestrator=self)
 
     def notify(self, instance: SagaInstance, events: Sequence[SagaEvent]) -> None:
         """Tell every listener about a durable transition; a failing listener is logged."""

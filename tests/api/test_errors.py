@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from sagakit.api.errors import status_of
+from sagakit.errors import BusinessKeyConflict
 from tests.api.support import ADMIN, JsonDict, error_of, json_of
 
 JSON_TYPE = {"content-type": "application/json"}
@@ -376,3 +378,8 @@ async def test_chunked_body_over_1_mib_to_checkout_answers_413_and_charges_nothi
     error_of(streamed, 413)
     assert json_of(await client.get("/users/user1"))["balance"] == 100
     assert json_of(await client.get("/orders/order1"))["status"] == "new"
+
+
+def test_business_key_started_with_another_input_maps_to_409() -> None:
+    """``BusinessKeyConflict`` (a key reused with a different input) answers 409, not 500."""
+    assert status_of(BusinessKeyConflict()) == 409

@@ -14,7 +14,14 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from sagakit.api.responses import JSONResponse
-from sagakit.errors import InvalidTransition, SagakitError, SagaNotFound, StoreError, UnknownSaga
+from sagakit.errors import (
+    BusinessKeyConflict,
+    InvalidTransition,
+    SagakitError,
+    SagaNotFound,
+    StoreError,
+    UnknownSaga,
+)
 from sagakit.shop.errors import AlreadyExists, CheckoutBlocked, InvalidOrder, NotFound
 
 logger = logging.getLogger("sagakit.api")
@@ -25,6 +32,7 @@ STATUS_OF: Final[dict[type[SagakitError], int]] = {
     SagaNotFound: 404,
     UnknownSaga: 404,
     AlreadyExists: 409,
+    BusinessKeyConflict: 409,
     InvalidTransition: 409,
     InvalidOrder: 422,
     StoreError: 503,
