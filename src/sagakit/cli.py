@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
@@ -106,8 +107,19 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_service(settings.model_copy(update={"demo_data": False})):
-        logging.getLogger("sagakit.worker").info("worker running on %s", settings.database_url)
+        logging.getLogger("sagakit.worker").info(
+            "worker running on %s", redacted(settings.database_url)
+        )
         await stop.wait()
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

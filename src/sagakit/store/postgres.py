@@ -369,12 +369,12 @@ class PostgresStore:
                     event.attempt,
                     event.detail,
                 )
-                if lease_until is not None:
-                    return StartResult(
-                        instance=instance.evolve(lease_until=lease_until), created=True
-                    )
-                assert instance.business_key is not None
-                existing = await self.latest_by_key(instance.name, instance.business_key)
+            if lease_until is not None:
+                return StartResult(instance=instance.evolve(lease_until=lease_until), created=True)
+            assert instance.business_key is not None
+            # Read with the connection given back: holding one while asking the pool for
+            # another deadlocks once every pooled connection does the same.
+            existing = await self.latest_by_key(instance.name, instance.business_key)
             if existing is not None and existing.status is not SagaStatus.COMPENSATED:
                 return StartResult(instance=existing, created=False)
         raise InvalidTransition(f"could not start a saga for key {instance.business_key!r}")

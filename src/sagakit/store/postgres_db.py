@@ -19,8 +19,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 Record: TypeAlias = asyncpg.Record
 
+#: Seconds to wait for a pooled connection before giving up with ``StoreError``.
+ACQUIRE_TIMEOUT: Final = 30.0
 #: Errors of the driver and the network, turned into StoreError at this boundary.
-DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 MIGRATIONS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS sagakit_migrations (
@@ -59,7 +61,8 @@ class PostgresDatabase:
     async def connection(self, action: str = "query") -> AsyncIterator[Connection]:
         """A pooled connection; driver errors inside become ``StoreError``."""
         with wrapped_errors(action):
-            async with self.pool.acquire() as conn:
+            # Bounded: a pool that stays exhausted becomes an error, not a silent hang.
+            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
