@@ -62,11 +62,21 @@ def cpu_seconds(*, name: str | None = None, group: int | None = None) -> float:
     return total / CLOCK_TICKS
 
 
+def _cpu_line() -> list[int]:
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
 def machine_busy_seconds() -> float:
     """CPU time every core of the machine has spent busy since boot (all processes)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = fields[3] + fields[4]  # idle and iowait
-    return (sum(fields) - idle) / CLOCK_TICKS
+    fields = _cpu_line()
+    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
+def interrupt_seconds() -> float:
+    """CPU time spent in interrupts and soft interrupts since boot (loopback networking)."""
+    fields = _cpu_line()
+    return (fields[5] + fields[6]) / CLOCK_TICKS
 
 
 def wait_until_quiet(limit: float, budget: float, window: float = 5.0) -> float:
@@ -88,6 +98,7 @@ class CpuSnapshot:
 
     wall: float
     machine: float
+    interrupts: float
     server: float
     postgres: float
     children: float
@@ -99,6 +110,7 @@ class CpuSnapshot:
         return cls(
             wall=time.monotonic(),
             machine=machine_busy_seconds(),
+            interrupts=interrupt_seconds(),
             server=cpu_seconds(group=server_group),
             postgres=cpu_seconds(name="postgres"),
             children=usage.ru_utime + usage.ru_stime,
@@ -108,17 +120,20 @@ class CpuSnapshot:
         """Cores busy on average between the two snapshots, by whom.
 
         ``wrk`` is this process's children that ended in between (the load generator);
-        ``postgres`` every PostgreSQL process (whoever it serves); ``others`` whatever else
-        kept a core busy: other users' work, and kernel time charged to no process.
+        ``postgres`` every PostgreSQL process (whoever it serves; one that exits in between
+        takes its CPU with it); ``interrupts`` the kernel's (soft) interrupt time, where
+        loopback networking goes; ``others`` whatever else kept a core busy: other users'
+        work on a shared machine.
         """
         wall = max(later.wall - self.wall, 1e-9)
         cores = {
             "machine": later.machine - self.machine,
             "server": later.server - self.server,
-            "postgres": later.postgres - self.postgres,
+            "postgres": max(0.0, later.postgres - self.postgres),
             "wrk": later.children - self.children,
+            "interrupts": later.interrupts - self.interrupts,
         }
-        ours = cores["server"] + cores["postgres"] + cores["wrk"]
+        ours = cores["server"] + cores["postgres"] + cores["wrk"] + cores["interrupts"]
         cores["others"] = max(0.0, cores["machine"] - ours)
         return {name: round(seconds / wall, 2) for name, seconds in cores.items()}
 

@@ -122,7 +122,9 @@ def _py_spy() -> str:
     return found
 
 
-def profile(target: str, processes: int, concurrency: int, seconds: int, out: Path) -> str:
+def profile(
+    target: str, processes: int, concurrency: int, seconds: int, out: Path, *, native: bool
+) -> str:
     """Load ``target`` at ``concurrency`` and sample its server for ``seconds``."""
     ensure_wrk()
     work_dir = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -145,7 +147,9 @@ def profile(target: str, processes: int, concurrency: int, seconds: int, out: Pa
         time.sleep(1)
         py_spy, group = _py_spy(), server.process.pid
         names = thread_names(py_spy, group)
-        spy = [py_spy, "record", "--pid", str(group), "--subprocesses", "--gil", "--nonblocking"]
+        spy = [py_spy, "record", "--pid", str(group), "--subprocesses", "--gil"]
+        # Native frames (the garbage collector, SQLite, uvloop) need the process paused.
+        spy.append("--native" if native else "--nonblocking")
         spy += ["--duration", str(seconds), "--rate", "200", "--format", "raw", "-o", str(out)]
         before, started = thread_cpu(group), time.monotonic()
         subprocess.run(spy, check=True, capture_output=True)
@@ -164,10 +168,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--seconds", type=int, default=15)
+    p.add_argument("--native", action="store_true", help="C frames too (pauses the server)")
     p.add_argument("--out", type=Path, default=RESULTS / "profile.txt")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    print(profile(args.target, args.processes, args.concurrency, args.seconds, args.out))
+    print(
+        profile(
+            args.target,
+            args.processes,
+            args.concurrency,
+            args.seconds,
+            args.out,
+            native=args.native,
+        )
+    )
     print(f"\ncollapsed stacks: {args.out}")
 
 

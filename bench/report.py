@@ -102,7 +102,9 @@ def _times(value: float | None) -> str:
 
 
 def _cores(cores: dict[str, float]) -> str:
-    return " / ".join(f"{cores[k]:.2f}" for k in ("server", "postgres", "wrk", "others"))
+    return " / ".join(
+        f"{cores.get(k, 0.0):.2f}" for k in ("server", "postgres", "wrk", "interrupts", "others")
+    )
 
 
 def http_table(results: dict[str, Any]) -> list[str]:
@@ -110,7 +112,7 @@ def http_table(results: dict[str, Any]) -> list[str]:
     rows = [
         "| target | API processes | concurrency | req/s | p50 ms | p99 ms"
         " | req/s ÷ baseline | p99 ÷ baseline | req/s ÷ 1 process | server CPU µs/req"
-        " | cores: server / postgres / wrk / others | problems |",
+        " | cores: server / postgres / wrk / irq / others | problems |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for c in cells(results):
