@@ -1,10 +1,15 @@
 """sagakit: durable sagas for Python.
 
-Define steps (``Step.do`` and ``Step.compensate``), put them in a ``Saga``, and let a
-``SagaOrchestrator`` run instances of it durably against a store from ``open_store(url)``.
+Define steps (``Step.do`` and ``Step.compensate``, or functions decorated with ``@step``),
+put them in a ``Saga``, and let a ``SagaOrchestrator`` run instances of it durably against a
+store from ``open_store(url)`` (or ``SagaOrchestrator.from_url(url, sagas)``).
+
+Beside this module: ``sagakit.fastapi`` (a lifespan and a dependency for an existing app)
+and ``sagakit.testing`` (a fake clock, crash points and an effect ledger for your tests).
 """
 
 from sagakit.errors import (
+    BusinessKeyConflict,
     InvalidTransition,
     LeaseLost,
     SagakitError,
@@ -13,20 +18,35 @@ from sagakit.errors import (
     StoreError,
     UnknownSaga,
 )
+from sagakit.handle import SagaHandle
 from sagakit.orchestrator import SagaOrchestrator
-from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StartResult, StepRecord, StepStatus
+from sagakit.records import (
+    JSON,
+    JSONObject,
+    SagaEvent,
+    SagaInstance,
+    SagaStatus,
+    StartResult,
+    StepRecord,
+    StepStatus,
+)
 from sagakit.retry import RetryPolicy
-from sagakit.saga import Saga, Step, StepContext
+from sagakit.saga import FunctionStep, Saga, Step, StepContext, step
 from sagakit.store import MemoryStore, SagaQueries, SagaStore, open_store
 from sagakit.worker import Worker
 
 __all__ = [
+    "BusinessKeyConflict",
+    "FunctionStep",
     "InvalidTransition",
+    "JSON",
+    "JSONObject",
     "LeaseLost",
     "MemoryStore",
     "RetryPolicy",
     "Saga",
     "SagaEvent",
+    "SagaHandle",
     "SagaInstance",
     "SagaNotFound",
     "SagaOrchestrator",
@@ -44,4 +64,5 @@ __all__ = [
     "UnknownSaga",
     "Worker",
     "open_store",
+    "step",
 ]
