@@ -19,6 +19,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 Record: TypeAlias = asyncpg.Record
 
+#: Session settings of every connection. A healthy sagakit process never sits idle inside
+#: a transaction; one that does is stalled (SIGSTOP, a frozen VM) and may hold row locks
+#: that the process taking its sagas over needs: PostgreSQL ends such a session. A URL
+#: parameter (``?idle_in_transaction_session_timeout=...``) overrides it.
+SERVER_SETTINGS: Final = {"idle_in_transaction_session_timeout": "10s"}
 #: Seconds to wait for a pooled connection before giving up with ``StoreError``.
 ACQUIRE_TIMEOUT: Final = 30.0
 #: Errors of the driver and the network, turned into StoreError at this boundary.
@@ -54,7 +59,12 @@ class PostgresDatabase:
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 20) -> PostgresDatabase:
         """A pool for ``url`` (``postgresql://user@host:port/dbname``)."""
         with wrapped_errors("connect"):
-            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                server_settings={k: v for k, v in SERVER_SETTINGS.items() if k not in url},
+            )
         return cls(pool)
 
     @contextlib.asynccontextmanager
