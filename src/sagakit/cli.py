@@ -32,6 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker = commands.add_parser("worker", help="run a worker alone: recovery and retries")
     worker.add_argument("--database-url", help="sqlite:///path (default ./sagakit.db)")
+    participant = commands.add_parser(
+        "participant", help="run one checkout participant as an HTTP service"
+    )
+    participant.add_argument("kind", choices=("payment", "inventory", "shipping"))
+    participant.add_argument(
+        "--database-url", required=True, help="its own sqlite:///path or postgresql:// URL"
+    )
+    participant.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    participant.add_argument(
+        "--port", type=int, help="port (default payment 8001, inventory 8002, shipping 8003)"
+    )
+    participant.add_argument(
+        "--no-demo-data", action="store_true", help="do not load the demo users or items"
+    )
     cli_sagas.add_parser(commands)
     return parser
 
@@ -113,6 +127,23 @@ async def run_worker(settings: Settings) -> None:
         await stop.wait()
 
 
+def run_participant(kind: str, settings: Settings, port: int | None) -> None:
+    """Run one participant service under uvicorn until SIGTERM or SIGINT."""
+    import uvicorn
+
+    from sagakit.participants.service import DEFAULT_PORTS, KINDS, create_participant_app
+
+    participant = next(k for k in KINDS if k == kind)
+    uvicorn.run(
+        create_participant_app(participant, settings),
+        host=settings.host,
+        port=port or DEFAULT_PORTS[participant],
+        access_log=False,
+        log_level=settings.log_level,
+        log_config=None,
+    )
+
+
 def redacted(url: str) -> str:
     """``url`` with any password replaced by ``***``, fit for a log line."""
     parts = urlsplit(url)
@@ -133,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     _configure_logging(settings)
     if args.command == "serve":
         serve(settings)
+    elif args.command == "participant":
+        run_participant(args.kind, settings, args.port)
     elif args.command == "sagas":
         sys.exit(cli_sagas.run(args, settings))
     else:

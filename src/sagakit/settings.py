@@ -39,3 +39,17 @@ class Settings(BaseSettings):
     #: orchestrator reaches ``point`` for ``step`` (points: before_do, after_do,
     #: before_compensate, after_compensate).
     crash_at: str | None = None
+    #: Where the checkout's participants run: ``local`` (in this process, on this database)
+    #: or ``http`` (``sagakit participant`` services at the three URLs below).
+    participants: Literal["local", "http"] = "local"
+    payment_url: str = "http://127.0.0.1:8001"
+    inventory_url: str = "http://127.0.0.1:8002"
+    shipping_url: str = "http://127.0.0.1:8003"
+    #: Seconds one call to a participant may take before it is retried (same key).
+    participant_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: Tests only (participant services): the first command of each key sleeps this long
+    #: before it is applied, so that the caller times out and retries while it is pending.
+    participant_slow_seconds: float = Field(default=0.0, ge=0)
+    #: Tests only (participant services): the first command of each key is applied, then
+    #: its reply is cut off mid-answer, as a lost reply would be.
+    participant_drop_replies: bool = False

@@ -22,6 +22,7 @@ from sagakit.errors import (
     StoreError,
     UnknownSaga,
 )
+from sagakit.participants.http import ParticipantUnavailable
 from sagakit.shop.errors import AlreadyExists, CheckoutBlocked, InvalidOrder, NotFound
 
 logger = logging.getLogger("sagakit.api")
@@ -36,6 +37,7 @@ STATUS_OF: Final[dict[type[SagakitError], int]] = {
     InvalidTransition: 409,
     InvalidOrder: 422,
     StoreError: 503,
+    ParticipantUnavailable: 503,
 }
 
 

@@ -137,13 +137,20 @@ async def running_service(
             if settings.compensation_attempts
             else None
         )
+        remote = None
+        if settings.participants == "http":
+            from sagakit.participants.http import HttpParticipants
+
+            remote = HttpParticipants(settings)
+            saga = remote.checkout_saga(compensation_retry=compensation_retry)
+            shop = remote.catalog(shop)
+        else:
+            saga = checkout_saga(
+                shop, compensation_retry=compensation_retry, local=settings.local_steps
+            )
         orchestrator = SagaOrchestrator(
             store,
-            [
-                checkout_saga(
-                    shop, compensation_retry=compensation_retry, local=settings.local_steps
-                )
-            ],
+            [saga],
             lease_seconds=settings.lease_seconds,
             probe=crash_probe(settings.crash_at) if settings.crash_at else None,
             listeners=tools.listeners,
@@ -166,5 +173,7 @@ async def running_service(
                     await background
             await orchestrator.shutdown()
             tools.close()
+            if remote is not None:
+                await remote.close()
     finally:
         await store.close()
