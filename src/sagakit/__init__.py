@@ -36,10 +36,10 @@ from sagakit.store import MemoryStore, SagaQueries, SagaStore, open_store
 from sagakit.worker import Worker
 
 __all__ = [
+    "JSON",
     "BusinessKeyConflict",
     "FunctionStep",
     "InvalidTransition",
-    "JSON",
     "JSONObject",
     "LeaseLost",
     "MemoryStore",
