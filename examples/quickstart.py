@@ -1,24 +1,24 @@
 """The README's fifteen-line saga (CI runs it: tests/unit/test_examples.py)."""
 
 import asyncio
-from sagakit import Saga, SagaOrchestrator, Step, StepContext, StepFailed, open_store
+from sagakit import JSON, Saga, SagaOrchestrator, StepContext, StepFailed, step
 
-class Charge(Step):
-    name = "charge"
-    async def do(self, ctx: StepContext) -> dict[str, int]:
-        return {"charged": 10}                      # stored durably, passed on
-    async def compensate(self, ctx: StepContext) -> None:
-        print("refund", ctx.result)                  # runs if a later step fails
+@step("charge")
+async def charge(ctx: StepContext) -> JSON:
+    return {"charged": ctx.input["total"]}          # stored durably, passed on
 
-class Ship(Step):
-    name = "ship"
-    async def do(self, ctx: StepContext) -> None:
-        raise StepFailed("Invalid shipping address")   # a business refusal
+@charge.compensation
+async def refund(ctx: StepContext) -> None:
+    print("refund", ctx.result)                      # runs if a later step fails
+
+@step("ship")
+async def ship(ctx: StepContext) -> JSON:
+    raise StepFailed("Invalid shipping address")     # a business refusal
 
 async def main() -> None:
-    orchestrator = SagaOrchestrator(await open_store("sqlite:///./demo.db"), [Saga("order", [Charge(), Ship()])])
-    started = await orchestrator.start("order", {"order_id": "o1"}, business_key="o1")
-    print((await orchestrator.wait(started.instance.saga_id)).status)   # compensated
-    await orchestrator.shutdown(); await orchestrator.store.close()
+    orchestrator = await SagaOrchestrator.from_url("sqlite:///./demo.db", [Saga("order", [charge, ship])])
+    handle = await orchestrator.start("order", {"total": 10}, business_key="o1")
+    print((await handle.result(timeout=10)).status)   # compensated
+    await orchestrator.close()
 
 asyncio.run(main())
