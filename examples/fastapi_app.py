@@ -1,7 +1,7 @@
 """Sagas in an existing FastAPI app (docs/how-to/fastapi.md; tests/unit/test_examples.py runs it).
 
 Serve it with ``uvicorn examples.fastapi_app:app``; run as a script, it enters the app's
-lifespan and sends four checkouts to it in-process (with httpx, a dev dependency).
+lifespan and sends four checkouts to it in-process (with httpx).
 """
 
 from __future__ import annotations
