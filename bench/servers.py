@@ -53,6 +53,15 @@ def sagakit_command(port: int, database_url: str, processes: int) -> list[str]:
     ]
 
 
+def participant_command(kind: str, port: int, database_url: str) -> list[str]:
+    """``sagakit participant kind`` on ``database_url``, without demo data."""
+    return [
+        sys.executable,
+        *("-m", "sagakit.cli", "participant", kind, "--port", str(port)),
+        *("--database-url", database_url, "--no-demo-data"),
+    ]
+
+
 def baseline_command(port: int, processes: int) -> list[str]:
     """The in-memory baseline under uvicorn, with uvicorn's defaults as ``sagakit serve``."""
     return [

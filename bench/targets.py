@@ -1,7 +1,9 @@
 """The HTTP targets: each prepared fresh, served, loaded at every concurrency, and stopped.
 
 A target is ``baseline`` (bench/baseline_app.py in memory), ``sqlite`` or ``postgres``
-(``sagakit serve`` on a new database). For each number of API processes it gets a fresh
+(``sagakit serve`` on a new database), or ``http`` (``sagakit serve`` on SQLite with
+``SAGAKIT_PARTICIPANTS=http`` and three ``sagakit participant`` processes, each on its own
+SQLite file). For each number of API processes it gets a fresh
 database holding enough orders for every request of its cells, warm-ups included, and each
 wrk run is handed its own range of order ids.
 """
@@ -22,10 +24,10 @@ from bench import data, servers
 from bench.load import LoadResult, run_wrk
 from bench.machine import CpuSnapshot
 
-TARGETS: Final = ("baseline", "sqlite", "postgres")
+TARGETS: Final = ("baseline", "sqlite", "postgres", "http")
 #: Order ids set aside per second of load, well above what each target has been seen to do;
 #: a run that drains its range reports it (an "exhausted" problem) instead of reusing ids.
-IDS_PER_SECOND: Final = {"baseline": 12_000, "sqlite": 4_000, "postgres": 4_000}
+IDS_PER_SECOND: Final = {"baseline": 12_000, "sqlite": 4_000, "postgres": 4_000, "http": 2_000}
 METRIC = re.compile(r'^sagakit_sagas\{status="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
@@ -61,11 +63,47 @@ def _database(target: str, processes: int, plan: Plan) -> Iterator[str]:
             yield url
 
 
+def _load_migrated_sqlite(command: list[str], port: int, url: str, log: Path, n: int) -> None:
+    # One start migrates the empty database; the rows go in while nothing runs.
+    with servers.serving(command, port, log):
+        pass
+    data.load_sqlite(url.removeprefix("sqlite:///"), n)
+
+
+@contextlib.contextmanager
+def _participants(plan: Plan, count: int) -> Iterator[dict[str, str]]:
+    """The three participant services, each on a fresh SQLite file; their settings."""
+    with contextlib.ExitStack() as stack:
+        env = {"SAGAKIT_PARTICIPANTS": "http"}
+        for kind in ("payment", "inventory", "shipping"):
+            path = stack.enter_context(data.fresh_sqlite(str(plan.work_dir), f"http-{kind}"))
+            url, port = f"sqlite:///{path}", servers.free_port()
+            command = servers.participant_command(kind, port, url)
+            log = plan.work_dir / f"http-{kind}.log"
+            # Payment needs the users and inventory the items; the orders are not used there.
+            _load_migrated_sqlite(command, port, url, log, count if kind != "shipping" else 0)
+            stack.enter_context(servers.serving(command, port, log))
+            env[f"SAGAKIT_{kind.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        yield env
+
+
 @contextlib.contextmanager
 def prepared(target: str, processes: int, plan: Plan) -> Iterator[servers.Server]:
     """A running server for ``target`` with enough orders for the whole plan."""
     log = plan.work_dir / f"{target}-{processes}.log"
     count = plan.orders(target)
+    if target == "http":
+        with (
+            data.fresh_sqlite(str(plan.work_dir), f"http{processes}") as path,
+            _participants(plan, count) as env,
+        ):
+            url, port = f"sqlite:///{path}", servers.free_port()
+            _load_migrated_sqlite(servers.sagakit_command(port, url, 1), port, url, log, count)
+            port = servers.free_port()
+            command = servers.sagakit_command(port, url, processes)
+            with servers.serving(command, port, log, env=env) as server:
+                yield server
+        return
     if target == "baseline":
         port = servers.free_port()
         command = servers.baseline_command(port, processes)
