@@ -9,11 +9,18 @@ A completed three-step saga makes four durable writes, which this suite calls it
 "step 2 done, step 3 running", and "step 3 done, saga completed". CPU per transition is this
 process's CPU time (every thread: the event loop and SQLite's writer) over four times the
 sagas completed. A PostgreSQL server's own CPU is reported beside it, not inside it.
+
+Each measurement runs in a process of its own (``python -m bench.engine STORE URL SECONDS
+WARMUP`` prints its result as JSON), so that nothing the suite did before weighs on its
+heap, and that process is set up as ``sagakit`` sets up its own processes (its garbage
+collector tuning, when sagakit has one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
@@ -60,6 +67,8 @@ class EngineResult:
     db_server_cpu_us_per_transition: float | None
     #: Cores busy on average with anything else on the machine (other users' work).
     others_cores: float
+    #: How the process's garbage collector was set up: "sagakit" or "python default".
+    gc: str
     problems: list[str]
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,9 +105,18 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def measure(
-    label: str, url: str, seconds: float, *, warmup: float = 1.0, in_flight: int = IN_FLIGHT
+    label: str,
+    url: str,
+    seconds: float,
+    *,
+    warmup: float = 1.0,
+    in_flight: int = IN_FLIGHT,
+    gc: str = "python default",
 ) -> EngineResult:
-    """Run the trivial saga against the store at ``url`` for ``seconds`` (after a warm-up)."""
+    """Run the trivial saga against the store at ``url`` for ``seconds`` (after a warm-up).
+
+    ``gc`` only labels the result: it says how the caller set up the garbage collector.
+    """
     store = await open_store(url)
     orch = SagaOrchestrator(store, [bench_saga()])
     try:
@@ -126,8 +144,31 @@ async def measure(
         db_server_cpu_us_per_transition=(
             round(db_cpu * 1e6 / transitions, 1) if label == "postgres" else None
         ),
+        gc=gc,
         others_cores=round(
             max(0.0, machine - cpu - (db_cpu if label == "postgres" else 0)) / wall, 2
         ),
         problems=[f"{n} sagas ended {status}" for status, n in others.items()],
     )
+
+
+def _set_up_like_sagakit() -> str:
+    """Tune the garbage collector as the ``sagakit`` command does, where it does."""
+    try:
+        from sagakit.cli import tune_garbage_collector
+    except ImportError:
+        return "python default"
+    tune_garbage_collector()
+    return "sagakit"
+
+
+def main(argv: list[str]) -> None:
+    """``STORE URL SECONDS WARMUP``: measure once and print the result as one JSON line."""
+    store, url, seconds, warmup = argv
+    gc = _set_up_like_sagakit()
+    result = run_loop(measure(store, url, float(seconds), warmup=float(warmup), gc=gc))
+    print(json.dumps(result.as_dict()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -178,7 +178,13 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("http"):
         lines += ["HTTP checkout (`POST /checkout/{order_id}`):", "", *http_table(results), ""]
     if results.get("engine"):
-        lines += ["Engine alone (three trivial steps, no HTTP):", "", *engine_table(results), ""]
+        gc = {e.get("gc", "?") for e in results["engine"]}
+        lines += [
+            f"Engine alone (three trivial steps, no HTTP; garbage collector: {', '.join(gc)}):",
+            "",
+            *engine_table(results),
+            "",
+        ]
     if results.get("targets"):
         lines += ["Targets (reported, not asserted):", "", *targets_table(results), ""]
     problems = results.get("problems", [])

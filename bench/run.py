@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 import traceback
@@ -27,7 +28,7 @@ import asyncpg
 from bench import data, engine, report
 from bench.load import ensure_wrk
 from bench.machine import describe, wait_until_quiet
-from bench.servers import REPO
+from bench.servers import REPO, clean_environment
 from bench.targets import TARGETS, Plan, run_target
 
 T = TypeVar("T")
@@ -108,8 +109,20 @@ def _http(options: Options, work_dir: Path, problems: list[str]) -> list[dict[st
 
 def _engine_one(store: str, options: Options, work_dir: Path) -> dict[str, Any]:
     def measure(url: str) -> dict[str, Any]:
-        coro = engine.measure(store, url, options.engine_seconds, warmup=options.engine_warmup)
-        return engine.run_loop(coro).as_dict()
+        seconds, warmup = str(options.engine_seconds), str(options.engine_warmup)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.engine", store, url, seconds, warmup],
+            cwd=REPO,
+            env=clean_environment({}),
+            capture_output=True,
+            text=True,
+            timeout=options.engine_seconds + options.engine_warmup + 120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"bench.engine exited {done.returncode}: {done.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
 
     if store == "memory":
         return measure("memory://")

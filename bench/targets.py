@@ -27,7 +27,7 @@ from bench.machine import CpuSnapshot
 TARGETS: Final = ("baseline", "sqlite", "postgres", "http")
 #: Order ids set aside per second of load, well above what each target has been seen to do;
 #: a run that drains its range reports it (an "exhausted" problem) instead of reusing ids.
-IDS_PER_SECOND: Final = {"baseline": 12_000, "sqlite": 4_000, "postgres": 4_000, "http": 2_000}
+IDS_PER_SECOND: Final = {"baseline": 25_000, "sqlite": 4_000, "postgres": 4_000, "http": 2_000}
 METRIC = re.compile(r'^sagakit_sagas\{status="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
