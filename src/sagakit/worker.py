@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from sagakit.orchestrator import SagaOrchestrator
@@ -22,9 +23,15 @@ class Worker:
     def __init__(self, orchestrator: SagaOrchestrator, *, poll_seconds: float = 1.0) -> None:
         self.orchestrator = orchestrator
         self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for abandoned sagas now rather than at the next poll."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Run both loops until cancelled."""
+        await self.orchestrator.store.on_release(self.wake)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._renew_forever(), name="sagakit-renew-leases")
             group.create_task(self._recover_forever(), name="sagakit-recover")
@@ -48,4 +55,7 @@ class Worker:
                 logger.exception("recovery poll failed")
                 found = 0
             # A full batch means more may be waiting: look again at once.
-            await asyncio.sleep(0 if found >= RECOVER_BATCH else self.poll_seconds)
+            if found < RECOVER_BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()

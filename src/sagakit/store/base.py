@@ -13,7 +13,7 @@ Every backend keeps the same promises:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,6 +113,13 @@ class SagaStore(SagaQueries, Protocol):
         self, *, owner: str, lease_seconds: float, saga_ids: Collection[str] | None = None
     ) -> int:
         """Extend the leases ``owner`` holds (only of ``saga_ids``, if given); return how many."""
+        ...
+
+    async def on_release(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another process hands sagas back (a graceful stop).
+
+        Stores that cannot notify other processes return at once; workers then poll.
+        """
         ...
 
     async def release(self, *, owner: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StoreError
 from sagakit.records import (
@@ -176,6 +176,9 @@ class MemoryStore:
                     lease_until=now() + lease_seconds
                 )
             return len(mine)
+
+    async def on_release(self, wake: Callable[[], None]) -> None:
+        return None  # one process: nobody else to wake
 
     async def release(self, *, owner: str) -> int:
         async with self._lock:

@@ -133,6 +133,9 @@ RENEW: Final = (
     " AND ($3::text[] IS NULL OR saga_id = ANY($3::text[]))"
 )
 RELEASE: Final = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHERE owner = $1"
+#: Other processes' workers listen here, so that sagas handed back are taken over at once.
+RELEASED_CHANNEL: Final = "sagakit_released"
+NOTIFY_RELEASED: Final = f"NOTIFY {RELEASED_CHANNEL}"
 REOPEN: Final = (
     "UPDATE saga_instances SET status = 'compensating', owner = $1, fence = fence + 1,"
     f" lease_until = {DB_NOW} + $2, updated_at = {DB_NOW}"
@@ -444,8 +447,13 @@ class PostgresStore:
 
     async def release(self, *, owner: str) -> int:
         async with self.db.connection("release") as conn:
-            status = await conn.execute(RELEASE, owner)
-        return int(status.split()[-1])
+            released = int((await conn.execute(RELEASE, owner)).split()[-1])
+            if released:
+                await conn.execute(NOTIFY_RELEASED)
+        return released
+
+    async def on_release(self, wake: Callable[[], None]) -> None:
+        await self.db.listen(RELEASED_CHANNEL, wake)
 
     async def reopen(
         self, saga_id: str, event: SagaEvent, *, owner: str, lease_seconds: float

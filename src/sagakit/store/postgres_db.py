@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import resources
 from typing import Final, TypeAlias
 
@@ -54,6 +54,7 @@ class PostgresDatabase:
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self.pool = pool
+        self._listeners: list[tuple[Connection, str, Callable[..., None]]] = []
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 20) -> PostgresDatabase:
@@ -110,7 +111,26 @@ class PostgresDatabase:
                 applied += 1
         return applied
 
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on every ``NOTIFY`` of ``channel``, until :meth:`close`.
+
+        The listening connection is taken from the pool and kept: a notification is only
+        delivered to the session that listens.
+        """
+        with wrapped_errors("listen"):
+            conn = await self.pool.acquire(timeout=ACQUIRE_TIMEOUT)
+
+            def notified(*_: object) -> None:
+                callback()
+
+            await conn.add_listener(channel, notified)
+        self._listeners.append((conn, channel, notified))
+
     async def close(self) -> None:
         """Close every connection of the pool."""
         with wrapped_errors("close"):
+            for conn, channel, notified in self._listeners:
+                await conn.remove_listener(channel, notified)
+                await self.pool.release(conn)
+            self._listeners.clear()
             await self.pool.close()

@@ -361,6 +361,9 @@ class SqliteStore:
     async def release(self, *, owner: str) -> int:
         return await self.db.write(lambda conn: conn.execute(RELEASE, (owner,)).rowcount)
 
+    async def on_release(self, wake: Callable[[], None]) -> None:
+        return None  # no notifications between processes: their workers poll
+
     async def reopen(
         self, saga_id: str, event: SagaEvent, *, owner: str, lease_seconds: float
     ) -> SagaInstance:
