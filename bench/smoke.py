@@ -28,6 +28,11 @@ def run_smoke(postgres_url: str | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    import sys
+
     from bench.report import markdown
 
-    print(markdown(run_smoke()))
+    results = run_smoke()
+    print(markdown(results))
+    # No timing is judged; a wrong answer, an unfinished saga or a part that failed is.
+    sys.exit(1 if results["problems"] else 0)
