@@ -178,7 +178,7 @@ def instance(status: SagaStatus) -> SagaInstance:
 def test_saga_log_writes_a_line_per_transition_at_its_level(
     logger: tuple[logging.Logger, io.StringIO],
 ) -> None:
-    """Transitions are logged with their saga, step and attempt; the happy path at debug."""
+    """Transitions are logged with their saga, step and attempt; starts and steps at debug."""
     log, buffer = logger
     log.setLevel(logging.INFO)
     saga_log = SagaLog(log)
@@ -188,6 +188,7 @@ def test_saga_log_writes_a_line_per_transition_at_its_level(
         [
             SagaEvent(type="saga_started", step="payment", attempt=1),
             SagaEvent(type="step_started", step="payment", attempt=1),
+            SagaEvent(type="step_retry", step="payment", attempt=1, detail="timed out"),
         ],
     )
     saga_log(
@@ -195,17 +196,18 @@ def test_saga_log_writes_a_line_per_transition_at_its_level(
         [SagaEvent(type="saga_failed", step="payment", detail="refund refused")],
     )
 
-    started, failed = lines(buffer)
-    assert started == {
-        **started,
-        "event": "saga_started",
-        "level": "info",
+    retried, failed = lines(buffer)
+    assert retried == {
+        **retried,
+        "event": "step_retry",
+        "level": "warning",
         "saga_id": "s-9",
         "saga": "checkout",
         "business_key": "order1",
         "status": "running",
         "step": "payment",
         "attempt": 1,
+        "detail": "timed out",
     }
     assert (failed["event"], failed["level"], failed["detail"]) == (
         "saga_failed",

@@ -25,6 +25,7 @@ LogFormat = Literal["json", "console"]
 
 #: The level of each transition's line: the happy path is quiet at ``info``.
 EVENT_LEVEL: Final = {
+    "saga_started": logging.DEBUG,  # per checkout, hot: the finishing line tells the outcome
     "step_started": logging.DEBUG,
     "step_succeeded": logging.DEBUG,
     "compensation_attempt": logging.DEBUG,
