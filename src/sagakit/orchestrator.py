@@ -155,8 +155,19 @@ class SagaOrchestrator:
             versions = [s for (n, _), s in self._sagas.items() if n == name]
             found = max(versions, key=lambda s: s.version) if versions else None
         if found is None:
-            raise UnknownSaga(f"no saga named {name!r}" + (f" v{version}" if version else ""))
+            raise UnknownSaga(self._unknown(name, version))
         return found
+
+    def _unknown(self, name: str, version: int | None) -> str:
+        known = sorted(v for (n, v) in self._sagas if n == name)
+        if not known:
+            return f"no saga named {name!r} is registered"
+        listed = ", ".join(str(v) for v in known)
+        return f"saga {name!r} has no version {version} (registered versions: {listed})"
+
+    def knows(self, name: str, version: int) -> bool:
+        """Whether this orchestrator can drive an instance of ``name`` at ``version``."""
+        return (name, version) in self._sagas
 
     @property
     def sagas(self) -> tuple[Saga, ...]:
@@ -172,15 +183,20 @@ class SagaOrchestrator:
         *,
         business_key: str | None = None,
         saga_id: str | None = None,
+        version: int | None = None,
     ) -> SagaHandle:
         """Start an instance of ``name`` and drive it in the background.
+
+        The instance is pinned to ``version`` of the definition (the newest registered
+        one unless named) for its whole life; an unregistered one raises ``UnknownSaga``
+        and stores nothing.
 
         With a ``business_key``, an instance already active, completed or failed for that
         key is returned instead (``created`` is then false) and nothing new starts; if
         that instance was started with another ``input``, ``BusinessKeyConflict`` is
         raised. ``await handle.result()`` waits for the outcome.
         """
-        saga = self.definition(name)
+        saga = self.definition(name, version)
         first, *rest = saga.step_names
         head = StepRecord(
             index=0, name=first, status=StepStatus.RUNNING, attempts=1, started_at=now()
@@ -285,7 +301,14 @@ class SagaOrchestrator:
         return run.instance
 
     async def resume(self, saga_id: str) -> bool:
-        """Claim ``saga_id`` if nobody holds it and drive it; whether it was claimed."""
+        """Claim ``saga_id`` if nobody holds it and drive it; whether it was claimed.
+
+        An instance of a definition (name and version) this orchestrator lacks is left
+        alone, for a process that has it.
+        """
+        current = await self.store.get(saga_id)
+        if current is None or not self.knows(current.name, current.version):
+            return False
         claimed = await self.store.claim(
             saga_id, owner=self.owner, lease_seconds=self.lease_seconds
         )
@@ -295,9 +318,15 @@ class SagaOrchestrator:
         return True
 
     async def recover(self, limit: int = 100) -> int:
-        """Claim and drive up to ``limit`` instances whose driver went away."""
+        """Claim and drive up to ``limit`` instances whose driver went away.
+
+        Only instances of the definitions (name and version) registered here are claimed.
+        """
         claimed = await self.store.claim_expired(
-            owner=self.owner, lease_seconds=self.lease_seconds, limit=limit
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            limit=limit,
+            definitions=tuple(self._sagas),
         )
         for instance in claimed:
             await self._note_recovery(instance)

@@ -495,6 +495,25 @@ async def test_claim_expired_returns_instances_with_their_steps(store: SagaStore
     assert claimed.input == {"order_id": "s-1"}
 
 
+async def test_claim_expired_with_definitions_takes_only_instances_of_those_versions(
+    store: SagaStore,
+) -> None:
+    """Instances of a (name, version) not listed are left for a process that has it."""
+    await put(store, instance("v1"), lease_seconds=EXPIRED)
+    await put(store, instance("v2").evolve(saga_id="v2", version=2), lease_seconds=EXPIRED)
+    await put(store, instance("p1", name="payment"), lease_seconds=EXPIRED)
+
+    taken = await store.claim_expired(
+        owner="owner-b", lease_seconds=LIVE, limit=10, definitions=[("order", 2), ("pay", 1)]
+    )
+    none = await store.claim_expired(owner="owner-b", lease_seconds=LIVE, limit=10, definitions=[])
+
+    assert [i.saga_id for i in taken] == ["v2"]
+    assert none == []
+    assert (await stored(store, "v1")).fence == 1
+    assert (await stored(store, "p1")).fence == 1
+
+
 # -- leases: renew and release ----------------------------------------------------------------
 
 

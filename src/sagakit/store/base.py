@@ -104,9 +104,18 @@ class SagaStore(SagaQueries, Protocol):
         ...
 
     async def claim_expired(
-        self, *, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        definitions: Collection[tuple[str, int]] | None = None,
     ) -> list[SagaInstance]:
-        """Take up to ``limit`` active instances whose lease is free or expired."""
+        """Take up to ``limit`` active instances whose lease is free or expired.
+
+        With ``definitions`` (``(name, version)`` pairs), only instances of those: a
+        process must not take an instance it has no definition for.
+        """
         ...
 
     async def renew(

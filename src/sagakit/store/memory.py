@@ -153,11 +153,21 @@ class MemoryStore:
             return self._claim(instance, owner, lease_seconds)
 
     async def claim_expired(
-        self, *, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        definitions: Collection[tuple[str, int]] | None = None,
     ) -> list[SagaInstance]:
+        known = None if definitions is None else set(definitions)
         async with self._lock:
             at = now()
-            found = [i for i in self._instances.values() if self._claimable(i, at)][:limit]
+            found = [
+                i
+                for i in self._instances.values()
+                if self._claimable(i, at) and (known is None or (i.name, i.version) in known)
+            ][:limit]
             return [self._claim(i, owner, lease_seconds) for i in found]
 
     async def renew(

@@ -119,6 +119,7 @@ CLAIM_EXPIRED: Final = (
     " WHERE seq IN (SELECT seq FROM saga_instances"
     "   WHERE status IN ('running', 'compensating')"
     f"   AND (lease_until IS NULL OR lease_until < {DB_NOW})"
+    "   AND ($4::text[] IS NULL OR name || ':' || version = ANY($4::text[]))"
     "   ORDER BY lease_until NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
@@ -429,10 +430,16 @@ class PostgresStore:
             return (await _with_steps(conn, [row]))[0]
 
     async def claim_expired(
-        self, *, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        definitions: Collection[tuple[str, int]] | None = None,
     ) -> list[SagaInstance]:
+        known = None if definitions is None else [f"{n}:{v}" for n, v in definitions]
         async with self.db.transaction("claim") as conn:
-            rows = await conn.fetch(CLAIM_EXPIRED, owner, lease_seconds, limit)
+            rows = await conn.fetch(CLAIM_EXPIRED, owner, lease_seconds, limit, known)
             if rows:
                 await conn.execute(INSERT_CLAIMED_EVENTS, [r["saga_id"] for r in rows], owner)
             return await _with_steps(conn, rows)

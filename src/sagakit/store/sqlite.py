@@ -86,7 +86,9 @@ CLAIM_EXPIRED: Final = (
     "UPDATE saga_instances SET owner = ?1, fence = fence + 1, lease_until = ?2 + ?3"
     " WHERE seq IN (SELECT seq FROM saga_instances"
     "   WHERE status IN ('running', 'compensating')"
-    "   AND (lease_until IS NULL OR lease_until < ?2) ORDER BY lease_until LIMIT ?4)"
+    "   AND (lease_until IS NULL OR lease_until < ?2)"
+    "   AND (?5 IS NULL OR name || ':' || version IN (SELECT value FROM json_each(?5)))"
+    "   ORDER BY lease_until LIMIT ?4)"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
 RENEW: Final = (
@@ -340,10 +342,18 @@ class SqliteStore:
         return await self.db.write(work)
 
     async def claim_expired(
-        self, *, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        definitions: Collection[tuple[str, int]] | None = None,
     ) -> list[SagaInstance]:
+        known = None if definitions is None else orjson.dumps(_definition_keys(definitions))
+        params = (owner, now(), lease_seconds, limit, None if known is None else known.decode())
+
         def work(conn: sqlite3.Connection) -> list[SagaInstance]:
-            rows = conn.execute(CLAIM_EXPIRED, (owner, now(), lease_seconds, limit)).fetchall()
+            rows = conn.execute(CLAIM_EXPIRED, params).fetchall()
             for row in rows:
                 _claimed_event(conn, str(row[0]), owner)
             return [_load_instance(conn, row) for row in rows]
@@ -436,6 +446,12 @@ def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
     if change.events:
         conn.executemany(INSERT_EVENT, [_event_row(change.saga_id, e) for e in change.events])
     return bool(row[0])
+
+
+def _definition_keys(definitions: Collection[tuple[str, int]]) -> list[str]:
+    """``name:version`` of each definition, as ``CLAIM_EXPIRED`` compares them (the version,
+    after the last colon, has none: the key is unambiguous)."""
+    return [f"{name}:{version}" for name, version in definitions]
 
 
 def _claimed_event(conn: sqlite3.Connection, saga_id: str, owner: str) -> None:
