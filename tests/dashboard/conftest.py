@@ -26,7 +26,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
-from tests.recovery.conftest import ServeProcess, free_port
+from tests.processes import ServeProcess, free_port
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 CHROMIUM_ARGS: Final = [

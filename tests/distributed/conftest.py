@@ -20,10 +20,8 @@ import httpx
 import pytest
 
 from sagakit.participants.service import KINDS, Kind
-from tests.recovery.conftest import ADMIN_HEADERS, BASE_ENV, Sagakit, ServeProcess, free_port
-
-#: Long enough that a checkout under load answers its outcome rather than 202.
-PATIENT: Final = {"SAGAKIT_CHECKOUT_WAIT_SECONDS": "60"}
+from tests.processes import ADMIN_HEADERS, PATIENT, ServeProcess, free_port
+from tests.recovery.conftest import BASE_ENV, Sagakit
 
 
 class Distributed(Sagakit):

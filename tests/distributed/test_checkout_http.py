@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.distributed.conftest import BALANCE, STOCK, Distributed, create_orders
-from tests.recovery.conftest import ADMIN_HEADERS
+from tests.processes import ADMIN_HEADERS
 
 
 async def test_demo_flow_over_http_completes_order1_and_refuses_order2_and_order3(

@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 import httpx
 import pytest
 
-ADMIN_TOKEN: Final = "recovery-admin-token"
-ADMIN_HEADERS: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+from tests.processes import (
+    ACTIVE,
+    ADMIN_TOKEN,
+    SagakitProcess,
+    ServeProcess,
+    free_port,
+)
+
 #: Short leases and polls, so a restarted process takes a dead one's sagas over at once.
 BASE_ENV: Final = {
     "SAGAKIT_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -32,106 +34,6 @@ BASE_ENV: Final = {
     "SAGAKIT_POLL_SECONDS": "0.2",
     "SAGAKIT_LOG_LEVEL": "info",
 }
-STARTUP_SECONDS: Final = 20.0
-ACTIVE: Final = ("running", "compensating")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class SagakitProcess:
-    """One ``sagakit serve`` or ``sagakit worker`` subprocess, its stderr in a file."""
-
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log: Path) -> None:
-        self.args = list(args)
-        self.log = log
-        self._stderr: IO[bytes] = log.open("ab")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "sagakit.cli", *args],
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=self._stderr,
-            stderr=self._stderr,
-            # Its own process group, so that `serve --workers N` children die with it.
-            start_new_session=True,
-        )
-
-    @property
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        """What the process wrote so far (for failure messages)."""
-        return self.log.read_text(errors="replace")
-
-    async def wait(self, timeout: float) -> int:
-        """The exit code once the process has ended; fails after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while (code := self.popen.poll()) is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"sagakit {self.args[0]} still running after {timeout}s:\n{self.output()}"
-                )
-            await asyncio.sleep(0.02)
-        return code
-
-    def _kill_group(self) -> None:
-        # The group outlives its leader while children live; the id is not reused until then.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-
-    async def kill(self) -> int:
-        """SIGKILL the process (and any children it started) and reap it; its exit code."""
-        self._kill_group()
-        return await self.wait(10.0)
-
-    async def terminate(self, timeout: float = 10.0) -> int:
-        """SIGTERM the process and wait up to ``timeout`` seconds for it to exit."""
-        if self.alive:
-            self.popen.send_signal(signal.SIGTERM)
-        return await self.wait(timeout)
-
-    def close(self) -> None:
-        """Kill the process and its children, reap it, and close its log file."""
-        self._kill_group()
-        try:
-            self.popen.wait(10.0)
-        finally:
-            self._stderr.close()
-
-
-class ServeProcess(SagakitProcess):
-    """``sagakit serve`` on a free port, with an HTTP client factory."""
-
-    def __init__(self, port: int, args: Sequence[str], env: Mapping[str, str], log: Path):
-        super().__init__(args, env, log)
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-
-    def client(self) -> httpx.AsyncClient:
-        """A client for this server, with room for 100 requests at once (close it)."""
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        return httpx.AsyncClient(base_url=self.url, timeout=60.0, limits=limits)
-
-    async def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
-        """Return once ``GET /healthz`` answers 200; fail if the process dies first."""
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as client:
-            while True:
-                if not self.alive:
-                    raise AssertionError(f"sagakit serve exited at startup:\n{self.output()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/healthz")).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"sagakit serve not healthy in {timeout}s")
-                await asyncio.sleep(0.05)
 
 
 class Sagakit:

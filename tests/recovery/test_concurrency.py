@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Final
 
-import httpx
-
-from tests.recovery.conftest import ADMIN_HEADERS, Sagakit
-
-#: Long enough that a checkout under load answers its outcome rather than 202.
-PATIENT: Final = {"SAGAKIT_CHECKOUT_WAIT_SECONDS": "60"}
+from tests.processes import ADMIN_HEADERS, PATIENT, create_buyers
+from tests.recovery.conftest import Sagakit
 
 
 async def test_concurrent_checkouts_of_one_order_share_one_saga_and_charge_once(
@@ -36,31 +31,6 @@ async def test_concurrent_checkouts_of_one_order_share_one_saga_and_charge_once(
     assert sagakit.integer("SELECT count(*) FROM shipments WHERE status = 'shipped'") == 1
     assert sagakit.balance("user1") == 80
     assert sagakit.stock("item1") == 3
-
-
-async def create_buyers(client: httpx.AsyncClient, buyers: int, balance: int) -> list[str]:
-    """``buyers`` users with ``balance`` each, and an order of one ``hot`` item per user."""
-    item = {"item_id": "hot", "stock": 10, "price": 10}
-    assert (await client.post("/items", json=item, headers=ADMIN_HEADERS)).status_code == 201
-    users = [f"buyer-{i:03d}" for i in range(buyers)]
-    created = await asyncio.gather(
-        *(
-            client.post("/users", json={"user_id": u, "balance": balance}, headers=ADMIN_HEADERS)
-            for u in users
-        )
-    )
-    assert {r.status_code for r in created} == {201}
-    orders = await asyncio.gather(
-        *(
-            client.post(
-                "/orders",
-                json={"order_id": f"order-{u}", "user_id": u, "items": {"hot": 1}, "address": "x"},
-            )
-            for u in users
-        )
-    )
-    assert {r.status_code for r in orders} == {201}
-    return users
 
 
 async def test_hundred_buyers_for_ten_in_stock_leave_ten_winners_and_refund_the_rest(

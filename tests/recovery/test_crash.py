@@ -15,12 +15,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.recovery.conftest import (
-    ADMIN_HEADERS,
-    Sagakit,
-    ServeProcess,
-    wait_saga_finished,
-)
+from tests.processes import ADMIN_HEADERS, ServeProcess
+from tests.recovery.conftest import Sagakit, wait_saga_finished
 
 KILLED = -signal.SIGKILL
 

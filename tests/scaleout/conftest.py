@@ -1,31 +1,31 @@
 """Several real ``sagakit`` processes on one PostgreSQL database, and reads of that database.
 
-Each process runs the CLI (``python -m sagakit.cli``) in a session of its own, so that a
-signal reaches the whole tree (``serve --workers N`` is a supervisor and N children) and
-teardown leaves nothing behind. The database is the ``postgres_url`` fixture's: migrated,
-emptied for each test. Effects are counted in the participants' tables with asyncpg.
+The processes are those of ``tests.processes`` (the CLI in a session of its own, so that a
+signal reaches the whole tree and teardown leaves nothing behind). The database is the
+``postgres_url`` fixture's: migrated, emptied for each test. Effects are counted in the
+participants' tables with asyncpg.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final, TypeVar
+from typing import Final
 
 import asyncpg
-import httpx
 import pytest
 
-from tests.recovery.conftest import ADMIN_HEADERS as ADMIN_HEADERS  # for the test modules
-from tests.recovery.conftest import ADMIN_TOKEN, STARTUP_SECONDS, free_port
+from tests.processes import (
+    ACTIVE,
+    ADMIN_TOKEN,
+    SagakitProcess,
+    ServeProcess,
+    eventually,
+    free_port,
+)
 
 #: Short leases and polls, so that a dead process's sagas are taken over within seconds.
 LEASE_SECONDS: Final = 1.0
@@ -37,123 +37,8 @@ BASE_ENV: Final = {
     "SAGAKIT_LOG_LEVEL": "info",
     "SAGAKIT_LOG_FORMAT": "json",
 }
-ACTIVE: Final = ("running", "compensating")
 #: What ``sagakit worker`` logs once it polls for sagas.
 WORKER_READY: Final = "worker running on"
-
-T = TypeVar("T")
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str, every: float = 0.05
-) -> T:
-    """The first answer of ``check`` that is not ``None``; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (answer := await check()) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(every)
-    return answer
-
-
-class SagakitProcess:
-    """One ``sagakit`` command in a process group of its own, its output in a file."""
-
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log: Path) -> None:
-        self.args = list(args)
-        self.env = dict(env)
-        self.log = log
-        self._output: IO[bytes] = log.open("ab")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "sagakit.cli", *args],
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=self._output,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        """The process id (also its process group's id)."""
-        return self.popen.pid
-
-    @property
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        """What the process wrote so far (for failure messages)."""
-        return self.log.read_text(errors="replace")
-
-    def signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the process and every child it started."""
-        if self.alive:
-            os.killpg(self.pid, sig)
-
-    async def wait(self, timeout: float) -> int:
-        """The exit code once the process has ended; fails after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while (code := self.popen.poll()) is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.args[0]} still running after {timeout}s")
-            await asyncio.sleep(0.02)
-        return code
-
-    async def wait_logged(self, text: str, timeout: float = STARTUP_SECONDS) -> None:
-        """Return once the process has written ``text``; fail if it dies first."""
-
-        async def logged() -> bool | None:
-            if text in self.output():
-                return True
-            assert self.alive, f"{self.args[0]} exited:\n{self.output()}"
-            return None
-
-        await eventually(logged, timeout=timeout, what=f"{self.args[0]} logs {text!r}")
-
-    async def kill(self) -> float:
-        """SIGKILL the process group and reap it; the time (``time.time()``) of the kill."""
-        killed_at = time.time()
-        self.signal(signal.SIGKILL)
-        await self.wait(10.0)
-        return killed_at
-
-    def close(self) -> None:
-        """Kill the process group (whatever state it is in), reap it, close its log."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(10.0)
-        self._output.close()
-
-
-class ServeProcess(SagakitProcess):
-    """``sagakit serve`` on a port of its own, with an HTTP client factory."""
-
-    def __init__(self, port: int, args: Sequence[str], env: Mapping[str, str], log: Path):
-        super().__init__(args, env, log)
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-
-    def client(self, timeout: float = 60.0) -> httpx.AsyncClient:
-        """A client for this server with room for 200 requests at once (close it)."""
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        return httpx.AsyncClient(base_url=self.url, timeout=timeout, limits=limits)
-
-    async def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
-        """Return once ``GET /healthz`` answers 200; fail if the process dies first."""
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as client:
-            while True:
-                if not self.alive:
-                    raise AssertionError(f"sagakit serve exited at startup:\n{self.output()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/healthz")).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"sagakit serve not healthy in {timeout}s")
-                await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -271,7 +156,8 @@ class Cluster:
     async def close(self) -> None:
         """Kill and reap every process started, and close the test's connection."""
         for process in self.processes:
-            process.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.close()
         if self._conn is not None:
             await self._conn.close()
 

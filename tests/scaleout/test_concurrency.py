@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Final
 
 import httpx
 
-from tests.scaleout.conftest import ADMIN_HEADERS, Cluster
-
-#: Long enough that a checkout under load answers its outcome rather than 202.
-PATIENT: Final = {"SAGAKIT_CHECKOUT_WAIT_SECONDS": "60"}
+from tests.processes import PATIENT, create_buyers
+from tests.scaleout.conftest import Cluster
 
 
 async def test_fifty_checkouts_of_one_order_through_two_processes_share_one_saga_and_one_charge(
@@ -46,32 +43,6 @@ async def test_fifty_checkouts_of_one_order_through_two_processes_share_one_saga
     assert await cluster.integer(shipped) == 1
     assert await cluster.balance("user1") == 100 - 20
     assert await cluster.stock("item1") == 5 - 2
-
-
-async def create_buyers(client: httpx.AsyncClient, buyers: int, balance: int) -> list[str]:
-    """``buyers`` users with ``balance`` each, and an order of one ``hot`` item per user."""
-    item = {"item_id": "hot", "stock": 10, "price": 10}
-    assert (await client.post("/items", json=item, headers=ADMIN_HEADERS)).status_code == 201
-    users = [f"buyer-{i:03d}" for i in range(buyers)]
-    created = await asyncio.gather(
-        *(
-            client.post("/users", json={"user_id": u, "balance": balance}, headers=ADMIN_HEADERS)
-            for u in users
-        )
-    )
-    assert {r.status_code for r in created} == {201}
-    orders = await asyncio.gather(
-        *(
-            client.post(
-                "/orders",
-                json={"order_id": f"order-{u}", "user_id": u, "items": {"hot": 1}, "address": "x"},
-                headers=ADMIN_HEADERS,
-            )
-            for u in users
-        )
-    )
-    assert {r.status_code for r in orders} == {201}
-    return users
 
 
 async def test_hundred_buyers_of_ten_through_three_processes_leave_ten_served_ninety_refused(

@@ -20,14 +20,12 @@ from typing import Final
 import httpx
 import pytest
 
+from tests.processes import ADMIN_HEADERS, SagakitProcess, eventually
 from tests.scaleout.conftest import (
-    ADMIN_HEADERS,
     LEASE_SECONDS,
     POLL_SECONDS,
     Cluster,
     RowLock,
-    SagakitProcess,
-    eventually,
     first_blocked_by,
     owned_by,
 )

@@ -19,14 +19,12 @@ from typing import Final
 
 import pytest
 
+from tests.processes import SagakitProcess, ServeProcess, eventually
 from tests.scaleout.conftest import (
     LEASE_SECONDS,
     Cluster,
     RowLock,
-    SagakitProcess,
-    ServeProcess,
     blocked_by,
-    eventually,
     first_blocked_by,
 )
 
