@@ -178,6 +178,34 @@ def _hooks(request: Request) -> FaultHooks:
     return hooks
 
 
+async def _action(
+    request: Request,
+    key: str,
+    apply: Callable[[ShopStore], Awaitable[str | None]],
+    answer: dict[str, object],
+) -> Response:
+    """Run an action command under the fault hooks: ``answer``, or 409 with its refusal."""
+
+    async def command() -> Response:
+        rejection = await apply(_shop(request))
+        if rejection:
+            return refusal(rejection)
+        return JSONResponse(answer)
+
+    return await _hooks(request).run(request, key, command)
+
+
+async def _undo(
+    request: Request, key: str, undo: Callable[[ShopStore], Awaitable[bool]]
+) -> Response:
+    """Run a compensation under the fault hooks: ``{"undone": ...}``."""
+
+    async def command() -> Response:
+        return JSONResponse({"undone": await undo(_shop(request))})
+
+    return await _hooks(request).run(request, key, command)
+
+
 def payment_router() -> APIRouter:
     """``POST /payment/charge|refund``, and the users whose balances it holds."""
     router = APIRouter(tags=["payment"])
@@ -185,23 +213,17 @@ def payment_router() -> APIRouter:
     @router.post("/payment/charge")
     async def charge(body: ChargeIn, key: Key, request: Request) -> Response:
         """Debit the amount once per key; 409 when the balance does not cover it."""
-
-        async def command() -> Response:
-            rejection = await _shop(request).charge(key, body.user_id, body.amount)
-            if rejection:
-                return refusal(rejection)
-            return JSONResponse({"payment_id": key, "amount": body.amount})
-
-        return await _hooks(request).run(request, key, command)
+        return await _action(
+            request,
+            key,
+            lambda shop: shop.charge(key, body.user_id, body.amount),
+            {"payment_id": key, "amount": body.amount},
+        )
 
     @router.post("/payment/refund")
     async def refund(key: Key, request: Request) -> Response:
         """Refund the charge ``key`` once (or leave a tombstone if it never came)."""
-
-        async def command() -> Response:
-            return JSONResponse({"undone": await _shop(request).refund(key)})
-
-        return await _hooks(request).run(request, key, command)
+        return await _undo(request, key, lambda shop: shop.refund(key))
 
     @router.get("/users/{user_id}")
     async def get_user(user_id: Id, request: Request) -> UserOut:
@@ -227,23 +249,17 @@ def inventory_router() -> APIRouter:
     @router.post("/inventory/reserve")
     async def reserve(body: ReserveIn, key: Key, request: Request) -> Response:
         """Reserve every line once per key; 409 when one is short."""
-
-        async def command() -> Response:
-            rejection = await _shop(request).reserve(key, body.order_id, body.lines)
-            if rejection:
-                return refusal(rejection)
-            return JSONResponse({"reservation_id": key})
-
-        return await _hooks(request).run(request, key, command)
+        return await _action(
+            request,
+            key,
+            lambda shop: shop.reserve(key, body.order_id, body.lines),
+            {"reservation_id": key},
+        )
 
     @router.post("/inventory/release")
     async def release(key: Key, request: Request) -> Response:
         """Put the reservation ``key`` back once (or leave a tombstone)."""
-
-        async def command() -> Response:
-            return JSONResponse({"undone": await _shop(request).release(key)})
-
-        return await _hooks(request).run(request, key, command)
+        return await _undo(request, key, lambda shop: shop.release(key))
 
     @router.get("/items/{item_id}")
     async def get_item(item_id: Id, request: Request) -> ItemOut:
@@ -270,23 +286,17 @@ def shipping_router() -> APIRouter:
     @router.post("/shipping/ship")
     async def ship(body: ShipIn, key: Key, request: Request) -> Response:
         """Record the shipment once per key; 409 for a blank address."""
-
-        async def command() -> Response:
-            rejection = await _shop(request).ship(key, body.order_id, body.address)
-            if rejection:
-                return refusal(rejection)
-            return JSONResponse({"shipment_id": key})
-
-        return await _hooks(request).run(request, key, command)
+        return await _action(
+            request,
+            key,
+            lambda shop: shop.ship(key, body.order_id, body.address),
+            {"shipment_id": key},
+        )
 
     @router.post("/shipping/cancel")
     async def cancel(key: Key, request: Request) -> Response:
         """Cancel the shipment ``key`` once (or leave a tombstone)."""
-
-        async def command() -> Response:
-            return JSONResponse({"undone": await _shop(request).cancel_shipment(key)})
-
-        return await _hooks(request).run(request, key, command)
+        return await _undo(request, key, lambda shop: shop.cancel_shipment(key))
 
     return router
 
