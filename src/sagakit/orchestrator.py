@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import socket
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
@@ -31,6 +30,7 @@ from sagakit.records import (
     StepRecord,
     StepStatus,
     Transition,
+    new_id,
     now,
 )
 from sagakit.saga import Saga, Step, StepContext
@@ -61,7 +61,7 @@ current_step: ContextVar[StepContext | None] = ContextVar("sagakit_current_step"
 
 def new_owner_id() -> str:
     """A name for this process that no other process, here or on another host, shares."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
 
 
 def _no_probe(point: str, step: str) -> None:
@@ -203,7 +203,7 @@ class SagaOrchestrator:
         )
         steps = (head, *(StepRecord(index=i, name=n) for i, n in enumerate(rest, start=1)))
         instance = SagaInstance(
-            saga_id=saga_id or uuid.uuid4().hex,
+            saga_id=saga_id or new_id(),
             name=saga.name,
             version=saga.version,
             status=SagaStatus.RUNNING,

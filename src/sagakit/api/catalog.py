@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, HTTPException
 
 from sagakit.api.deps import Admin, ItemId, OrderId, Service, UserId
 from sagakit.api.schemas import Error, ItemIn, ItemOut, OrderIn, OrderOut, UserIn, UserOut
+from sagakit.records import new_id
 from sagakit.shop.records import Item, Order, User
 
 router = APIRouter()
@@ -93,6 +92,6 @@ async def get_order(order_id: OrderId, service: Service) -> OrderOut:
 async def create_order(body: OrderIn, service: Service) -> OrderOut:
     """Create an order; its total is priced now, and its id generated when absent."""
     order = await service.shop.create_order(
-        body.order_id or uuid.uuid4().hex, body.user_id, dict(body.items), body.address
+        body.order_id or new_id(), body.user_id, dict(body.items), body.address
     )
     return _order_out(order)

@@ -8,11 +8,12 @@ while it is handled carries it, and so do the lines of a saga that the request s
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Final
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sagakit.records import new_id
 
 HEADER: Final = "x-request-id"
 #: What a caller's id may look like: anything else (too long, spaces, newlines that would
@@ -38,7 +39,7 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming(scope) or uuid.uuid4().hex
+        request_id = _incoming(scope) or new_id()
         header = (HEADER.encode(), request_id.encode())
 
         async def send_with_id(message: Message) -> None:

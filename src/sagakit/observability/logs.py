@@ -25,7 +25,10 @@ LogFormat = Literal["json", "console"]
 
 #: The level of each transition's line: the happy path is quiet at ``info``.
 EVENT_LEVEL: Final = {
-    "saga_started": logging.DEBUG,  # per checkout, hot: the finishing line tells the outcome
+    # The happy path is silent at info: a line per checkout cost ~150 µs of the event loop
+    # (formatting and an unbuffered write); refusals, retries and failures are still logged.
+    "saga_started": logging.DEBUG,
+    "saga_completed": logging.DEBUG,
     "step_started": logging.DEBUG,
     "step_succeeded": logging.DEBUG,
     "compensation_attempt": logging.DEBUG,
