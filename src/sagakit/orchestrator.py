@@ -33,7 +33,7 @@ from sagakit.records import (
     new_id,
     now,
 )
-from sagakit.saga import Saga, Step, StepContext
+from sagakit.saga import Saga, Step, StepContext, WaitFor
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
 
@@ -44,13 +44,18 @@ Sleep = Callable[[float], Awaitable[None]]
 #: events just recorded. Metrics, logs and traces listen here; the engine knows none of them.
 Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
 #: Called at named points of the state machine (``before_do``, ``after_do``,
-#: ``before_compensate``, ``after_compensate``) with the step's name; tests use it to crash.
+#: ``before_compensate``, ``after_compensate``; ``before_wait`` and ``after_wait`` around
+#: parking a waiting step, ``after_signal`` once a signal is stored) with the step's (or
+#: signal's) name; tests use it to crash.
 Probe = Callable[[str, str], None]
 
 DEFAULT_LEASE_SECONDS: Final = 15.0
 #: Extra runs a step recorded as started gets when it is recovered after a crash, beyond
 #: its retry policy: a crash is not the step's failure (DESIGN 1.2.5: it runs again).
 CRASH_ALLOWANCE: Final = 1
+#: The "deadline" of a step that waits for ever (epoch seconds, some million years away):
+#: a parked saga is claimable only when its lease has passed, so it needs a finite one.
+WAIT_FOREVER: Final = 1e14
 #: How a ``failed`` saga's error begins.
 COMPENSATION_FAILED: Final = "compensation of "
 
@@ -252,7 +257,10 @@ class SagaOrchestrator:
                 # A lost lease (or a crashed driver) means another process or a later
                 # recovery finishes it: read the store instead.
                 with contextlib.suppress(LeaseLost, Exception):
-                    return await asyncio.shield(task)
+                    driven = await asyncio.shield(task)
+                    if not driven.status.is_active:
+                        return driven
+                    # Parked, waiting for a signal: whoever resumes it finishes it.
             current = await self.store.get(saga_id)
             if current is None:
                 raise SagaNotFound(f"no saga {saga_id!r}")
@@ -293,12 +301,44 @@ class SagaOrchestrator:
 
     async def _drive(self, instance: SagaInstance, fresh: bool) -> SagaInstance:
         saga = self.definition(instance.name, instance.version)
-        run = _Run(self, saga, instance)
-        if run.status is SagaStatus.RUNNING:
-            await (run.run_from(0) if fresh else run.forward())
-        if run.status is SagaStatus.COMPENSATING:
-            await run.backward()
-        return run.instance
+        while True:
+            run = _Run(self, saga, instance)
+            if run.status is SagaStatus.RUNNING:
+                await (run.run_from(0) if fresh else run.forward())
+            if run.status is SagaStatus.COMPENSATING:
+                await run.backward()
+            waiting = run.parked
+            if waiting is None:
+                return run.instance
+            self._probe("after_wait", waiting.name)
+            # A signal stored before we parked did not wake the saga (we held it then): look
+            # again, now that a later one would. Whoever claims it first drives it on.
+            if waiting.signal in await self.store.signals(instance.saga_id):
+                await self.store.wake(instance.saga_id)
+            claimed = await self.store.claim(
+                instance.saga_id, owner=self.owner, lease_seconds=self.lease_seconds
+            )
+            if claimed is None:
+                return run.instance
+            instance, fresh = claimed, False
+
+    async def signal(self, saga_id: str, name: str, payload: JSON = None) -> bool:
+        """Deliver the external signal ``name`` with ``payload`` to the saga ``saga_id``.
+
+        It is stored durably first (a signal that arrives before the saga waits for it is
+        kept; a duplicate changes nothing), then the saga is resumed here if no process
+        holds it. Returns whether the signal was new. Raises ``SagaNotFound``, or
+        ``InvalidTransition`` when the saga is not running.
+        """
+        event = SagaEvent(type="signal_received", detail=name)
+        new = await self.store.add_signal(saga_id, name, payload, event)
+        if new:
+            current = await self.store.get(saga_id)
+            if current is not None:
+                self.notify(current, (event,))
+        self._probe("after_signal", name)
+        await self.resume(saga_id)
+        return new
 
     async def resume(self, saga_id: str) -> bool:
         """Claim ``saga_id`` if nobody holds it and drive it; whether it was claimed.
@@ -435,6 +475,9 @@ class _Run:
         self.updated_at = instance.updated_at
         self.released = False
         self.cancel_requested = instance.cancel_requested
+        #: The step this run parked the saga at (it waits for that step's signal).
+        self.parked: WaitFor | None = None
+        self.park_until: float | None = None
 
     @property
     def instance(self) -> SagaInstance:
@@ -446,10 +489,13 @@ class _Run:
             failed_step=self.failed_step,
             fence=self.fence,
             updated_at=self.updated_at,
-            owner=None if self.released else self.origin.owner,
-            lease_until=None if self.released else self.origin.lease_until,
+            owner=None if self.released or self.parked else self.origin.owner,
+            lease_until=self.park_until if self.parked else self.lease_until_now(),
             cancel_requested=self.cancel_requested,
         )
+
+    def lease_until_now(self) -> float | None:
+        return None if self.released else self.origin.lease_until
 
     # -- writing -------------------------------------------------------------------------
 
@@ -460,11 +506,13 @@ class _Run:
         error: str | None = None,
         failed_step: str | None = None,
         local: tuple[object, int] | None = None,
+        park_until: float | None = None,
     ) -> None:
         """Persist the current step rows that changed, and the saga's new status.
 
         With ``local`` (a local action and its step's index), the action runs in the same
-        transaction and its result becomes that step's result.
+        transaction and its result becomes that step's result. With ``park_until``, the
+        lease is given up until then (a step waits for a signal).
         """
         new_status = status or self.status
         change = Transition(
@@ -476,6 +524,7 @@ class _Run:
             error=error if error is not None else self.error,
             failed_step=failed_step if failed_step is not None else self.failed_step,
             release=not new_status.is_active,
+            park_until=park_until,
         )
         try:
             cancel = await self._apply(change, local)
@@ -537,6 +586,11 @@ class _Run:
             await self.write(SagaEvent(type="saga_completed"), status=SagaStatus.COMPLETED)
             return
         record = self.steps[index]
+        if record.attempts and isinstance(self.saga.steps[index], WaitFor):
+            # Waiting is not an attempt: resumed (by a signal, a deadline or a crash), the
+            # step looks for its signal again, with the deadline it started with.
+            await self.run_from(index)
+            return
         if record.attempts == 0:
             self.steps[index] = record.evolve(
                 status=StepStatus.RUNNING, attempts=record.attempts + 1, started_at=now()
@@ -555,7 +609,7 @@ class _Run:
 
     async def run_from(self, index: int) -> None:
         """Run attempts from step ``index`` on, whose start is already recorded."""
-        while self.status is SagaStatus.RUNNING:
+        while self.status is SagaStatus.RUNNING and self.parked is None:
             if self.cancel_requested:
                 await self.cancel(index)
                 return
@@ -572,6 +626,8 @@ class _Run:
     async def attempt(self, index: int) -> int:
         """Run the recorded attempt of step ``index``; return the step to run next."""
         step = self.saga.steps[index]
+        if isinstance(step, WaitFor):
+            return await self.wait_for(index, step)
         record = self.steps[index]
         ctx = self.context(index, record.attempts)
         self.orch._probe("before_do", step.name)
@@ -594,6 +650,25 @@ class _Run:
             await self.failed_attempt(index, f"result is not JSON-serialisable: {exc}")
             return index
         return await self.succeed(index, result)
+
+    async def wait_for(self, index: int, step: WaitFor) -> int:
+        """Take step ``index``'s signal if it came; else give up past the deadline, or park."""
+        record = self.steps[index]
+        signals = await self.orch.store.signals(self.saga_id)
+        if step.signal in signals:
+            return await self.succeed(index, signals[step.signal])
+        started = record.started_at if record.started_at is not None else now()
+        deadline = WAIT_FOREVER if step.deadline is None else started + step.deadline
+        if now() >= deadline:
+            await self.give_up(index, f"no signal {step.signal!r} within {step.deadline}s")
+            return index
+        self.orch._probe("before_wait", step.name)
+        self.steps[index] = record.evolve(status=StepStatus.WAITING)
+        detail = f"waiting for signal {step.signal!r}"
+        event = SagaEvent(type="step_waiting", step=step.name, detail=detail)
+        await self.write(event, park_until=deadline)
+        self.parked, self.park_until = step, deadline
+        return index
 
     async def attempt_locally(self, index: int, action: object) -> int:
         """Run a local action in the transaction that records its success."""

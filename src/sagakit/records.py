@@ -33,6 +33,8 @@ class StepStatus(enum.StrEnum):
 
     PENDING = "pending"
     RUNNING = "running"
+    #: A :class:`~sagakit.saga.WaitFor` step waiting for its signal; nobody drives the saga.
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     COMPENSATING = "compensating"
@@ -138,8 +140,9 @@ class Transition:
     """One atomic change to an instance, written only while ``fence`` is still current.
 
     ``steps`` are full step rows to overwrite; ``status``, ``error`` and ``failed_step``
-    replace the instance's; ``release`` gives up the lease (the saga is finished); ``at``
-    becomes the instance's ``updated_at``.
+    replace the instance's; ``release`` gives up the lease (the saga is finished);
+    ``park_until`` gives it up until then (the saga waits for a signal); ``at`` becomes
+    the instance's ``updated_at``.
     """
 
     saga_id: str
@@ -150,6 +153,9 @@ class Transition:
     error: str | None = None
     failed_step: str | None = None
     release: bool = False
+    #: Park the saga: give up the lease, and let it be claimed again only after this time
+    #: (a waiting step's deadline) or when a signal wakes it.
+    park_until: float | None = None
     at: float = field(default_factory=now)
 
 

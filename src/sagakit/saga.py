@@ -147,6 +147,33 @@ def _require_async(function: Callable[[StepContext], Awaitable[object]]) -> None
         raise TypeError(f"{function!r} must be an async def taking a StepContext")
 
 
+class WaitFor(Step):
+    """A step that waits, durably, for the external signal ``signal`` (its name by default).
+
+    When a saga reaches it, the orchestrator records the step ``waiting`` and stops driving
+    the saga; ``SagaOrchestrator.signal(saga_id, signal, payload)`` resumes it, and the
+    payload becomes this step's result (later steps read it in ``ctx.results``). A signal
+    delivered before the saga waits is kept and consumed when it does. When ``deadline``
+    seconds pass after the step started with no signal, the saga compensates, as for a
+    step whose retries ran out. ``None`` waits for ever. Waiting applies nothing, so the
+    compensation does nothing unless a subclass says otherwise.
+    """
+
+    def __init__(self, name: str, *, signal: str | None = None, deadline: float | None) -> None:
+        if deadline is not None and deadline <= 0:
+            raise ValueError(f"step {name!r}: a deadline is a positive number of seconds")
+        self.name = name
+        self.signal = signal or name
+        self.deadline = deadline
+
+    async def do(self, ctx: StepContext) -> JSON:
+        """Never called: the orchestrator waits for the signal instead."""
+        raise TypeError(f"step {self.name!r} waits for a signal; it has no action to run")
+
+    def __repr__(self) -> str:
+        return f"<WaitFor {self.name!r} signal={self.signal!r} deadline={self.deadline!r}>"
+
+
 @dataclass(frozen=True, slots=True)
 class Saga:
     """A named, versioned, ordered list of steps."""

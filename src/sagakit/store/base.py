@@ -124,6 +124,24 @@ class SagaStore(SagaQueries, Protocol):
         """Extend the leases ``owner`` holds (only of ``saga_ids``, if given); return how many."""
         ...
 
+    async def add_signal(self, saga_id: str, name: str, payload: JSON, event: SagaEvent) -> bool:
+        """Keep the signal ``name`` for the ``running`` instance ``saga_id``; whether it is new.
+
+        The first delivery of a name wins: a duplicate changes nothing and records no
+        event. Either way a parked instance (one waiting, whose lease nobody holds) becomes
+        claimable at once, as :meth:`wake` makes it. Raises ``SagaNotFound``, or
+        ``InvalidTransition`` when the saga is not running.
+        """
+        ...
+
+    async def signals(self, saga_id: str) -> dict[str, JSON]:
+        """The signals kept for ``saga_id``: each name's payload."""
+        ...
+
+    async def wake(self, saga_id: str) -> None:
+        """Make the parked instance ``saga_id`` claimable now rather than at its deadline."""
+        ...
+
     async def on_release(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever another process hands sagas back (a graceful stop).
 

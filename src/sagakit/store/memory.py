@@ -32,6 +32,7 @@ class MemoryStore:
         self._instances: dict[str, SagaInstance] = {}
         self._seq: dict[str, int] = {}
         self._events: dict[str, list[SagaEvent]] = {}
+        self._signals: dict[str, dict[str, JSON]] = {}
         self._counter = itertools.count(1)
 
     # -- reads ---------------------------------------------------------------------------
@@ -119,8 +120,8 @@ class MemoryStore:
                 error=change.error,
                 failed_step=change.failed_step,
                 updated_at=change.at,
-                owner=None if change.release else current.owner,
-                lease_until=None if change.release else current.lease_until,
+                owner=None if change.release or change.park_until is not None else current.owner,
+                lease_until=None if change.release else _parked(change, current.lease_until),
             )
             self._events[change.saga_id].extend(change.events)
             return current.cancel_requested
@@ -169,6 +170,33 @@ class MemoryStore:
                 if self._claimable(i, at) and (known is None or (i.name, i.version) in known)
             ][:limit]
             return [self._claim(i, owner, lease_seconds) for i in found]
+
+    async def add_signal(self, saga_id: str, name: str, payload: JSON, event: SagaEvent) -> bool:
+        async with self._lock:
+            self._expect(saga_id, SagaStatus.RUNNING)
+            kept = self._signals.setdefault(saga_id, {})
+            new = name not in kept
+            if new:
+                kept[name] = payload
+                self._events[saga_id].append(event)
+            self._wake(saga_id)
+            return new
+
+    async def signals(self, saga_id: str) -> dict[str, JSON]:
+        return dict(self._signals.get(saga_id, {}))
+
+    async def wake(self, saga_id: str) -> None:
+        async with self._lock:
+            self._wake(saga_id)
+
+    def _wake(self, saga_id: str) -> None:
+        instance = self._instances.get(saga_id)
+        if (
+            instance is not None
+            and instance.owner is None
+            and instance.status is SagaStatus.RUNNING
+        ):
+            self._instances[saga_id] = instance.evolve(lease_until=None)
 
     async def renew(
         self, *, owner: str, lease_seconds: float, saga_ids: Collection[str] | None = None
@@ -248,3 +276,8 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+
+def _parked(change: Transition, lease_until: float | None) -> float | None:
+    """The lease after ``change``: its ``park_until`` when it parks the saga, else unchanged."""
+    return lease_until if change.park_until is None else change.park_until

@@ -80,13 +80,14 @@ INSERT_INSTANCE: Final = (
 UPDATE_FENCED: Final = (
     "WITH change AS ("
     "  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
-    "   $6::bool[], $7::float8[])"
-    "   AS c(saga_id, fence, status, error, failed_step, release, at)),"
+    "   $6::bool[], $7::float8[], $25::float8[])"
+    "   AS c(saga_id, fence, status, error, failed_step, release, at, park_until)),"
     " instance AS ("
     "  UPDATE saga_instances AS t SET status = c.status, error = c.error,"
     "   failed_step = c.failed_step, updated_at = c.at,"
-    "   owner = CASE WHEN c.release THEN NULL ELSE t.owner END,"
-    "   lease_until = CASE WHEN c.release THEN NULL ELSE t.lease_until END"
+    "   owner = CASE WHEN c.release OR c.park_until IS NOT NULL THEN NULL ELSE t.owner END,"
+    "   lease_until = CASE WHEN c.release THEN NULL"
+    "    ELSE coalesce(c.park_until, t.lease_until) END"
     "  FROM change AS c WHERE t.saga_id = c.saga_id AND t.fence = c.fence"
     "  RETURNING t.saga_id, t.fence, t.cancel_requested),"
     " steps AS ("
@@ -160,6 +161,15 @@ INSERT_EVENT: Final = (
     "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
     " VALUES ($1, $2, $3, $4, $5, $6)"
 )
+INSERT_SIGNAL: Final = (
+    f"INSERT INTO saga_signals (saga_id, name, payload, at) VALUES ($1, $2, $3::jsonb, {DB_NOW})"
+    " ON CONFLICT (saga_id, name) DO NOTHING"
+)
+SELECT_SIGNALS: Final = "SELECT name, payload::text AS payload FROM saga_signals WHERE saga_id = $1"
+WAKE: Final = (
+    "UPDATE saga_instances SET lease_until = NULL"
+    " WHERE saga_id = $1 AND owner IS NULL AND status = 'running'"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +210,16 @@ def _transition_arguments(changes: Sequence[Transition]) -> list[object]:
         [e.detail for _, e in events],
         [c.fence for c, _ in steps],
         [c.fence for c, _ in events],
+        [c.park_until for c in changes],
     ]
 
 
 def _dump(value: JSON) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
+
+
+def _load(text: str | None) -> JSON:
+    return None if text is None else orjson.loads(text)
 
 
 def _step(row: Record) -> StepRecord:
@@ -443,6 +458,38 @@ class PostgresStore:
             if rows:
                 await conn.execute(INSERT_CLAIMED_EVENTS, [r["saga_id"] for r in rows], owner)
             return await _with_steps(conn, rows)
+
+    async def add_signal(self, saga_id: str, name: str, payload: JSON, event: SagaEvent) -> bool:
+        async with self.db.transaction("signal") as conn:
+            # Locks the row, so that a driver parking the saga meanwhile is ordered with us.
+            row = await conn.fetchrow(SELECT_INSTANCE + " FOR UPDATE", saga_id)
+            if row is None:
+                raise SagaNotFound(f"no saga {saga_id!r}")
+            if row["status"] != SagaStatus.RUNNING:
+                raise InvalidTransition(f"saga {saga_id} is {row['status']}, not running")
+            status = await conn.execute(INSERT_SIGNAL, saga_id, name, _dump(payload))
+            new = status.endswith(" 1")
+            if new:
+                await conn.execute(
+                    INSERT_EVENT,
+                    saga_id,
+                    event.at,
+                    event.type,
+                    event.step,
+                    event.attempt,
+                    event.detail,
+                )
+            await conn.execute(WAKE, saga_id)
+            return new
+
+    async def signals(self, saga_id: str) -> dict[str, JSON]:
+        async with self.db.connection("signals") as conn:
+            rows = await conn.fetch(SELECT_SIGNALS, saga_id)
+        return {r["name"]: _load(r["payload"]) for r in rows}
+
+    async def wake(self, saga_id: str) -> None:
+        async with self.db.connection("wake") as conn:
+            await conn.execute(WAKE, saga_id)
 
     async def renew(
         self, *, owner: str, lease_seconds: float, saga_ids: Collection[str] | None = None

@@ -72,8 +72,8 @@ INSERT_EVENT: Final = (
 )
 UPDATE_FENCED: Final = (
     "UPDATE saga_instances SET status = ?, error = ?, failed_step = ?, updated_at = ?,"
-    " owner = CASE WHEN ? THEN NULL ELSE owner END,"
-    " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
+    " owner = CASE WHEN ? OR ? IS NOT NULL THEN NULL ELSE owner END,"
+    " lease_until = CASE WHEN ? THEN NULL ELSE coalesce(?, lease_until) END"
     " WHERE saga_id = ? AND fence = ? RETURNING cancel_requested"
 )
 CLAIM: Final = (
@@ -111,6 +111,15 @@ RESOLVE: Final = (
     "UPDATE saga_instances SET status = 'compensated', updated_at = ?1"
     " WHERE saga_id = ?2 AND status = 'failed'"
     f" RETURNING {INSTANCE_COLUMNS}"
+)
+INSERT_SIGNAL: Final = (
+    "INSERT INTO saga_signals (saga_id, name, payload, at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (saga_id, name) DO NOTHING"
+)
+SELECT_SIGNALS: Final = "SELECT name, payload FROM saga_signals WHERE saga_id = ?"
+WAKE: Final = (
+    "UPDATE saga_instances SET lease_until = NULL"
+    " WHERE saga_id = ? AND owner IS NULL AND status = 'running'"
 )
 RESET_COMPENSATION_ATTEMPTS: Final = (
     "UPDATE saga_steps SET compensation_attempts = 0 WHERE saga_id = ? AND status = 'compensating'"
@@ -360,6 +369,30 @@ class SqliteStore:
 
         return await self.db.write(work)
 
+    async def add_signal(self, saga_id: str, name: str, payload: JSON, event: SagaEvent) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(SELECT_INSTANCE, (saga_id,)).fetchone()
+            if row is None:
+                raise SagaNotFound(f"no saga {saga_id!r}")
+            if row[3] != SagaStatus.RUNNING:
+                raise InvalidTransition(f"saga {saga_id} is {row[3]}, not running")
+            new = conn.execute(INSERT_SIGNAL, (saga_id, name, _dump(payload), now())).rowcount
+            if new:
+                conn.execute(INSERT_EVENT, _event_row(saga_id, event))
+            conn.execute(WAKE, (saga_id,))
+            return bool(new)
+
+        return await self.db.write(work)
+
+    async def signals(self, saga_id: str) -> dict[str, JSON]:
+        def work(conn: sqlite3.Connection) -> dict[str, JSON]:
+            return {name: _load(p) for name, p in conn.execute(SELECT_SIGNALS, (saga_id,))}
+
+        return await self.db.read(work)
+
+    async def wake(self, saga_id: str) -> None:
+        await self.db.write(lambda conn: conn.execute(WAKE, (saga_id,)).rowcount)
+
     async def renew(
         self, *, owner: str, lease_seconds: float, saga_ids: Collection[str] | None = None
     ) -> int:
@@ -434,7 +467,9 @@ def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
             change.failed_step,
             change.at,
             change.release,
+            change.park_until,
             change.release,
+            change.park_until,
             change.saga_id,
             change.fence,
         ),
