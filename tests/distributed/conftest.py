@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -21,7 +20,7 @@ import pytest
 
 from sagakit.participants.service import KINDS, Kind
 from tests.processes import ADMIN_HEADERS, PATIENT, ServeProcess, free_port
-from tests.recovery.conftest import BASE_ENV, Sagakit
+from tests.recovery.conftest import BASE_ENV, Sagakit, read_only
 
 
 class Distributed(Sagakit):
@@ -88,15 +87,9 @@ class Distributed(Sagakit):
 
     # -- reading the participants' databases ---------------------------------------------
 
-    @contextlib.contextmanager
-    def connect_to(self, kind: Kind) -> Iterator[sqlite3.Connection]:
+    def connect_to(self, kind: Kind) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A read-only connection to the ``kind`` participant's database."""
-        path = self.participant_db(kind)
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
-        try:
-            yield conn
-        finally:
-            conn.close()
+        return read_only(self.participant_db(kind))
 
     def rows_of(
         self, kind: Kind, sql: str, params: Sequence[object] = ()
@@ -153,11 +146,7 @@ class Distributed(Sagakit):
 
     async def wait_all_finished(self, timeout: float = 45.0) -> None:
         """Return once no saga is running or compensating; fail after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while self.active_sagas():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"sagas still active after {timeout}s: {self.statuses()}")
-            await asyncio.sleep(0.1)
+        await super().wait_all_finished(timeout)
 
 
 @pytest.fixture

@@ -36,6 +36,16 @@ BASE_ENV: Final = {
 }
 
 
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the SQLite file ``path``, closed on exit."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 class Sagakit:
     """Starts ``sagakit`` processes on one database in ``tmp`` and reads that database."""
 
@@ -74,14 +84,9 @@ class Sagakit:
 
     # -- reading the database ------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
+    def connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A read-only connection to the shop's database, closed on exit."""
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30.0)
-        try:
-            yield conn
-        finally:
-            conn.close()
+        return read_only(self.db_path)
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         """Every row of a read-only query."""
