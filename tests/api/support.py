@@ -26,6 +26,13 @@ def json_of(response: httpx.Response) -> JsonDict:
     return body
 
 
+async def checkout(client: httpx.AsyncClient, order_id: str) -> str:
+    """Check ``order_id`` out, wait for the answer, and return its saga's id."""
+    response = await client.post(f"/checkout/{order_id}")
+    assert response.status_code in (200, 400), response.text
+    return str(json_of(response)["saga_id"])
+
+
 async def page_of(
     client: httpx.AsyncClient, **params: str | int
 ) -> tuple[list[JsonDict], str | None]:

@@ -21,6 +21,7 @@ from tests.api.support import (
     JsonDict,
     Refuse,
     SetUp,
+    checkout,
     error_of,
     failed_saga,
     json_of,
@@ -85,13 +86,6 @@ async def gated(app: FastAPI) -> AsyncIterator[Gated]:
         yield saga
     finally:
         saga.gate.opened.set()
-
-
-async def checkout(client: httpx.AsyncClient, order_id: str) -> str:
-    """Check ``order_id`` out, wait for the answer, and return its saga's id."""
-    response = await client.post(f"/checkout/{order_id}")
-    assert response.status_code in (200, 400), response.text
-    return str(json_of(response)["saga_id"])
 
 
 async def saga_of(client: httpx.AsyncClient, saga_id: str) -> JsonDict:

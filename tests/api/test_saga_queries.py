@@ -9,16 +9,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.api.support import ADMIN, FRAGILE, JsonDict, failed_saga, json_of, page_of
+from tests.api.support import ADMIN, FRAGILE, JsonDict, checkout, failed_saga, json_of, page_of
 
 ZERO_COUNTS = {"running": 0, "compensating": 0, "completed": 0, "compensated": 0, "failed": 0}
-
-
-async def checkout(client: httpx.AsyncClient, order_id: str) -> str:
-    """Check ``order_id`` out, wait for the answer, and return its saga's id."""
-    response = await client.post(f"/checkout/{order_id}")
-    assert response.status_code in (200, 400), response.text
-    return str(json_of(response)["saga_id"])
 
 
 async def instant() -> datetime:

@@ -11,18 +11,12 @@ from fastapi import FastAPI
 from tests.api.support import (
     ADMIN,
     JsonDict,
+    checkout,
     failed_saga,
     json_of,
     page_of,
     settled_saga,
 )
-
-
-async def checkout(client: httpx.AsyncClient, order_id: str) -> str:
-    """Check ``order_id`` out, wait for the answer, and return its saga's id."""
-    response = await client.post(f"/checkout/{order_id}")
-    assert response.status_code in (200, 400), response.text
-    return str(json_of(response)["saga_id"])
 
 
 async def demo_sagas(client: httpx.AsyncClient) -> dict[str, str]:
