@@ -31,7 +31,7 @@ from sagakit.records import (
     StepStatus,
 )
 from sagakit.retry import RetryPolicy
-from sagakit.saga import FunctionStep, Saga, Step, StepContext, step
+from sagakit.saga import FunctionStep, Saga, Step, StepContext, WaitFor, step
 from sagakit.store import MemoryStore, SagaQueries, SagaStore, open_store
 from sagakit.worker import Worker
 
@@ -62,6 +62,7 @@ __all__ = [
     "StepStatus",
     "StoreError",
     "UnknownSaga",
+    "WaitFor",
     "Worker",
     "open_store",
     "step",

@@ -21,6 +21,7 @@ from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord, Ste
 #: The colour of each saga or step status (step statuses share most of the names).
 STYLE_OF: Final = {
     "running": "blue",
+    "waiting": "magenta",
     "compensating": "yellow",
     "completed": "green",
     "succeeded": "green",

@@ -1,7 +1,7 @@
 """Saga instances: one with its steps and history, filtered pages of them, operator actions.
 
-The operator's actions (retry, cancel, resolve) need the admin token; each is recorded in the
-saga's history with the actor ``admin API``.
+The operator's actions (retry, cancel, resolve) and signals need the admin token; each is
+recorded in the saga's history (the operator's with the actor ``admin API``).
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BeforeValidator
+from fastapi import APIRouter, Body, HTTPException, Path, Query
+from pydantic import BeforeValidator, JsonValue
 from starlette.responses import Response
 
 from sagakit.api.deps import Admin, SagaId, Service
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import (
+    ID_PATTERN,
     CancelOut,
     Error,
     EventOut,
@@ -24,6 +25,7 @@ from sagakit.api.schemas import (
     SagaOut,
     SagaPageOut,
     SagaSummary,
+    SignalOut,
     StepOut,
 )
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
@@ -189,6 +191,35 @@ async def retry_saga(saga_id: SagaId, service: Service) -> Response:
     saga = await service.orchestrator.retry(saga_id, actor=ACTOR)
     body = RetryOut(saga_id=saga.saga_id, status=saga.status.value)
     return JSONResponse(body.model_dump(), status_code=202)
+
+
+SignalName = Annotated[str, Path(pattern=ID_PATTERN, description="the signal's name")]
+
+
+@router.post(
+    "/sagas/{saga_id}/signals/{name}",
+    status_code=202,
+    dependencies=[Admin],
+    responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not running"}},
+)
+async def signal_saga(
+    saga_id: SagaId,
+    name: SignalName,
+    service: Service,
+    payload: Annotated[
+        JsonValue, Body(description="any JSON: the waiting step's result", examples=[{"ok": 1}])
+    ] = None,
+) -> SignalOut:
+    """Deliver the external signal `name` to a `running` saga (admin): a webhook's landing.
+
+    The request body (any JSON, or none) is the signal's payload: the waiting step's result,
+    which later steps read. The signal is stored durably before the answer; one that comes
+    before the saga waits is kept for it, and a second one of the same name changes nothing
+    (`"new": false`). The saga resumes in this process at once; the history records
+    `signal_received`.
+    """
+    new = await service.orchestrator.signal(saga_id, name, payload)
+    return SignalOut(saga_id=saga_id, signal=name, new=new)
 
 
 @router.post(

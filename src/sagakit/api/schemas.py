@@ -178,6 +178,15 @@ class RetryOut(BaseModel):
     status: str
 
 
+class SignalOut(BaseModel):
+    """202: the signal is stored; the saga waiting for it resumes."""
+
+    saga_id: str
+    signal: str
+    #: False when this signal name had already been delivered (the first one counts).
+    new: bool
+
+
 class CancelOut(BaseModel):
     """202: the running saga will compensate what it did, from its next step on."""
 
