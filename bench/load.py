@@ -21,15 +21,27 @@ class LoadError(RuntimeError):
     """wrk is missing, failed, or printed no result."""
 
 
+def _apt_get(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            ["apt-get", *args], capture_output=True, text=True, timeout=600, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(["apt-get", *args], 1, "", str(exc))
+
+
 def ensure_wrk() -> str:
     """The path of ``wrk``, installing Debian's package first when it is missing."""
     found = shutil.which("wrk")
     if found:
         return found
     print("bench: wrk is missing; running apt-get install -y wrk", flush=True)
-    install = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, text=True, check=False
-    )
+    install = _apt_get("install", "-y", "-q", "wrk")
+    if install.returncode != 0:
+        # A fresh machine may have no package lists yet.
+        print("bench: apt-get install failed; running apt-get update and trying again", flush=True)
+        _apt_get("update", "-q")
+        install = _apt_get("install", "-y", "-q", "wrk")
     found = shutil.which("wrk")
     if found is None:
         raise LoadError(
