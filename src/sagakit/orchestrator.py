@@ -1,8 +1,5 @@
-"""The orchestrator: the state machine that drives saga instances, durably, against a store.
-
-Every transition is written before the code it announces runs ("step started" before ``do``)
-and after the code it reports finishes ("step succeeded" with its result). Writes are
-coalesced: "step k succeeded" and "step k+1 started" are one transition.
+"""The orchestrator: starts saga instances, claims abandoned ones, and hands each to a
+``SagaRun`` (``run.py``) that drives it durably against a store.
 """
 
 from __future__ import annotations
@@ -13,13 +10,11 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from contextvars import ContextVar
-from dataclasses import replace
 from typing import Final
 
 import orjson
 
-from sagakit.errors import BusinessKeyConflict, LeaseLost, SagaNotFound, StepFailed, UnknownSaga
+from sagakit.errors import BusinessKeyConflict, LeaseLost, SagaNotFound, UnknownSaga
 from sagakit.handle import SagaHandle
 from sagakit.records import (
     JSON,
@@ -29,11 +24,11 @@ from sagakit.records import (
     SagaStatus,
     StepRecord,
     StepStatus,
-    Transition,
     new_id,
     now,
 )
-from sagakit.saga import Saga, Step, StepContext, WaitFor
+from sagakit.run import SagaRun
+from sagakit.saga import Saga
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
 
@@ -50,18 +45,6 @@ Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
 Probe = Callable[[str, str], None]
 
 DEFAULT_LEASE_SECONDS: Final = 15.0
-#: Extra runs a step recorded as started gets when it is recovered after a crash, beyond
-#: its retry policy: a crash is not the step's failure (DESIGN 1.2.5: it runs again).
-CRASH_ALLOWANCE: Final = 1
-#: The "deadline" of a step that waits for ever (epoch seconds, some million years away):
-#: a parked saga is claimable only when its lease has passed, so it needs a finite one.
-WAIT_FOREVER: Final = 1e14
-#: How a ``failed`` saga's error begins.
-COMPENSATION_FAILED: Final = "compensation of "
-
-#: The step attempt (or compensation attempt) this task is running, ``None`` between steps:
-#: log processors read it, so that every line a step logs names its saga, step and attempt.
-current_step: ContextVar[StepContext | None] = ContextVar("sagakit_current_step", default=None)
 
 
 def new_owner_id() -> str:
@@ -76,14 +59,6 @@ def _no_probe(point: str, step: str) -> None:
 def _same_json(a: JSON, b: JSON) -> bool:
     """Whether ``a`` and ``b`` are one JSON value (as a store would give either back)."""
     return bool(orjson.loads(orjson.dumps(a)) == orjson.loads(orjson.dumps(b)))
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line description of an exception for the history."""
-    if isinstance(exc, TimeoutError):
-        return "step timed out"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class SagaOrchestrator:
@@ -302,7 +277,7 @@ class SagaOrchestrator:
     async def _drive(self, instance: SagaInstance, fresh: bool) -> SagaInstance:
         saga = self.definition(instance.name, instance.version)
         while True:
-            run = _Run(self, saga, instance)
+            run = SagaRun(self, saga, instance)
             if run.status is SagaStatus.RUNNING:
                 await (run.run_from(0) if fresh else run.forward())
             if run.status is SagaStatus.COMPENSATING:
@@ -429,419 +404,3 @@ class SagaOrchestrator:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.store.release(owner=self.owner)
-
-
-class _Steps(list[StepRecord]):
-    """The step rows of one run, remembering which ones changed since the last write."""
-
-    def __init__(self, records: Iterable[StepRecord]) -> None:
-        super().__init__(records)
-        self.dirty: set[int] = set()
-
-    def __setitem__(self, index: int, record: StepRecord) -> None:  # type: ignore[override]
-        super().__setitem__(index, record)
-        self.dirty.add(index)
-
-    def restore(self, saved: tuple[list[StepRecord], set[int]]) -> None:
-        """Go back to a state saved as ``(list(steps), set(steps.dirty))``."""
-        records, dirty = saved
-        list.__setitem__(self, slice(None), records)
-        self.dirty = set(dirty)
-
-    def take_changed(self) -> tuple[StepRecord, ...]:
-        """The rows changed since the last call, in step order."""
-        changed = tuple(self[i] for i in sorted(self.dirty))
-        self.dirty.clear()
-        return changed
-
-
-class _Run:
-    """One drive of one instance: holds its latest state and writes its transitions.
-
-    The state is kept in plain attributes and turned into a frozen ``SagaInstance`` only
-    when someone needs one (listeners, the caller at the end): the hot path stays cheap.
-    """
-
-    def __init__(self, orchestrator: SagaOrchestrator, saga: Saga, instance: SagaInstance):
-        self.orch = orchestrator
-        self.saga = saga
-        self.origin = instance
-        self.saga_id = instance.saga_id
-        self.steps = _Steps(instance.steps)
-        self.status = instance.status
-        self.error = instance.error
-        self.failed_step = instance.failed_step
-        self.fence = instance.fence
-        self.updated_at = instance.updated_at
-        self.released = False
-        self.cancel_requested = instance.cancel_requested
-        #: The step this run parked the saga at (it waits for that step's signal).
-        self.parked: WaitFor | None = None
-        self.park_until: float | None = None
-
-    @property
-    def instance(self) -> SagaInstance:
-        """The instance as it now stands."""
-        return self.origin.evolve(
-            status=self.status,
-            steps=tuple(self.steps),
-            error=self.error,
-            failed_step=self.failed_step,
-            fence=self.fence,
-            updated_at=self.updated_at,
-            owner=None if self.released or self.parked else self.origin.owner,
-            lease_until=self.park_until if self.parked else self.lease_until_now(),
-            cancel_requested=self.cancel_requested,
-        )
-
-    def lease_until_now(self) -> float | None:
-        return None if self.released else self.origin.lease_until
-
-    # -- writing -------------------------------------------------------------------------
-
-    async def write(
-        self,
-        *events: SagaEvent,
-        status: SagaStatus | None = None,
-        error: str | None = None,
-        failed_step: str | None = None,
-        local: tuple[object, int] | None = None,
-        park_until: float | None = None,
-    ) -> None:
-        """Persist the current step rows that changed, and the saga's new status.
-
-        With ``local`` (a local action and its step's index), the action runs in the same
-        transaction and its result becomes that step's result. With ``park_until``, the
-        lease is given up until then (a step waits for a signal).
-        """
-        new_status = status or self.status
-        change = Transition(
-            saga_id=self.saga_id,
-            fence=self.fence,
-            status=new_status,
-            steps=self.steps.take_changed(),
-            events=events,
-            error=error if error is not None else self.error,
-            failed_step=failed_step if failed_step is not None else self.failed_step,
-            release=not new_status.is_active,
-            park_until=park_until,
-        )
-        try:
-            cancel = await self._apply(change, local)
-        except LeaseLost:
-            adopted = self.orch._adopted.pop(change.saga_id, None)
-            if adopted is None or adopted <= change.fence:
-                raise
-            self.fence = adopted
-            cancel = await self._apply(replace(change, fence=adopted), local)
-        self.cancel_requested = self.cancel_requested or cancel
-        self.status = new_status
-        self.error = change.error
-        self.failed_step = change.failed_step
-        self.updated_at = change.at
-        self.released = change.release
-        if self.orch.listeners:
-            self.orch.notify(self.instance, events)
-
-    async def _apply(self, change: Transition, local: tuple[object, int] | None) -> bool:
-        if local is None:
-            return await self.orch.store.transition(change)
-        action, index = local
-        cancel, result = await self.orch.store.transition_with(change, action, index)
-        # Already written with the transition: not a change for the next write.
-        list.__setitem__(self.steps, index, self.steps[index].evolve(result=result))
-        return cancel
-
-    def context(self, index: int, attempt: int) -> StepContext:
-        record = self.steps[index]
-        return StepContext(
-            saga_id=self.saga_id,
-            saga_name=self.origin.name,
-            step=record.name,
-            input=self.origin.input,
-            results={s.name: s.result for s in self.steps[:index] if s.result is not None},
-            idempotency_key=f"{self.saga_id}:{record.name}",
-            attempt=attempt,
-            result=record.result,
-        )
-
-    async def call(
-        self, step: Step, ctx: StepContext, action: Callable[[StepContext], Awaitable[JSON]]
-    ) -> JSON:
-        token = current_step.set(ctx)
-        try:
-            async with asyncio.timeout(step.timeout):
-                return await action(ctx)
-        finally:
-            current_step.reset(token)
-
-    # -- forward -------------------------------------------------------------------------
-
-    async def forward(self) -> None:
-        """Run the remaining actions in order, each until it succeeds or fails for good."""
-        index = next(
-            (i for i, s in enumerate(self.steps) if s.status is not StepStatus.SUCCEEDED), None
-        )
-        if index is None:
-            await self.write(SagaEvent(type="saga_completed"), status=SagaStatus.COMPLETED)
-            return
-        record = self.steps[index]
-        if record.attempts and isinstance(self.saga.steps[index], WaitFor):
-            # Waiting is not an attempt: resumed (by a signal, a deadline or a crash), the
-            # step looks for its signal again, with the deadline it started with.
-            await self.run_from(index)
-            return
-        if record.attempts == 0:
-            self.steps[index] = record.evolve(
-                status=StepStatus.RUNNING, attempts=record.attempts + 1, started_at=now()
-            )
-            await self.write(SagaEvent(type="step_started", step=record.name, attempt=1))
-        elif not self.saga.steps[index].retry.can_retry(record.attempts - CRASH_ALLOWANCE):
-            # Recovered with every attempt (and the crash allowance) spent: a step that kills
-            # its process every time must end, so its outcome is treated as unknown.
-            await self.give_up(index, record.error or "attempts exhausted before a crash")
-            return
-        else:
-            attempt = record.attempts + 1
-            self.steps[index] = record.evolve(attempts=attempt)
-            await self.write(SagaEvent(type="step_started", step=record.name, attempt=attempt))
-        await self.run_from(index)
-
-    async def run_from(self, index: int) -> None:
-        """Run attempts from step ``index`` on, whose start is already recorded."""
-        while self.status is SagaStatus.RUNNING and self.parked is None:
-            if self.cancel_requested:
-                await self.cancel(index)
-                return
-            index = await self.attempt(index)
-
-    async def cancel(self, index: int) -> None:
-        """An operator cancelled: compensate from the step about to run, whose state is unknown."""
-        record = self.steps[index]
-        self.steps[index] = record.evolve(status=StepStatus.COMPENSATING, finished_at=now())
-        message = "cancelled by an operator"
-        event = SagaEvent(type="saga_cancelled", step=record.name, detail=message)
-        await self.begin_compensation(event, message, record.name)
-
-    async def attempt(self, index: int) -> int:
-        """Run the recorded attempt of step ``index``; return the step to run next."""
-        step = self.saga.steps[index]
-        if isinstance(step, WaitFor):
-            return await self.wait_for(index, step)
-        record = self.steps[index]
-        ctx = self.context(index, record.attempts)
-        self.orch._probe("before_do", step.name)
-        action = step.local_action(ctx, self.orch.store)
-        if action is not None:
-            return await self.attempt_locally(index, action)
-        try:
-            result = await self.call(step, ctx, step.do)
-        except StepFailed as exc:
-            await self.reject(index, exc.message)
-            return index
-        except Exception as exc:  # transient or unknown: the retry policy decides
-            await self.failed_attempt(index, _describe(exc))
-            return index
-        self.orch._probe("after_do", step.name)
-        try:
-            orjson.dumps(result)
-        except TypeError as exc:
-            # A programming error, but the action ran: treat its effect as unknown.
-            await self.failed_attempt(index, f"result is not JSON-serialisable: {exc}")
-            return index
-        return await self.succeed(index, result)
-
-    async def wait_for(self, index: int, step: WaitFor) -> int:
-        """Take step ``index``'s signal if it came; else give up past the deadline, or park."""
-        record = self.steps[index]
-        signals = await self.orch.store.signals(self.saga_id)
-        if step.signal in signals:
-            return await self.succeed(index, signals[step.signal])
-        started = record.started_at if record.started_at is not None else now()
-        deadline = WAIT_FOREVER if step.deadline is None else started + step.deadline
-        if now() >= deadline:
-            await self.give_up(index, f"no signal {step.signal!r} within {step.deadline}s")
-            return index
-        self.orch._probe("before_wait", step.name)
-        self.steps[index] = record.evolve(status=StepStatus.WAITING)
-        detail = f"waiting for signal {step.signal!r}"
-        event = SagaEvent(type="step_waiting", step=step.name, detail=detail)
-        await self.write(event, park_until=deadline)
-        self.parked, self.park_until = step, deadline
-        return index
-
-    async def attempt_locally(self, index: int, action: object) -> int:
-        """Run a local action in the transaction that records its success."""
-        step = self.saga.steps[index]
-        saved = list(self.steps), set(self.steps.dirty)
-        try:
-            following = await self.succeed(index, None, local=action)
-        except StepFailed as exc:
-            self.steps.restore(saved)
-            await self.reject(index, exc.message)
-            return index
-        except Exception as exc:  # transient or unknown: nothing was applied
-            self.steps.restore(saved)
-            await self.failed_attempt(index, _describe(exc))
-            return index
-        self.orch._probe("after_do", step.name)
-        return following
-
-    async def succeed(self, index: int, result: JSON, *, local: object | None = None) -> int:
-        """Record step ``index`` as succeeded and the next one as started, in one write."""
-        record = self.steps[index]
-        self.steps[index] = record.evolve(
-            status=StepStatus.SUCCEEDED, result=result, error=None, finished_at=now()
-        )
-        events = [SagaEvent(type="step_succeeded", step=record.name, attempt=record.attempts)]
-        with_action = None if local is None else (local, index)
-        if index + 1 == len(self.steps):
-            events.append(SagaEvent(type="saga_completed"))
-            await self.write(*events, status=SagaStatus.COMPLETED, local=with_action)
-            return index
-        following = self.steps[index + 1]
-        self.steps[index + 1] = following.evolve(
-            status=StepStatus.RUNNING, attempts=following.attempts + 1, started_at=now()
-        )
-        events.append(SagaEvent(type="step_started", step=following.name, attempt=1))
-        await self.write(*events, local=with_action)
-        return index + 1
-
-    async def reject(self, index: int, message: str) -> None:
-        """A business rejection: this step applied nothing; undo the ones before it."""
-        record = self.steps[index]
-        self.steps[index] = record.evolve(
-            status=StepStatus.FAILED, error=message, finished_at=now()
-        )
-        event = SagaEvent(
-            type="step_failed", step=record.name, attempt=record.attempts, detail=message
-        )
-        await self.begin_compensation(event, message, record.name)
-
-    async def failed_attempt(self, index: int, message: str) -> None:
-        step = self.saga.steps[index]
-        record = self.steps[index]
-        if not step.retry.can_retry(record.attempts):
-            await self.give_up(index, message)
-            return
-        delay = step.retry.delay(record.attempts)
-        self.steps[index] = record.evolve(attempts=record.attempts + 1, error=message)
-        await self.write(
-            SagaEvent(
-                type="step_retry",
-                step=record.name,
-                attempt=record.attempts,
-                detail=f"{message}; attempt {record.attempts + 1} in {delay:.3f}s",
-            )
-        )
-        await self.orch._sleep(delay)
-
-    async def give_up(self, index: int, message: str) -> None:
-        """Retries ran out: the step's effect is unknown, so it is compensated too."""
-        record = self.steps[index]
-        self.steps[index] = record.evolve(
-            status=StepStatus.COMPENSATING, error=message, finished_at=now()
-        )
-        event = SagaEvent(
-            type="step_exhausted", step=record.name, attempt=record.attempts, detail=message
-        )
-        await self.begin_compensation(event, message, record.name)
-
-    async def begin_compensation(self, event: SagaEvent, error: str, failed_step: str) -> None:
-        if any(s.status.needs_compensation for s in self.steps):
-            await self.write(
-                event,
-                SagaEvent(type="compensation_started", step=failed_step),
-                status=SagaStatus.COMPENSATING,
-                error=error,
-                failed_step=failed_step,
-            )
-        else:
-            await self.write(
-                event,
-                SagaEvent(type="saga_compensated", detail=error),
-                status=SagaStatus.COMPENSATED,
-                error=error,
-                failed_step=failed_step,
-            )
-
-    # -- backward ------------------------------------------------------------------------
-
-    async def backward(self) -> None:
-        """Compensate every step that may have applied, newest first."""
-        for index in reversed(range(len(self.steps))):
-            if self.steps[index].status.needs_compensation and not await self.undo(index):
-                return
-        reason = await self.reason_for_compensating()
-        await self.write(
-            SagaEvent(type="saga_compensated", detail=reason),
-            status=SagaStatus.COMPENSATED,
-            error=reason,
-        )
-
-    async def reason_for_compensating(self) -> str | None:
-        """Why the saga went backward, even after a failed compensation overwrote its error."""
-        if not (self.error or "").startswith(COMPENSATION_FAILED):
-            return self.error
-        # Resumed by an operator after it failed: the reason is in the history.
-        for event in reversed(await self.orch.store.events(self.saga_id)):
-            if event.type in ("step_failed", "step_exhausted", "saga_cancelled"):
-                return event.detail
-        return self.error
-
-    async def undo(self, index: int) -> bool:
-        """Compensate step ``index`` until it succeeds (True) or its policy runs out."""
-        step = self.saga.steps[index]
-        while True:
-            record = self.steps[index]
-            attempt = record.compensation_attempts + 1
-            self.steps[index] = record.evolve(
-                status=StepStatus.COMPENSATING, compensation_attempts=attempt
-            )
-            await self.write(
-                SagaEvent(type="compensation_attempt", step=step.name, attempt=attempt)
-            )
-            self.orch._probe("before_compensate", step.name)
-            try:
-                await self.call(step, self.context(index, attempt), step.compensate)
-            except Exception as exc:  # compensations are retried whatever failed
-                if not await self.compensation_failed(index, _describe(exc)):
-                    return False
-                continue
-            self.orch._probe("after_compensate", step.name)
-            logger.info("saga %s: compensated step %s", self.saga_id, step.name)
-            self.steps[index] = self.steps[index].evolve(
-                status=StepStatus.COMPENSATED, finished_at=now()
-            )
-            await self.write(
-                SagaEvent(type="compensation_succeeded", step=step.name, attempt=attempt)
-            )
-            return True
-
-    async def compensation_failed(self, index: int, message: str) -> bool:
-        """Record a failed compensation; whether another attempt is allowed."""
-        step = self.saga.steps[index]
-        record = self.steps[index]
-        self.steps[index] = record.evolve(error=message)
-        attempt = record.compensation_attempts
-        if step.compensation_retry.can_retry(attempt):
-            delay = step.compensation_retry.delay(attempt)
-            detail = f"{message}; attempt {attempt + 1} in {delay:.3f}s"
-            await self.write(
-                SagaEvent(type="compensation_retry", step=step.name, attempt=attempt, detail=detail)
-            )
-            await self.orch._sleep(delay)
-            return True
-        logger.error(
-            "saga %s: compensation of %s failed for good: %s",
-            self.saga_id,
-            step.name,
-            message,
-        )
-        await self.write(
-            SagaEvent(type="compensation_failed", step=step.name, attempt=attempt, detail=message),
-            SagaEvent(type="saga_failed", step=step.name, detail=message),
-            status=SagaStatus.FAILED,
-            error=f"{COMPENSATION_FAILED}{step.name} failed: {message}",
-        )
-        return False

@@ -11,8 +11,8 @@ import pytest
 import structlog
 
 from sagakit.observability.logs import SagaLog, configure_logging, formatter, resolve_format
-from sagakit.orchestrator import current_step
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
+from sagakit.run import current_step
 from sagakit.saga import StepContext
 
 

@@ -18,8 +18,8 @@ from typing import Final, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from sagakit.orchestrator import current_step
 from sagakit.records import SagaEvent, SagaInstance
+from sagakit.run import current_step
 
 LogFormat = Literal["json", "console"]
 
