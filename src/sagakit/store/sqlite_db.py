@@ -17,7 +17,6 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Final, TypeVar
 
@@ -124,8 +123,10 @@ class SqliteDatabase:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
-        self._reader_conn: sqlite3.Connection | None = None
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagakit-sqlite-read")
+        self._reads: queue.SimpleQueue[tuple[Work[object], asyncio.Future[object]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._reader: threading.Thread | None = None
         self._closed = False
 
     def migrate(self, component: str, package: str) -> int:
@@ -137,13 +138,20 @@ class SqliteDatabase:
             conn.close()
 
     def start(self) -> None:
-        """Start the writer thread; call from the event loop that will use this database."""
+        """Start both threads; call from the event loop that will use this database."""
         self._loop = asyncio.get_running_loop()
         conn = connect(self.path, synchronous=self._synchronous)
         self._writer = threading.Thread(
             target=self._write_forever, args=(conn,), name="sagakit-sqlite-write", daemon=True
         )
         self._writer.start()
+        # A thread and a queue of its own rather than an executor: a read then costs one
+        # queue put and one loop wake-up, without concurrent.futures' locks and callbacks.
+        reader_conn = connect(self.path, synchronous=self._synchronous)
+        self._reader = threading.Thread(
+            target=self._read_forever, args=(reader_conn,), name="sagakit-sqlite-read", daemon=True
+        )
+        self._reader.start()
 
     async def write(self, work: Work[T]) -> T:
         """Run ``work`` in the next group-committed transaction; return once it is durable."""
@@ -155,32 +163,48 @@ class SqliteDatabase:
 
     async def read(self, work: Work[T]) -> T:
         """Run ``work`` on the reader connection (a consistent snapshot per call)."""
-        if self._closed:
+        if self._closed or self._loop is None:
             raise StoreError("the database is closed")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, work)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite read failed: {exc}") from exc
-
-    def _read(self, work: Work[T]) -> T:
-        if self._reader_conn is None:
-            self._reader_conn = connect(self.path, synchronous=self._synchronous)
-        return work(self._reader_conn)
+        future: asyncio.Future[object] = self._loop.create_future()
+        self._reads.put((work, future))
+        return await future  # type: ignore[return-value]  # the future holds work's T
 
     async def close(self) -> None:
-        """Finish queued writes, then stop both threads."""
+        """Finish queued writes and reads, then stop both threads."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(None)
-        if self._writer is not None:
-            await asyncio.to_thread(self._writer.join)
-        self._reader.submit(self._close_reader).result()
-        self._reader.shutdown(wait=True)
+        self._reads.put(None)
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                await asyncio.to_thread(thread.join)
 
-    def _close_reader(self) -> None:
-        if self._reader_conn is not None:
-            self._reader_conn.close()
+    # -- the reader thread ---------------------------------------------------------------
+
+    def _read_forever(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                item = self._reads.get()
+                if item is None:
+                    return
+                batch, stop = [item], False
+                while True:
+                    try:
+                        more = self._reads.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                outcomes = [_read_one(conn, work, future) for work, future in batch]
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(_settle, outcomes)
+                if stop:
+                    return
+        finally:
+            conn.close()
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -244,6 +268,17 @@ class SqliteDatabase:
             return (future, None, _wrap(exc))
         conn.execute("RELEASE work")
         return (future, value, None)
+
+
+def _read_one(
+    conn: sqlite3.Connection, work: Work[object], future: asyncio.Future[object]
+) -> Outcome:
+    try:
+        return (future, work(conn), None)
+    except sqlite3.Error as exc:
+        return (future, None, StoreError(f"SQLite read failed: {exc}"))
+    except Exception as exc:  # handed to the caller
+        return (future, None, exc)
 
 
 def _wrap(exc: Exception) -> BaseException:
