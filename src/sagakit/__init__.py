@@ -31,7 +31,7 @@ from sagakit.records import (
     StepStatus,
 )
 from sagakit.retry import RetryPolicy
-from sagakit.saga import FunctionStep, Saga, Step, StepContext, WaitFor, step
+from sagakit.saga import FunctionStep, Parallel, Saga, Step, StepContext, WaitFor, step
 from sagakit.store import MemoryStore, SagaQueries, SagaStore, open_store
 from sagakit.worker import Worker
 
@@ -43,6 +43,7 @@ __all__ = [
     "JSONObject",
     "LeaseLost",
     "MemoryStore",
+    "Parallel",
     "RetryPolicy",
     "Saga",
     "SagaEvent",

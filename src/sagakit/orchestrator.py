@@ -177,11 +177,15 @@ class SagaOrchestrator:
         raised. ``await handle.result()`` waits for the outcome.
         """
         saga = self.definition(name, version)
-        first, *rest = saga.step_names
-        head = StepRecord(
-            index=0, name=first, status=StepStatus.RUNNING, attempts=1, started_at=now()
+        first = saga.step_names[0]
+        started = now()
+        # Every member of the first group starts with the saga (a parallel group starts whole).
+        steps = tuple(
+            StepRecord(index=i, name=n, status=StepStatus.RUNNING, attempts=1, started_at=started)
+            if i in saga.groups[0]
+            else StepRecord(index=i, name=n)
+            for i, n in enumerate(saga.step_names)
         )
-        steps = (head, *(StepRecord(index=i, name=n) for i, n in enumerate(rest, start=1)))
         instance = SagaInstance(
             saga_id=saga_id or new_id(),
             name=saga.name,

@@ -68,11 +68,18 @@ class StepRows(list[StepRecord]):
         super().__setitem__(index, record)
         self.dirty.add(index)
 
-    def restore(self, saved: tuple[list[StepRecord], set[int]]) -> None:
-        """Go back to a state saved as ``(list(steps), set(steps.dirty))``."""
-        records, dirty = saved
-        list.__setitem__(self, slice(None), records)
-        self.dirty = set(dirty)
+    def save(self, indices: Iterable[int]) -> dict[int, tuple[StepRecord, bool]]:
+        """The rows ``indices`` as they stand, and whether each is dirty, for :meth:`restore`."""
+        return {i: (self[i], i in self.dirty) for i in indices}
+
+    def restore(self, saved: dict[int, tuple[StepRecord, bool]]) -> None:
+        """Put back the rows :meth:`save` saved (other rows, a sibling's, are left alone)."""
+        for index, (record, dirty) in saved.items():
+            list.__setitem__(self, index, record)
+            if dirty:
+                self.dirty.add(index)
+            else:
+                self.dirty.discard(index)
 
     def take_changed(self) -> tuple[StepRecord, ...]:
         """The rows changed since the last call, in step order."""
@@ -104,6 +111,11 @@ class SagaRun:
         #: The step this run parked the saga at (it waits for that step's signal).
         self.parked: WaitFor | None = None
         self.park_until: float | None = None
+        #: Serialises writes: the members of a parallel group write concurrently.
+        self.lock = asyncio.Lock()
+        #: Set (with no await before it is read) when this run starts compensating, so that
+        #: the other members of a parallel group stop and never start the next group.
+        self.stopping = False
 
     @property
     def instance(self) -> SagaInstance:
@@ -140,26 +152,39 @@ class SagaRun:
         transaction and its result becomes that step's result. With ``park_until``, the
         lease is given up until then (a step waits for a signal).
         """
-        new_status = status or self.status
-        change = Transition(
-            saga_id=self.saga_id,
-            fence=self.fence,
-            status=new_status,
-            steps=self.steps.take_changed(),
-            events=events,
-            error=error if error is not None else self.error,
-            failed_step=failed_step if failed_step is not None else self.failed_step,
-            release=not new_status.is_active,
-            park_until=park_until,
-        )
-        try:
-            cancel = await self._apply(change, local)
-        except LeaseLost:
-            adopted = self.orch._adopted.pop(change.saga_id, None)
-            if adopted is None or adopted <= change.fence:
-                raise
-            self.fence = adopted
-            cancel = await self._apply(replace(change, fence=adopted), local)
+        # The rows the caller just changed (no await since): taken before waiting for the
+        # lock, so that a concurrent member's rows go with that member's own write.
+        rows = self.steps.take_changed()
+        async with self.lock:
+            new_status = status or self.status
+            change = Transition(
+                saga_id=self.saga_id,
+                fence=self.fence,
+                status=new_status,
+                steps=rows,
+                events=events,
+                error=error if error is not None else self.error,
+                failed_step=failed_step if failed_step is not None else self.failed_step,
+                release=not new_status.is_active,
+                park_until=park_until,
+            )
+            try:
+                cancel = await self._apply(change, local)
+            except LeaseLost:
+                adopted = self.orch._adopted.pop(change.saga_id, None)
+                if adopted is None or adopted <= change.fence:
+                    raise
+                self.fence = adopted
+                cancel = await self._apply(replace(change, fence=adopted), local)
+            self._written(change, new_status, cancel, events)
+
+    def _written(
+        self,
+        change: Transition,
+        new_status: SagaStatus,
+        cancel: bool,
+        events: tuple[SagaEvent, ...],
+    ) -> None:
         self.cancel_requested = self.cancel_requested or cancel
         self.status = new_status
         self.error = change.error
@@ -180,12 +205,14 @@ class SagaRun:
 
     def context(self, index: int, attempt: int) -> StepContext:
         record = self.steps[index]
+        # The results of the steps before this step's group (a sibling's is not an input).
+        before = self.saga.group_of[index][0]
         return StepContext(
             saga_id=self.saga_id,
             saga_name=self.origin.name,
             step=record.name,
             input=self.origin.input,
-            results={s.name: s.result for s in self.steps[:index] if s.result is not None},
+            results={s.name: s.result for s in self.steps[:before] if s.result is not None},
             idempotency_key=f"{self.saga_id}:{record.name}",
             attempt=attempt,
             result=record.result,
@@ -211,6 +238,9 @@ class SagaRun:
         if index is None:
             await self.write(SagaEvent(type="saga_completed"), status=SagaStatus.COMPLETED)
             return
+        if len(self.saga.group_of[index]) > 1:
+            await self.forward_group(self.saga.group_of[index])
+            return
         record = self.steps[index]
         if record.attempts and isinstance(self.saga.steps[index], WaitFor):
             # Waiting is not an attempt: resumed (by a signal, a deadline or a crash), the
@@ -233,13 +263,72 @@ class SagaRun:
             await self.write(SagaEvent(type="step_started", step=record.name, attempt=attempt))
         await self.run_from(index)
 
+    async def forward_group(self, group: tuple[int, ...]) -> None:
+        """Resume a parallel group: start its members not yet started, rerun those running."""
+        events = []
+        for index in group:
+            record = self.steps[index]
+            if record.status is StepStatus.SUCCEEDED:
+                continue
+            if record.attempts == 0:
+                self.steps[index] = record.evolve(
+                    status=StepStatus.RUNNING, attempts=1, started_at=now()
+                )
+                events.append(SagaEvent(type="step_started", step=record.name, attempt=1))
+            elif not self.saga.steps[index].retry.can_retry(record.attempts - CRASH_ALLOWANCE):
+                # As for a single step: every attempt and the crash allowance are spent.
+                # The other members' outcomes are unknown; they are compensated too.
+                await self.give_up(index, record.error or "attempts exhausted before a crash")
+                return
+            else:
+                attempt = record.attempts + 1
+                self.steps[index] = record.evolve(status=StepStatus.RUNNING, attempts=attempt)
+                events.append(SagaEvent(type="step_started", step=record.name, attempt=attempt))
+        await self.write(*events)
+        await self.run_from(group[0])
+
     async def run_from(self, index: int) -> None:
         """Run attempts from step ``index`` on, whose start is already recorded."""
         while self.status is SagaStatus.RUNNING and self.parked is None:
             if self.cancel_requested:
                 await self.cancel(index)
                 return
-            index = await self.attempt(index)
+            group = self.saga.group_of[index]
+            if len(group) > 1:
+                index = await self.run_group(group)
+            else:
+                index = await self.attempt(index)
+
+    async def run_group(self, group: tuple[int, ...]) -> int:
+        """Run a started parallel group's members concurrently; return the step to run next.
+
+        Each member retries its own step until it succeeds or the saga stops going forward.
+        The first member to raise (a crash, a lost lease) stops the others, and is re-raised.
+        """
+        tasks = [asyncio.create_task(self.run_member(index)) for index in group]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in tasks:
+                error = task.exception() if task in done else None
+                if error is not None:
+                    raise error
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return next(
+            (i for i in group if self.steps[i].status is not StepStatus.SUCCEEDED), group[-1] + 1
+        )
+
+    async def run_member(self, index: int) -> None:
+        """Attempt one member of a parallel group until it ends or the saga stops forward."""
+        while (
+            self.status is SagaStatus.RUNNING
+            and not self.stopping
+            and not self.cancel_requested
+            and self.steps[index].status is StepStatus.RUNNING
+        ):
+            await self.attempt(index)
 
     async def cancel(self, index: int) -> None:
         """An operator cancelled: compensate from the step about to run, whose state is unknown."""
@@ -299,7 +388,9 @@ class SagaRun:
     async def attempt_locally(self, index: int, action: object) -> int:
         """Run a local action in the transaction that records its success."""
         step = self.saga.steps[index]
-        saved = list(self.steps), set(self.steps.dirty)
+        # Only the rows succeed() may touch: a concurrent sibling's rows are its own.
+        touched = [index, *self.next_group(index)]
+        saved = self.steps.save(touched)
         try:
             following = await self.succeed(index, None, local=action)
         except StepFailed as exc:
@@ -313,25 +404,41 @@ class SagaRun:
         self.orch._probe("after_do", step.name)
         return following
 
+    def next_group(self, index: int) -> tuple[int, ...]:
+        """The indices of the group after step ``index``'s (empty after the last group)."""
+        after = self.saga.group_of[index][-1] + 1
+        return self.saga.group_of[after] if after < len(self.steps) else ()
+
     async def succeed(self, index: int, result: JSON, *, local: object | None = None) -> int:
-        """Record step ``index`` as succeeded and the next one as started, in one write."""
+        """Record step ``index`` as succeeded and, if its group is done, start the next one.
+
+        One write. In a parallel group only the last member to succeed starts the next
+        group: the check and the changes have no await between them.
+        """
         record = self.steps[index]
         self.steps[index] = record.evolve(
             status=StepStatus.SUCCEEDED, result=result, error=None, finished_at=now()
         )
         events = [SagaEvent(type="step_succeeded", step=record.name, attempt=record.attempts)]
         with_action = None if local is None else (local, index)
-        if index + 1 == len(self.steps):
+        group = self.saga.group_of[index]
+        if self.stopping or any(self.steps[i].status is not StepStatus.SUCCEEDED for i in group):
+            # A sibling still runs (or the saga is compensating): record this member only.
+            await self.write(*events, local=with_action)
+            return index
+        following = self.next_group(index)
+        if not following:
             events.append(SagaEvent(type="saga_completed"))
             await self.write(*events, status=SagaStatus.COMPLETED, local=with_action)
             return index
-        following = self.steps[index + 1]
-        self.steps[index + 1] = following.evolve(
-            status=StepStatus.RUNNING, attempts=following.attempts + 1, started_at=now()
-        )
-        events.append(SagaEvent(type="step_started", step=following.name, attempt=1))
+        for i in following:
+            row = self.steps[i]
+            self.steps[i] = row.evolve(
+                status=StepStatus.RUNNING, attempts=row.attempts + 1, started_at=now()
+            )
+            events.append(SagaEvent(type="step_started", step=row.name, attempt=1))
         await self.write(*events, local=with_action)
-        return index + 1
+        return following[0]
 
     async def reject(self, index: int, message: str) -> None:
         """A business rejection: this step applied nothing; undo the ones before it."""
@@ -374,6 +481,11 @@ class SagaRun:
         await self.begin_compensation(event, message, record.name)
 
     async def begin_compensation(self, event: SagaEvent, error: str, failed_step: str) -> None:
+        if self.stopping:
+            # A sibling in a parallel group already turned the saga backward: its reason stands.
+            await self.write(event)
+            return
+        self.stopping = True
         if any(s.status.needs_compensation for s in self.steps):
             await self.write(
                 event,

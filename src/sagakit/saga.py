@@ -174,17 +174,58 @@ class WaitFor(Step):
         return f"<WaitFor {self.name!r} signal={self.signal!r} deadline={self.deadline!r}>"
 
 
-@dataclass(frozen=True, slots=True)
+class Parallel:
+    """Steps that run concurrently inside a saga: ``Saga(name, [a, Parallel(b, c), d])``.
+
+    The group starts in one write; when every member has succeeded, the next step starts.
+    When one member is refused or runs out of retries, the saga compensates: the other
+    members finish their current attempt, then every member that may have applied its
+    effect is compensated (reverse step order), then the steps before the group.
+    """
+
+    def __init__(self, *steps: Step) -> None:
+        if not steps:
+            raise ValueError("a parallel group needs at least one step")
+        for member in steps:
+            if isinstance(member, WaitFor):
+                raise ValueError(f"step {member.name!r}: a WaitFor cannot be in a parallel group")
+            if not isinstance(member, Step):
+                raise ValueError(f"{member!r} is not a step (parallel groups do not nest)")
+        self.steps: tuple[Step, ...] = tuple(steps)
+
+    def __repr__(self) -> str:
+        return f"<Parallel {[s.name for s in self.steps]!r}>"
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Saga:
-    """A named, versioned, ordered list of steps."""
+    """A named, versioned, ordered list of steps and parallel groups of steps.
+
+    ``steps`` is the flat list, in order (a group's members in the order given); ``groups``
+    lists each group's step indices, a single step being a group of one.
+    """
 
     name: str
-    steps: Sequence[Step]
-    version: int = 1
-    step_names: tuple[str, ...] = field(init=False)
+    steps: tuple[Step, ...]
+    version: int
+    step_names: tuple[str, ...]
+    groups: tuple[tuple[int, ...], ...]
+    #: For each step index, the indices of its group (itself alone for a plain step).
+    group_of: tuple[tuple[int, ...], ...] = field(repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        names = tuple(step.name for step in self.steps)
+    def __init__(self, name: str, steps: Sequence[Step | Parallel], version: int = 1) -> None:
+        flat: list[Step] = []
+        groups: list[tuple[int, ...]] = []
+        for item in steps:
+            members = item.steps if isinstance(item, Parallel) else (item,)
+            groups.append(tuple(range(len(flat), len(flat) + len(members))))
+            flat.extend(members)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "steps", tuple(flat))
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "groups", tuple(groups))
+        object.__setattr__(self, "group_of", tuple(g for g in groups for _ in g))
+        names = tuple(step.name for step in flat)
         if not self.name:
             raise ValueError("a saga needs a name")
         if not names or any(not n for n in names):

@@ -13,7 +13,7 @@ from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFaile
 from sagakit.orchestrator import Probe, SagaOrchestrator
 from sagakit.records import JSON, JSONObject, SagaInstance, SagaStatus, StepStatus, Transition
 from sagakit.retry import RetryPolicy
-from sagakit.saga import Saga, Step, StepContext
+from sagakit.saga import Parallel, Saga, Step, StepContext
 from sagakit.store import SagaStore
 
 SAGA = "order"
@@ -143,7 +143,7 @@ class Harness:
 
     def orchestrator(
         self,
-        *steps: Step,
+        *steps: Step | Parallel,
         owner: str = "worker-a",
         lease_seconds: float = 15.0,
         probe: Probe = quiet,
