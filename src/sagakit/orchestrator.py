@@ -35,6 +35,7 @@ from sagakit.store.base import SagaStore
 logger = logging.getLogger("sagakit")
 
 Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
 #: Told of every transition once it is durable: the instance as it now stands and the
 #: events just recorded. Metrics, logs and traces listen here; the engine knows none of them.
 Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
@@ -72,6 +73,7 @@ class SagaOrchestrator:
         owner: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = now,
         probe: Probe | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
@@ -79,6 +81,9 @@ class SagaOrchestrator:
         self.owner = owner or new_owner_id()
         self.lease_seconds = lease_seconds
         self._sleep = sleep
+        #: Where the engine reads the time for steps' starts and ends and for deadlines (a
+        #: test's ``FakeClock.time`` makes deadlines pass without waiting).
+        self.clock = clock
         self._probe = probe or _no_probe
         self.listeners: list[Listener] = list(listeners)
         self._sagas: dict[tuple[str, int], Saga] = {}
@@ -178,7 +183,7 @@ class SagaOrchestrator:
         """
         saga = self.definition(name, version)
         first = saga.step_names[0]
-        started = now()
+        started = self.clock()
         # Every member of the first group starts with the saga (a parallel group starts whole).
         steps = tuple(
             StepRecord(index=i, name=n, status=StepStatus.RUNNING, attempts=1, started_at=started)

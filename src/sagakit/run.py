@@ -27,7 +27,6 @@ from sagakit.records import (
     StepRecord,
     StepStatus,
     Transition,
-    now,
 )
 from sagakit.saga import Saga, Step, StepContext, WaitFor
 
@@ -97,6 +96,7 @@ class SagaRun:
 
     def __init__(self, orchestrator: SagaOrchestrator, saga: Saga, instance: SagaInstance):
         self.orch = orchestrator
+        self.clock = orchestrator.clock
         self.saga = saga
         self.origin = instance
         self.saga_id = instance.saga_id
@@ -249,7 +249,9 @@ class SagaRun:
             return
         if record.attempts == 0:
             self.steps[index] = record.evolve(
-                status=StepStatus.RUNNING, attempts=record.attempts + 1, started_at=now()
+                status=StepStatus.RUNNING,
+                attempts=record.attempts + 1,
+                started_at=self.clock(),
             )
             await self.write(SagaEvent(type="step_started", step=record.name, attempt=1))
         elif not self.saga.steps[index].retry.can_retry(record.attempts - CRASH_ALLOWANCE):
@@ -272,7 +274,7 @@ class SagaRun:
                 continue
             if record.attempts == 0:
                 self.steps[index] = record.evolve(
-                    status=StepStatus.RUNNING, attempts=1, started_at=now()
+                    status=StepStatus.RUNNING, attempts=1, started_at=self.clock()
                 )
                 events.append(SagaEvent(type="step_started", step=record.name, attempt=1))
             elif not self.saga.steps[index].retry.can_retry(record.attempts - CRASH_ALLOWANCE):
@@ -333,7 +335,7 @@ class SagaRun:
     async def cancel(self, index: int) -> None:
         """An operator cancelled: compensate from the step about to run, whose state is unknown."""
         record = self.steps[index]
-        self.steps[index] = record.evolve(status=StepStatus.COMPENSATING, finished_at=now())
+        self.steps[index] = record.evolve(status=StepStatus.COMPENSATING, finished_at=self.clock())
         message = "cancelled by an operator"
         event = SagaEvent(type="saga_cancelled", step=record.name, detail=message)
         await self.begin_compensation(event, message, record.name)
@@ -372,9 +374,9 @@ class SagaRun:
         signals = await self.orch.store.signals(self.saga_id)
         if step.signal in signals:
             return await self.succeed(index, signals[step.signal])
-        started = record.started_at if record.started_at is not None else now()
+        started = record.started_at if record.started_at is not None else self.clock()
         deadline = WAIT_FOREVER if step.deadline is None else started + step.deadline
-        if now() >= deadline:
+        if self.clock() >= deadline:
             await self.give_up(index, f"no signal {step.signal!r} within {step.deadline}s")
             return index
         self.orch._probe("before_wait", step.name)
@@ -417,7 +419,7 @@ class SagaRun:
         """
         record = self.steps[index]
         self.steps[index] = record.evolve(
-            status=StepStatus.SUCCEEDED, result=result, error=None, finished_at=now()
+            status=StepStatus.SUCCEEDED, result=result, error=None, finished_at=self.clock()
         )
         events = [SagaEvent(type="step_succeeded", step=record.name, attempt=record.attempts)]
         with_action = None if local is None else (local, index)
@@ -434,7 +436,7 @@ class SagaRun:
         for i in following:
             row = self.steps[i]
             self.steps[i] = row.evolve(
-                status=StepStatus.RUNNING, attempts=row.attempts + 1, started_at=now()
+                status=StepStatus.RUNNING, attempts=row.attempts + 1, started_at=self.clock()
             )
             events.append(SagaEvent(type="step_started", step=row.name, attempt=1))
         await self.write(*events, local=with_action)
@@ -444,7 +446,7 @@ class SagaRun:
         """A business rejection: this step applied nothing; undo the ones before it."""
         record = self.steps[index]
         self.steps[index] = record.evolve(
-            status=StepStatus.FAILED, error=message, finished_at=now()
+            status=StepStatus.FAILED, error=message, finished_at=self.clock()
         )
         event = SagaEvent(
             type="step_failed", step=record.name, attempt=record.attempts, detail=message
@@ -473,7 +475,7 @@ class SagaRun:
         """Retries ran out: the step's effect is unknown, so it is compensated too."""
         record = self.steps[index]
         self.steps[index] = record.evolve(
-            status=StepStatus.COMPENSATING, error=message, finished_at=now()
+            status=StepStatus.COMPENSATING, error=message, finished_at=self.clock()
         )
         event = SagaEvent(
             type="step_exhausted", step=record.name, attempt=record.attempts, detail=message
@@ -549,7 +551,7 @@ class SagaRun:
             self.orch._probe("after_compensate", step.name)
             logger.info("saga %s: compensated step %s", self.saga_id, step.name)
             self.steps[index] = self.steps[index].evolve(
-                status=StepStatus.COMPENSATED, finished_at=now()
+                status=StepStatus.COMPENSATED, finished_at=self.clock()
             )
             await self.write(
                 SagaEvent(type="compensation_succeeded", step=step.name, attempt=attempt)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
+from time import time as _wall_clock
 from typing import Final
 
 from sagakit.errors import SagaNotFound
@@ -43,12 +44,19 @@ class FakeClock:
     """Virtual time: :meth:`sleep` returns at once and moves :attr:`now` on.
 
     ``SagaOrchestrator(store, sagas, sleep=clock.sleep)`` skips every retry backoff;
-    :attr:`slept` lists the delays asked for, so a test can check them.
+    :attr:`slept` lists the delays asked for, so a test can check them. Pass
+    ``clock=clock.time`` to the orchestrator and to ``MemoryStore`` too, and deadlines
+    (a ``WaitFor``'s) and leases pass when the clock is advanced, without waiting.
     """
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = start
         self.slept: list[float] = []
+        self._epoch = _wall_clock()
+
+    def time(self) -> float:
+        """The virtual wall clock: the real time at creation, plus :attr:`now`."""
+        return self._epoch + self.now
 
     async def sleep(self, seconds: float) -> None:
         """Advance the clock by ``seconds`` without waiting."""
@@ -145,6 +153,7 @@ async def restart(
         lease_seconds=crashed.lease_seconds,
         sleep=sleep or crashed._sleep,
         probe=probe or crashed._probe,
+        clock=crashed.clock,
         listeners=crashed.listeners,
     )
     await successor.recover()

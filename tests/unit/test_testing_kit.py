@@ -10,7 +10,7 @@ from sagakit.errors import StepFailed
 from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON, JSONObject, SagaStatus
 from sagakit.retry import RetryPolicy
-from sagakit.saga import Saga, StepContext, step
+from sagakit.saga import Saga, StepContext, WaitFor, step
 from sagakit.store import SagaStore
 from sagakit.testing import (
     POINTS,
@@ -333,3 +333,34 @@ def test_ledger_tells_an_applied_effect_from_an_undone_one() -> None:
 
     assert not ledger.is_applied(ctx)
     assert ledger.seen(ctx)
+
+
+async def test_fake_clock_lets_a_signal_deadline_pass_without_waiting() -> None:
+    """With the fake clock in the orchestrator and the store, an hour's deadline passes at once."""
+    clock = FakeClock()
+    store = MemoryStore(clock=clock.time)
+    refunded: list[str] = []
+
+    @step("charge")
+    async def charge(ctx: StepContext) -> JSON:
+        return "charged"
+
+    @charge.compensation
+    async def refund(ctx: StepContext) -> None:
+        refunded.append(ctx.idempotency_key)
+
+    saga = Saga("approval", [charge, WaitFor("approved", deadline=3600)])
+    orchestrator = SagaOrchestrator(store, [saga], sleep=clock.sleep, clock=clock.time)
+    handle = await orchestrator.start("approval", {})
+    parked = await orchestrator.wait(handle.saga_id, timeout=5.0)
+    assert parked.status is SagaStatus.RUNNING
+    assert await orchestrator.recover() == 0  # the deadline has not passed
+
+    clock.advance(3601)
+    assert await orchestrator.recover() == 1
+    done = await orchestrator.wait(handle.saga_id, timeout=5.0)
+
+    assert done.status is SagaStatus.COMPENSATED
+    assert done.failed_step == "approved"
+    assert refunded == [f"{handle.saga_id}:charge"]
+    await orchestrator.shutdown()

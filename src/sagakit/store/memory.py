@@ -27,7 +27,10 @@ from sagakit.store.base import SagaPage
 class MemoryStore:
     """A :class:`~sagakit.store.base.SagaStore` kept in dictionaries."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = now) -> None:
+        #: Where leases and timestamps are read from (a test's ``FakeClock.time`` lets a
+        #: test pass a lease or a deadline without waiting).
+        self._clock = clock
         self._lock = asyncio.Lock()
         self._instances: dict[str, SagaInstance] = {}
         self._seq: dict[str, int] = {}
@@ -100,7 +103,7 @@ class MemoryStore:
                     return StartResult(instance=latest, created=False)
             if instance.saga_id in self._instances:
                 raise InvalidTransition(f"saga id {instance.saga_id!r} is taken")
-            stored = instance.evolve(lease_until=now() + lease_seconds)
+            stored = instance.evolve(lease_until=self._clock() + lease_seconds)
             self._instances[stored.saga_id] = stored
             self._seq[stored.saga_id] = next(self._counter)
             self._events[stored.saga_id] = [event]
@@ -138,7 +141,7 @@ class MemoryStore:
 
     def _claim(self, instance: SagaInstance, owner: str, lease_seconds: float) -> SagaInstance:
         claimed = instance.evolve(
-            owner=owner, fence=instance.fence + 1, lease_until=now() + lease_seconds
+            owner=owner, fence=instance.fence + 1, lease_until=self._clock() + lease_seconds
         )
         self._instances[instance.saga_id] = claimed
         self._events[instance.saga_id].append(
@@ -149,7 +152,7 @@ class MemoryStore:
     async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
         async with self._lock:
             instance = self._instances.get(saga_id)
-            if instance is None or not self._claimable(instance, now()):
+            if instance is None or not self._claimable(instance, self._clock()):
                 return None
             return self._claim(instance, owner, lease_seconds)
 
@@ -163,7 +166,7 @@ class MemoryStore:
     ) -> list[SagaInstance]:
         known = None if definitions is None else set(definitions)
         async with self._lock:
-            at = now()
+            at = self._clock()
             found = [
                 i
                 for i in self._instances.values()
@@ -211,7 +214,7 @@ class MemoryStore:
             ]
             for instance in mine:
                 self._instances[instance.saga_id] = instance.evolve(
-                    lease_until=now() + lease_seconds
+                    lease_until=self._clock() + lease_seconds
                 )
             return len(mine)
 
@@ -243,8 +246,8 @@ class MemoryStore:
                 steps=steps,
                 owner=owner,
                 fence=instance.fence + 1,
-                lease_until=now() + lease_seconds,
-                updated_at=now(),
+                lease_until=self._clock() + lease_seconds,
+                updated_at=self._clock(),
             )
             self._instances[saga_id] = reopened
             self._events[saga_id].append(event)
@@ -253,7 +256,7 @@ class MemoryStore:
     async def request_cancel(self, saga_id: str, event: SagaEvent) -> SagaInstance:
         async with self._lock:
             instance = self._expect(saga_id, SagaStatus.RUNNING)
-            flagged = instance.evolve(cancel_requested=True, updated_at=now())
+            flagged = instance.evolve(cancel_requested=True, updated_at=self._clock())
             self._instances[saga_id] = flagged
             self._events[saga_id].append(event)
             return flagged
@@ -261,7 +264,7 @@ class MemoryStore:
     async def resolve(self, saga_id: str, event: SagaEvent) -> SagaInstance:
         async with self._lock:
             instance = self._expect(saga_id, SagaStatus.FAILED)
-            resolved = instance.evolve(status=SagaStatus.COMPENSATED, updated_at=now())
+            resolved = instance.evolve(status=SagaStatus.COMPENSATED, updated_at=self._clock())
             self._instances[saga_id] = resolved
             self._events[saga_id].append(event)
             return resolved
