@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     participant.add_argument(
         "--no-demo-data", action="store_true", help="do not load the demo users or items"
     )
+    participant.add_argument(
+        "--transport",
+        choices=("http", "amqp"),
+        default="http",
+        help="serve HTTP (default) or consume commands from RabbitMQ (SAGAKIT_AMQP_URL)",
+    )
     cli_sagas.add_parser(commands)
     return parser
 
@@ -145,6 +151,17 @@ def run_participant(kind: str, settings: Settings, port: int | None) -> None:
     )
 
 
+async def run_amqp_participant(kind: str, settings: Settings) -> None:
+    """Run one participant over AMQP until SIGTERM or SIGINT."""
+    from sagakit.participants.amqp import run_participant as run
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run(kind, settings, stop)
+
+
 def redacted(url: str) -> str:
     """``url`` with any password replaced by ``***``, fit for a log line."""
     parts = urlsplit(url)
@@ -180,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     tune_garbage_collector()
     if args.command == "serve":
         serve(settings)
+    elif args.command == "participant" and args.transport == "amqp":
+        asyncio.run(run_amqp_participant(args.kind, settings))
     elif args.command == "participant":
         run_participant(args.kind, settings, args.port)
     elif args.command == "sagas":

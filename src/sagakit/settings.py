@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     #: before_compensate, after_compensate).
     crash_at: str | None = None
     #: Where the checkout's participants run: ``local`` (in this process, on this database)
-    #: or ``http`` (``sagakit participant`` services at the three URLs below).
-    participants: Literal["local", "http"] = "local"
+    #: or ``http`` (``sagakit participant`` services at the three URLs below), or ``amqp``
+    #: (``sagakit participant --transport amqp`` processes, through RabbitMQ at ``amqp_url``).
+    participants: Literal["local", "http", "amqp"] = "local"
     payment_url: str = "http://127.0.0.1:8001"
     inventory_url: str = "http://127.0.0.1:8002"
     shipping_url: str = "http://127.0.0.1:8003"
@@ -53,3 +54,9 @@ class Settings(BaseSettings):
     #: Tests only (participant services): the first command of each key is applied, then
     #: its reply is cut off mid-answer, as a lost reply would be.
     participant_drop_replies: bool = False
+    #: The RabbitMQ server of the ``amqp`` transport.
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: The prefix of the ``amqp`` transport's queue names (one per deployment or test run).
+    amqp_prefix: str = Field(default="sagakit", min_length=1, max_length=100)
+    #: Seconds an ``amqp`` step waits for its reply before it sends the command again.
+    amqp_reply_seconds: float = Field(default=5.0, gt=0, le=3600)

@@ -138,7 +138,14 @@ async def running_service(
             else None
         )
         remote = None
-        if settings.participants == "http":
+        amqp = None
+        if settings.participants == "amqp":
+            from sagakit.participants.amqp import AmqpParticipants
+
+            amqp = AmqpParticipants(settings, store)
+            await amqp.start()
+            saga = amqp.checkout_saga(compensation_retry=compensation_retry)
+        elif settings.participants == "http":
             from sagakit.participants.http import HttpParticipants
 
             remote = HttpParticipants(settings)
@@ -175,5 +182,7 @@ async def running_service(
             tools.close()
             if remote is not None:
                 await remote.close()
+            if amqp is not None:
+                await amqp.close()
     finally:
         await store.close()

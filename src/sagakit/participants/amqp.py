@@ -1,0 +1,462 @@
+"""The AMQP transport (RabbitMQ, through aio-pika): commands and replies as messages.
+
+The checkout service (``SAGAKIT_PARTICIPANTS=amqp``):
+
+- each checkout step writes its command (``charge``, ``reserve``, ``ship``, or the
+  compensation ``refund``, ``release``, ``cancel``) to the ``saga_outbox`` table of the saga
+  store, then waits for its reply in ``saga_replies``; a refusal becomes ``StepFailed``, no
+  reply within ``amqp_reply_seconds`` is transient (the step retries with the same key);
+- a *relay* publishes the unsent outbox rows as persistent messages with publisher confirms,
+  and marks them sent only once RabbitMQ confirmed them (a crash in between publishes again,
+  and the participant's inbox makes the duplicate harmless);
+- a *reply consumer* stores each reply once per (saga, name) and acks it after that commit:
+  a reply delivered twice, or before its step waits for it, changes nothing.
+
+A participant (``sagakit participant KIND --transport amqp``) consumes its durable command
+queue with manual acks, applies each command through the same inbox SQL as the HTTP
+services (the effect and its inbox row in one transaction, deduplicated by the key),
+publishes the reply (persistent, confirmed), and only then acks. A command that fails
+again after a redelivery is rejected to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+import aio_pika
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from sagakit.errors import SagakitError, StepFailed, StoreError
+from sagakit.records import JSON, JSONObject
+from sagakit.retry import RetryPolicy
+from sagakit.saga import Saga, Step, StepContext
+from sagakit.settings import Settings
+from sagakit.shop.base import ShopStore
+from sagakit.shop.participants import CHECKOUT
+from sagakit.store.base import SagaStore
+
+logger = logging.getLogger("sagakit.amqp")
+
+#: A step whose reply does not come is tried again (same key) this many times in all.
+AMQP_RETRY: Final = RetryPolicy(max_attempts=6, initial_delay=0.2, max_delay=2.0)
+#: (step, action, compensation) of the checkout.
+PLAN: Final = (
+    ("payment", "charge", "refund"),
+    ("inventory", "reserve", "release"),
+    ("shipping", "ship", "cancel"),
+)
+
+
+class ReplyTimeout(SagakitError):
+    """No reply came for a command in time: transient, the step retries with the same key."""
+
+
+def queue_names(prefix: str) -> dict[str, str]:
+    """The queue (and exchange) names under ``prefix``."""
+    return {
+        "payment": f"{prefix}.payment.commands",
+        "inventory": f"{prefix}.inventory.commands",
+        "shipping": f"{prefix}.shipping.commands",
+        "replies": f"{prefix}.replies",
+        "dlx": f"{prefix}.dlx",
+        "dead": f"{prefix}.dead",
+    }
+
+
+async def declare(channel: AbstractChannel, prefix: str) -> dict[str, AbstractQueue]:
+    """Declare the durable queues and the dead-letter exchange and queue; idempotent."""
+    names = queue_names(prefix)
+    dlx = await channel.declare_exchange(names["dlx"], aio_pika.ExchangeType.FANOUT, durable=True)
+    dead = await channel.declare_queue(names["dead"], durable=True)
+    await dead.bind(dlx)
+    arguments: dict[str, Any] = {"x-dead-letter-exchange": names["dlx"]}
+    queues = {"dead": dead}
+    for name in ("payment", "inventory", "shipping", "replies"):
+        queues[name] = await channel.declare_queue(names[name], durable=True, arguments=arguments)
+    return queues
+
+
+def message(body: JSONObject, message_id: str) -> aio_pika.Message:
+    """A persistent JSON message."""
+    return aio_pika.Message(
+        orjson.dumps(body),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        content_type="application/json",
+        message_id=message_id,
+    )
+
+
+# -- the outbox and the replies, in the saga store's database ------------------------------
+
+
+class Outbox:
+    """``saga_outbox`` and ``saga_replies`` in the saga store's database (SQLite or PostgreSQL)."""
+
+    def __init__(self, store: SagaStore) -> None:
+        self.store = store
+        self.kind = type(store).__name__
+        if self.kind not in ("SqliteStore", "PostgresStore"):
+            raise StoreError(f"the AMQP transport needs SQLite or PostgreSQL, not {self.kind}")
+        #: Set when a command is added (wakes the relay) in this process.
+        self.added = asyncio.Event()
+        self._waiters: dict[tuple[str, str], asyncio.Event] = {}
+
+    async def add_command(
+        self, saga_id: str, step: str, key: str, kind: str, body: JSONObject
+    ) -> None:
+        """Write one command to publish."""
+        data, at = orjson.dumps(body).decode(), time.time()
+        row = (saga_id, step, key, kind, data, at)
+        if self.kind == "SqliteStore":
+            sql = (
+                "INSERT INTO saga_outbox (saga_id, step, key, kind, body, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+            )
+            await self.store.db.write(lambda conn: conn.execute(sql, row))  # type: ignore[attr-defined]
+        else:
+            sql = (
+                "INSERT INTO saga_outbox (saga_id, step, key, kind, body, created_at)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
+            )
+            async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
+                await conn.execute(sql, *row)
+        self.added.set()
+
+    async def unsent(self, limit: int = 100) -> list[tuple[int, str, str, str, str, str]]:
+        """Up to ``limit`` unsent commands, oldest first: (id, saga, step, key, kind, body)."""
+        if self.kind == "SqliteStore":
+            sql = (
+                "SELECT id, saga_id, step, key, kind, body FROM saga_outbox"
+                " WHERE sent_at IS NULL ORDER BY id LIMIT ?"
+            )
+            rows = await self.store.db.read(  # type: ignore[attr-defined]
+                lambda conn: conn.execute(sql, (limit,)).fetchall()
+            )
+        else:
+            sql = (
+                "SELECT id, saga_id, step, key, kind, body::text AS body FROM saga_outbox"
+                " WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+            )
+            async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
+                rows = await conn.fetch(sql, limit)
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in rows]
+
+    async def mark_sent(self, ids: list[int]) -> None:
+        """Record that RabbitMQ confirmed the commands ``ids``."""
+        at = time.time()
+        if self.kind == "SqliteStore":
+            params = [(at, i) for i in ids]
+            sql = "UPDATE saga_outbox SET sent_at = ? WHERE id = ?"
+            await self.store.db.write(lambda conn: conn.executemany(sql, params))  # type: ignore[attr-defined]
+        else:
+            sql = "UPDATE saga_outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
+            async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
+                await conn.execute(sql, at, ids)
+
+    async def add_reply(self, saga_id: str, name: str, payload: JSONObject) -> bool:
+        """Store a reply once; whether it was new. Wakes a step waiting for it here."""
+        data, at = orjson.dumps(payload).decode(), time.time()
+        if self.kind == "SqliteStore":
+            sql = "INSERT OR IGNORE INTO saga_replies (saga_id, name, payload, at) VALUES (?,?,?,?)"
+            new = await self.store.db.write(  # type: ignore[attr-defined]
+                lambda conn: conn.execute(sql, (saga_id, name, data, at)).rowcount
+            )
+        else:
+            sql = (
+                "INSERT INTO saga_replies (saga_id, name, payload, at)"
+                " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT DO NOTHING"
+            )
+            async with self.store.db.connection("replies") as conn:  # type: ignore[attr-defined]
+                status = await conn.execute(sql, saga_id, name, data, at)
+            new = status.endswith(" 1")
+        waiter = self._waiters.get((saga_id, name))
+        if waiter is not None:
+            waiter.set()
+        return bool(new)
+
+    async def reply(self, saga_id: str, name: str) -> JSONObject | None:
+        """The stored reply ``name`` of ``saga_id``, if it came."""
+        if self.kind == "SqliteStore":
+            sql = "SELECT payload FROM saga_replies WHERE saga_id = ? AND name = ?"
+            row = await self.store.db.read(  # type: ignore[attr-defined]
+                lambda conn: conn.execute(sql, (saga_id, name)).fetchone()
+            )
+        else:
+            sql = "SELECT payload::text FROM saga_replies WHERE saga_id = $1 AND name = $2"
+            async with self.store.db.connection("replies") as conn:  # type: ignore[attr-defined]
+                row = await conn.fetchrow(sql, saga_id, name)
+        if row is None:
+            return None
+        payload: JSONObject = orjson.loads(row[0])
+        return payload
+
+    async def wait_reply(self, saga_id: str, name: str, timeout: float) -> JSONObject:
+        """The reply ``name``, waiting up to ``timeout`` seconds; ``ReplyTimeout`` after."""
+        deadline = time.monotonic() + timeout
+        waiter = self._waiters.setdefault((saga_id, name), asyncio.Event())
+        try:
+            while True:
+                waiter.clear()
+                if (found := await self.reply(saga_id, name)) is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ReplyTimeout(f"no reply {name!r} for saga {saga_id} in {timeout}s")
+                # Woken by the reply consumer in this process; polled for one elsewhere.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, 0.5)):
+                        await waiter.wait()
+        finally:
+            self._waiters.pop((saga_id, name), None)
+
+
+# -- the checkout steps --------------------------------------------------------------------
+
+
+def _body(step: str, ctx: StepContext) -> JSONObject:
+    if step == "payment":
+        return {"user_id": ctx.input["user_id"], "amount": ctx.input["total"]}
+    if step == "inventory":
+        return {"order_id": ctx.input["order_id"], "lines": ctx.input["items"]}
+    return {"order_id": ctx.input["order_id"], "address": ctx.input["address"]}
+
+
+class AmqpStep(Step):
+    """A checkout step whose action and compensation are commands sent through the outbox."""
+
+    retry = AMQP_RETRY
+
+    def __init__(self, outbox: Outbox, *, name: str, action: str, undo: str, wait: float) -> None:
+        self.name = name
+        self.outbox = outbox
+        self.action = action
+        self.undo = undo
+        self.wait = wait
+        self.timeout = wait + 10.0
+
+    async def _command(self, ctx: StepContext, kind: str, body: JSONObject) -> JSONObject:
+        await self.outbox.add_command(
+            ctx.saga_id, self.name, ctx.idempotency_key, kind, {**body, "attempt": ctx.attempt}
+        )
+        return await self.outbox.wait_reply(ctx.saga_id, f"{self.name}.{kind}", self.wait)
+
+    async def do(self, ctx: StepContext) -> JSON:
+        """Send the action and wait for its reply; a refusal raises ``StepFailed``."""
+        reply = await self._command(ctx, self.action, _body(self.name, ctx))
+        if reply.get("outcome") == "refused":
+            raise StepFailed(str(reply.get("error") or "refused"))
+        return reply.get("result")
+
+    async def compensate(self, ctx: StepContext) -> None:
+        """Send the compensation and wait for its reply (raises, and is retried, without)."""
+        await self._command(ctx, self.undo, {})
+
+
+class AmqpParticipants:
+    """The checkout's AMQP side in the checkout service: steps, relay and reply consumer."""
+
+    def __init__(self, settings: Settings, store: SagaStore) -> None:
+        self.settings = settings
+        self.outbox = Outbox(store)
+        self.connection: AbstractRobustConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def checkout_saga(self, *, compensation_retry: RetryPolicy | None = None) -> Saga:
+        """The ``checkout`` saga over AMQP: the same name, steps and results as in-process."""
+        steps: list[Step] = [
+            AmqpStep(
+                self.outbox,
+                name=name,
+                action=action,
+                undo=undo,
+                wait=self.settings.amqp_reply_seconds,
+            )
+            for name, action, undo in PLAN
+        ]
+        if compensation_retry is not None:
+            for step in steps:
+                step.compensation_retry = compensation_retry
+        return Saga(CHECKOUT, steps)
+
+    async def start(self) -> None:
+        """Connect, declare the queues, start the relay and the reply consumer."""
+        self.connection = await aio_pika.connect_robust(self.settings.amqp_url)
+        channel = await self.connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=100)
+        queues = await declare(channel, self.settings.amqp_prefix)
+        await queues["replies"].consume(self._on_reply)
+        self._tasks.append(asyncio.create_task(self._relay(channel), name="sagakit-amqp-relay"))
+
+    async def _on_reply(self, incoming: AbstractIncomingMessage) -> None:
+        try:
+            reply = orjson.loads(incoming.body)
+            await self.outbox.add_reply(str(reply["saga_id"]), str(reply["name"]), reply)
+        except Exception:
+            logger.exception("reply not stored; redelivered or dead-lettered")
+            await incoming.reject(requeue=not incoming.redelivered)
+            return
+        await incoming.ack()
+
+    async def _relay(self, channel: AbstractChannel) -> None:
+        """Publish unsent outbox rows (confirmed), then mark them sent; for ever."""
+        names = queue_names(self.settings.amqp_prefix)
+        while True:
+            try:
+                rows = await self.outbox.unsent()
+                sent: list[int] = []
+                for row_id, saga_id, step, key, kind, body in rows:
+                    command: JSONObject = {
+                        "saga_id": saga_id,
+                        "step": step,
+                        "key": key,
+                        "kind": kind,
+                        "body": orjson.loads(body),
+                    }
+                    await channel.default_exchange.publish(
+                        message(command, f"{key}:{kind}:{row_id}"), routing_key=names[step]
+                    )
+                    sent.append(row_id)
+                if sent:
+                    await self.outbox.mark_sent(sent)
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("outbox relay: publishing failed; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
+            self.outbox.added.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await self.outbox.added.wait()
+
+    async def close(self) -> None:
+        """Stop the relay and close the connection."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.connection is not None:
+            await self.connection.close()
+
+
+# -- the participant side ------------------------------------------------------------------
+
+Apply = Callable[[ShopStore, str, JSONObject], Awaitable[JSONObject]]
+
+
+async def _charge(shop: ShopStore, key: str, body: JSONObject) -> JSONObject:
+    amount = body["amount"]
+    assert isinstance(amount, int)
+    rejection = await shop.charge(key, str(body["user_id"]), amount)
+    return _answer(rejection, {"payment_id": key, "amount": amount})
+
+
+async def _reserve(shop: ShopStore, key: str, body: JSONObject) -> JSONObject:
+    lines = body["lines"]
+    assert isinstance(lines, dict)
+    rejection = await shop.reserve(
+        key,
+        str(body["order_id"]),
+        {str(k): int(v) for k, v in lines.items()},  # type: ignore[arg-type]
+    )
+    return _answer(rejection, {"reservation_id": key})
+
+
+async def _ship(shop: ShopStore, key: str, body: JSONObject) -> JSONObject:
+    rejection = await shop.ship(key, str(body["order_id"]), str(body["address"]))
+    return _answer(rejection, {"shipment_id": key})
+
+
+def _answer(rejection: str | None, result: JSONObject) -> JSONObject:
+    if rejection:
+        return {"outcome": "refused", "error": rejection}
+    return {"outcome": "ok", "result": result}
+
+
+def _undo(undo: Callable[[ShopStore, str], Awaitable[bool]]) -> Apply:
+    async def apply(shop: ShopStore, key: str, body: JSONObject) -> JSONObject:
+        return {"outcome": "ok", "result": {"undone": await undo(shop, key)}}
+
+    return apply
+
+
+COMMANDS: Final[dict[str, Apply]] = {
+    "charge": _charge,
+    "refund": _undo(lambda shop, key: shop.refund(key)),
+    "reserve": _reserve,
+    "release": _undo(lambda shop, key: shop.release(key)),
+    "ship": _ship,
+    "cancel": _undo(lambda shop, key: shop.cancel_shipment(key)),
+}
+
+
+async def handle_command(
+    shop: ShopStore, channel: AbstractChannel, prefix: str, incoming: AbstractIncomingMessage
+) -> None:
+    """Apply one command (once per key), publish its reply, then ack it."""
+    try:
+        command = orjson.loads(incoming.body)
+        key, kind, body = str(command["key"]), str(command["kind"]), command["body"]
+        answer = await COMMANDS[kind](shop, key, body)
+        reply: JSONObject = {
+            "saga_id": command["saga_id"],
+            "name": f"{command['step']}.{kind}",
+            "key": key,
+            "attempt": body.get("attempt"),
+            **answer,
+        }
+        await channel.default_exchange.publish(
+            message(reply, f"{key}:{kind}:reply"), routing_key=queue_names(prefix)["replies"]
+        )
+    except Exception:
+        logger.exception(
+            "command failed; %s", "dead-lettered" if incoming.redelivered else "requeued"
+        )
+        await incoming.reject(requeue=not incoming.redelivered)
+        return
+    await incoming.ack()
+
+
+@contextlib.asynccontextmanager
+async def consuming(kind: str, settings: Settings, shop: ShopStore) -> AsyncIterator[None]:
+    """Consume the ``kind`` command queue into ``shop`` while the context is open."""
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=20)
+        queues = await declare(channel, settings.amqp_prefix)
+
+        async def on_command(incoming: AbstractIncomingMessage) -> None:
+            await handle_command(shop, channel, settings.amqp_prefix, incoming)
+
+        await queues[kind].consume(on_command)
+        logger.info("%s participant consuming %s", kind, queues[kind].name)
+        yield
+    finally:
+        await connection.close()
+
+
+async def run_participant(kind: str, settings: Settings, stop: asyncio.Event) -> None:
+    """The ``kind`` participant over AMQP, on its own database, until ``stop`` is set."""
+    from sagakit.participants.service import KINDS, load_demo_data, open_participant_shop
+
+    participant = next(k for k in KINDS if k == kind)
+    shop, close = await open_participant_shop(settings.database_url)
+    try:
+        if settings.demo_data:
+            await load_demo_data(participant, shop)
+        async with consuming(kind, settings, shop):
+            await stop.wait()
+    finally:
+        await close()

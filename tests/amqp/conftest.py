@@ -1,0 +1,108 @@
+"""The checkout with its participants over RabbitMQ (``SAGAKIT_PARTICIPANTS=amqp``).
+
+The three ``sagakit participant KIND --transport amqp`` processes and ``sagakit serve`` run
+as real processes against the RabbitMQ server at 127.0.0.1:5672; each test uses queues of
+its own (``SAGAKIT_AMQP_PREFIX``), deleted at teardown. Tests skip when RabbitMQ does not
+answer.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from sagakit.participants.amqp import queue_names
+from sagakit.participants.service import Kind
+from tests.distributed.conftest import Distributed
+from tests.processes import PATIENT, SagakitProcess, ServeProcess
+from tests.recovery.conftest import BASE_ENV
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def rabbitmq_answers() -> bool:
+    """Whether something listens on RabbitMQ's port."""
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", 5672)) == 0
+
+
+class AmqpDistributed(Distributed):
+    """The distributed checkout with the AMQP transport and queues of its own."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.prefix = f"sagakit-test-{uuid.uuid4().hex[:12]}"
+        self.amqp_participants: dict[Kind, SagakitProcess] = {}
+
+    def amqp_env(self) -> dict[str, str]:
+        """The AMQP settings every process of this test shares."""
+        return {
+            "SAGAKIT_AMQP_URL": AMQP_URL,
+            "SAGAKIT_AMQP_PREFIX": self.prefix,
+            "SAGAKIT_AMQP_REPLY_SECONDS": "3",
+        }
+
+    async def participant(  # type: ignore[override]
+        self, kind: Kind, *, env: Mapping[str, str] | None = None
+    ) -> SagakitProcess:
+        """Start (or restart) the ``kind`` participant; return once it consumes."""
+        if env is not None:
+            self.participant_env[kind] = dict(env)
+        args = ["participant", kind, "--transport", "amqp"]
+        args += ["--database-url", f"sqlite:///{self.participant_db(kind)}"]
+        process = SagakitProcess(
+            args,
+            {**BASE_ENV, **self.amqp_env(), **self.participant_env[kind]},
+            self._log(kind),
+        )
+        self.processes.append(process)
+        self.amqp_participants[kind] = process
+        await process.wait_logged(f"{kind} participant consuming")
+        return process
+
+    def http_env(self) -> dict[str, str]:
+        """The checkout service's settings: AMQP participants."""
+        return {"SAGAKIT_PARTICIPANTS": "amqp", **self.amqp_env(), **PATIENT}
+
+    async def serve(
+        self, *, crash_at: str | None = None, env: Mapping[str, str] | None = None
+    ) -> ServeProcess:
+        """Start ``sagakit serve`` in AMQP mode on the checkout's database."""
+        return await super().serve(crash_at=crash_at, env=env)
+
+    def add_buyer_and_widget(self) -> None:
+        """A rich buyer (payment) and a widget in stock (inventory), in their own databases."""
+        with sqlite3.connect(self.participant_db("payment")) as conn:
+            conn.execute("INSERT INTO users (user_id, balance) VALUES ('buyer', 1000000)")
+        with sqlite3.connect(self.participant_db("inventory")) as conn:
+            conn.execute("INSERT INTO items (item_id, stock, price) VALUES ('widget', 10000, 10)")
+
+    async def delete_queues(self) -> None:
+        """Delete this test's queues and exchange."""
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            names = queue_names(self.prefix)
+            for name in ("payment", "inventory", "shipping", "replies", "dead"):
+                await channel.queue_delete(names[name])
+            await channel.exchange_delete(names["dlx"])
+
+
+@pytest.fixture
+async def amqp(tmp_path: Path) -> AsyncIterator[AmqpDistributed]:
+    """A launcher of the AMQP checkout on fresh databases and queues; kills it all after."""
+    if not rabbitmq_answers():
+        pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
+    launcher = AmqpDistributed(tmp_path)
+    try:
+        yield launcher
+    finally:
+        launcher.close()
+        await launcher.delete_queues()
