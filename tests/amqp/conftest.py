@@ -8,6 +8,8 @@ answer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import sqlite3
 import uuid
@@ -20,7 +22,7 @@ import pytest
 from sagakit.participants.amqp import queue_names
 from sagakit.participants.service import Kind
 from tests.distributed.conftest import Distributed
-from tests.processes import PATIENT, SagakitProcess, ServeProcess
+from tests.processes import PATIENT, SagakitProcess, ServeProcess, free_port
 from tests.recovery.conftest import BASE_ENV
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -33,6 +35,46 @@ def rabbitmq_answers() -> bool:
         return sock.connect_ex(("127.0.0.1", 5672)) == 0
 
 
+class Proxy:
+    """A TCP proxy to RabbitMQ whose connections a test cuts, as a broker restart would."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen on ``self.port``."""
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> int:
+        """Close every connection through the proxy; how many there were."""
+        writers, self.writers = self.writers, set()
+        for writer in writers:
+            writer.transport.abort()
+        return len(writers) // 2
+
+    async def close(self) -> None:
+        """Stop listening and cut every connection."""
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+
+
 class AmqpDistributed(Distributed):
     """The distributed checkout with the AMQP transport and queues of its own."""
 
@@ -40,11 +82,13 @@ class AmqpDistributed(Distributed):
         super().__init__(tmp)
         self.prefix = f"sagakit-test-{uuid.uuid4().hex[:12]}"
         self.amqp_participants: dict[Kind, SagakitProcess] = {}
+        #: Where the processes find RabbitMQ (a test may put a ``Proxy`` in between).
+        self.amqp_url = AMQP_URL
 
     def amqp_env(self) -> dict[str, str]:
         """The AMQP settings every process of this test shares."""
         return {
-            "SAGAKIT_AMQP_URL": AMQP_URL,
+            "SAGAKIT_AMQP_URL": self.amqp_url,
             "SAGAKIT_AMQP_PREFIX": self.prefix,
             "SAGAKIT_AMQP_REPLY_SECONDS": "3",
         }

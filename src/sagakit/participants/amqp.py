@@ -87,6 +87,18 @@ async def declare(channel: AbstractChannel, prefix: str) -> dict[str, AbstractQu
     return queues
 
 
+async def connect(settings: Settings, role: str) -> AbstractRobustConnection:
+    """A connection that reconnects (and redeclares its queues and consumers) by itself.
+
+    Its name, ``PREFIX.ROLE``, shows in ``rabbitmqctl list_connections``.
+    """
+    return await aio_pika.connect_robust(
+        settings.amqp_url,
+        client_properties={"connection_name": f"{settings.amqp_prefix}.{role}"},
+        reconnect_interval=1.0,
+    )
+
+
 def message(body: JSONObject, message_id: str) -> aio_pika.Message:
     """A persistent JSON message."""
     return aio_pika.Message(
@@ -291,7 +303,7 @@ class AmqpParticipants:
 
     async def start(self) -> None:
         """Connect, declare the queues, start the relay and the reply consumer."""
-        self.connection = await aio_pika.connect_robust(self.settings.amqp_url)
+        self.connection = await connect(self.settings, "checkout")
         channel = await self.connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=100)
         queues = await declare(channel, self.settings.amqp_prefix)
@@ -431,7 +443,7 @@ async def handle_command(
 @contextlib.asynccontextmanager
 async def consuming(kind: str, settings: Settings, shop: ShopStore) -> AsyncIterator[None]:
     """Consume the ``kind`` command queue into ``shop`` while the context is open."""
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    connection = await connect(settings, kind)
     try:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=20)
