@@ -11,8 +11,10 @@ import asyncio
 import aio_pika
 import httpx
 import orjson
+import pytest
 
 from sagakit.participants.amqp import queue_names
+from sagakit.participants.service import KINDS, Kind
 from tests.amqp.conftest import AMQP_URL, AmqpDistributed, Proxy
 from tests.distributed.test_faults import recorded, submit, wait_until
 
@@ -44,19 +46,21 @@ BALANCE = 1_000_000 + 100 + 5
 STOCK = 10_000 + 5 + 3
 
 
+@pytest.mark.parametrize("kind", KINDS)
 async def test_participant_killed_under_load_leaves_every_effect_exactly_once(
-    amqp: AmqpDistributed,
+    amqp: AmqpDistributed, kind: Kind
 ) -> None:
-    """SIGKILL of the inventory participant mid-load, then its restart: nothing lost."""
+    """SIGKILL of one participant mid-load, then its restart: nothing lost."""
     server = await amqp.start()
     amqp.add_buyer_and_widget()
     async with server.client() as client:
         orders = await create_orders(client, ORDERS)
         load = asyncio.create_task(submit(client, orders))
         await wait_until(lambda: recorded(amqp) >= 10)
-        await amqp.amqp_participants["inventory"].kill()
+        await amqp.amqp_participants[kind].kill()
+        assert amqp.active_sagas() > 0, "the kill came after the load"
         await asyncio.sleep(0.5)
-        await amqp.participant("inventory")
+        await amqp.participant(kind)
         await load
     await amqp.wait_all_finished(60)
     assert len(amqp.completed_sagas()) == ORDERS - ORDERS // 4
@@ -142,3 +146,28 @@ async def wait_until_async(check: object, timeout: float = 10.0) -> None:
     while not await check():
         assert loop.time() < deadline, "not in time"
         await asyncio.sleep(0.05)
+
+
+async def test_a_command_that_fails_twice_is_dead_lettered(amqp: AmqpDistributed) -> None:
+    """A malformed command is requeued once, then lands in the dead-letter queue."""
+    await amqp.participant("payment")
+    names = queue_names(amqp.prefix)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"not json", message_id="poison"), routing_key=names["payment"]
+        )
+        dead = await channel.get_queue(names["dead"])
+
+        async def dead_lettered() -> bool:
+            incoming = await dead.get(fail=False)
+            if incoming is None:
+                return False
+            assert (incoming.body, incoming.message_id) == (b"not json", "poison")
+            await incoming.ack()
+            return True
+
+        await wait_until_async(dead_lettered)
+    # The participant goes on consuming.
+    assert amqp.amqp_participants["payment"].alive
