@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import httpx
@@ -63,7 +64,13 @@ async def test_participant_killed_under_load_leaves_every_effect_exactly_once(
 
     assert set(statuses) == {202}
     assert active_at_kill > 0
-    assert sum(distributed.statuses().values()) == 60
+    sagas = distributed.rows("SELECT business_key, status FROM saga_instances")
+    # An order whose saga was compensated before the re-submission (a blank address) is
+    # checked out again by it, as the contract allows: it may have two compensated sagas.
+    assert {key for key, _ in sagas} == set(orders)
+    assert {status for _, status in sagas} <= {"completed", "compensated"}
+    completed = Counter(key for key, status in sagas if status == "completed")
+    assert set(completed.values()) == {1}, "an order completed twice"
     distributed.assert_exactly_once(balance=BALANCE, stock=STOCK)
 
 
@@ -86,7 +93,13 @@ async def test_orchestrator_killed_under_load_is_taken_over_and_effects_stay_exa
         await distributed.wait_all_finished()
 
     assert active_at_kill > 0
-    assert sum(distributed.statuses().values()) == 60
+    sagas = distributed.rows("SELECT business_key, status FROM saga_instances")
+    # An order whose saga was compensated before the re-submission (a blank address) is
+    # checked out again by it, as the contract allows: it may have two compensated sagas.
+    assert {key for key, _ in sagas} == set(orders)
+    assert {status for _, status in sagas} <= {"completed", "compensated"}
+    completed = Counter(key for key, status in sagas if status == "completed")
+    assert set(completed.values()) == {1}, "an order completed twice"
     distributed.assert_exactly_once(balance=BALANCE, stock=STOCK)
 
 
