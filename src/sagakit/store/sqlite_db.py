@@ -24,6 +24,8 @@ from sagakit.errors import StoreError
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
+#: A function queued to a thread, and the caller's future for its outcome.
+Job = tuple[Work[object], asyncio.Future[object]]
 #: A caller's future, and the value or the error to settle it with.
 Outcome = tuple[asyncio.Future[object], object, BaseException | None]
 
@@ -118,14 +120,10 @@ class SqliteDatabase:
     def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
         self.path = path
         self._synchronous = synchronous
-        self._queue: queue.SimpleQueue[tuple[Work[object], asyncio.Future[object]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
-        self._reads: queue.SimpleQueue[tuple[Work[object], asyncio.Future[object]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._reads: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._reader: threading.Thread | None = None
         self._closed = False
 
@@ -183,57 +181,19 @@ class SqliteDatabase:
     # -- the reader thread ---------------------------------------------------------------
 
     def _read_forever(self, conn: sqlite3.Connection) -> None:
-        try:
-            while True:
-                item = self._reads.get()
-                if item is None:
-                    return
-                batch, stop = [item], False
-                while True:
-                    try:
-                        more = self._reads.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                outcomes = [_read_one(conn, work, future) for work, future in batch]
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(_settle, outcomes)
-                if stop:
-                    return
-        finally:
-            conn.close()
+        _serve(self._reads, conn, self._answer)
+
+    def _answer(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
+        outcomes = [_read_one(conn, work, future) for work, future in batch]
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_settle, outcomes)
 
     # -- the writer thread ---------------------------------------------------------------
 
     def _write_forever(self, conn: sqlite3.Connection) -> None:
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                self._commit(conn, batch)
-                if stop:
-                    return
-        finally:
-            conn.close()
+        _serve(self._queue, conn, self._commit)
 
-    def _commit(
-        self, conn: sqlite3.Connection, batch: list[tuple[Work[object], asyncio.Future[object]]]
-    ) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
         # The common case: every function succeeds, so run them back to back, without a
         # savepoint each, and commit once. If one raises, roll the batch back and run each
         # function again in a savepoint of its own, so that only the failing one is undone.
@@ -268,6 +228,35 @@ class SqliteDatabase:
             return (future, None, _wrap(exc))
         conn.execute("RELEASE work")
         return (future, value, None)
+
+
+def _serve(
+    jobs: queue.SimpleQueue[Job | None],
+    conn: sqlite3.Connection,
+    handle: Callable[[sqlite3.Connection, list[Job]], None],
+) -> None:
+    """A thread's loop: hand ``handle`` every job waiting (up to ``MAX_BATCH``) at once,
+    until the ``None`` that :meth:`SqliteDatabase.close` queues; then close ``conn``."""
+    try:
+        while True:
+            first = jobs.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            while len(batch) < MAX_BATCH:
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            handle(conn, batch)
+            if stop:
+                return
+    finally:
+        conn.close()
 
 
 def _read_one(
