@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Coroutine
@@ -163,9 +164,13 @@ def _set_up_like_sagakit() -> str:
 
 
 def main(argv: list[str]) -> None:
-    """``STORE URL SECONDS WARMUP``: measure once and print the result as one JSON line."""
+    """``STORE URL SECONDS WARMUP``: measure once and print the result as one JSON line.
+
+    ``BENCH_PYTHON_GC=1`` keeps Python's default garbage collector, to measure what
+    ``sagakit``'s tuning is worth.
+    """
     store, url, seconds, warmup = argv
-    gc = _set_up_like_sagakit()
+    gc = "python default" if os.environ.get("BENCH_PYTHON_GC") else _set_up_like_sagakit()
     result = run_loop(measure(store, url, float(seconds), warmup=float(warmup), gc=gc))
     print(json.dumps(result.as_dict()))
 
