@@ -59,8 +59,9 @@ def new_id() -> str:
     """A fresh 128-bit id, in hex: saga ids, request ids, generated order ids.
 
     Drawn from a pseudo-random generator seeded by the OS, not from ``os.urandom`` itself:
-    ids are unique, not secret, and ``uuid4`` cost ~70 µs per call on this project's
-    virtual machines (a system call each time) against ~1 µs here.
+    ids are unique, not secret, and ``uuid4`` makes a system call each time, which showed
+    among the top frames of ``python -m bench.profile --target sqlite`` on this project's
+    virtual machines.
     """
     return f"{_ids.getrandbits(128):032x}"
 

@@ -25,8 +25,9 @@ LogFormat = Literal["json", "console"]
 
 #: The level of each transition's line: the happy path is quiet at ``info``.
 EVENT_LEVEL: Final = {
-    # The happy path is silent at info: a line per checkout cost ~150 µs of the event loop
-    # (formatting and an unbuffered write); refusals, retries and failures are still logged.
+    # The happy path is silent at info: a line per checkout (its formatting and an unbuffered
+    # write) was a tenth of the server's CPU in `python -m bench.profile --target sqlite`;
+    # refusals, retries and failures are still logged.
     "saga_started": logging.DEBUG,
     "saga_completed": logging.DEBUG,
     "step_started": logging.DEBUG,
