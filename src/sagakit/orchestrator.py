@@ -191,8 +191,9 @@ class SagaOrchestrator:
             else StepRecord(index=i, name=n)
             for i, n in enumerate(saga.step_names)
         )
+        saga_id = saga_id or new_id()
         instance = SagaInstance(
-            saga_id=saga_id or new_id(),
+            saga_id=saga_id,
             name=saga.name,
             version=saga.version,
             status=SagaStatus.RUNNING,
@@ -203,7 +204,12 @@ class SagaOrchestrator:
             fence=1,
         )
         event = SagaEvent(type="saga_started", step=first, attempt=1)
-        result = await self.store.start(instance, event, lease_seconds=self.lease_seconds)
+        result = await self.store.start(
+            instance,
+            event,
+            lease_seconds=self.lease_seconds,
+            outbox=saga.opening_messages(saga_id, input) if saga.senders else (),
+        )
         if result.created:
             self.notify(result.instance, (event,))
             self.drive(result.instance, fresh=True)

@@ -107,6 +107,23 @@ class SagaEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxMessage:
+    """A message a step sends to another service, written to the saga store's outbox.
+
+    It is written in the same transaction as the transition that records the attempt it
+    belongs to (the step's start, or a compensation attempt), and published later by a
+    relay: the message exists if and only if that attempt is recorded. ``key`` is the
+    step's idempotency key, by which the receiver deduplicates; ``step`` names the step
+    (and so where the relay routes it), ``kind`` what is asked (``charge``, ``refund``).
+    """
+
+    step: str
+    key: str
+    kind: str
+    body: JSONObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SagaInstance:
     """One run of a saga definition, as the store has it."""
 
@@ -157,6 +174,8 @@ class Transition:
     #: Park the saga: give up the lease, and let it be claimed again only after this time
     #: (a waiting step's deadline) or when a signal wakes it.
     park_until: float | None = None
+    #: Messages to add to the outbox with this transition (sent only if it is written).
+    outbox: tuple[OutboxMessage, ...] = ()
     at: float = field(default_factory=now)
 
 

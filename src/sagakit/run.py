@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final
@@ -21,6 +21,7 @@ import orjson
 from sagakit.errors import LeaseLost, StepFailed
 from sagakit.records import (
     JSON,
+    OutboxMessage,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -28,7 +29,7 @@ from sagakit.records import (
     StepStatus,
     Transition,
 )
-from sagakit.saga import Saga, Step, StepContext, WaitFor
+from sagakit.saga import Saga, Step, StepContext, WaitFor, idempotency_key
 
 if TYPE_CHECKING:
     from sagakit.orchestrator import SagaOrchestrator
@@ -41,6 +42,8 @@ CRASH_ALLOWANCE: Final = 1
 #: The "deadline" of a step that waits for ever (epoch seconds, some million years away):
 #: a parked saga is claimable only when its lease has passed, so it needs a finite one.
 WAIT_FOREVER: Final = 1e14
+#: A step's outgoing messages, built from the result of the local action before them.
+Outgoing = Callable[[JSON], tuple[OutboxMessage, ...]]
 #: How a ``failed`` saga's error begins.
 COMPENSATION_FAILED: Final = "compensation of "
 #: The step attempt (or compensation attempt) this task is running, ``None`` between steps:
@@ -145,12 +148,15 @@ class SagaRun:
         failed_step: str | None = None,
         local: tuple[object, int] | None = None,
         park_until: float | None = None,
+        outbox: tuple[OutboxMessage, ...] | Outgoing = (),
     ) -> None:
         """Persist the current step rows that changed, and the saga's new status.
 
         With ``local`` (a local action and its step's index), the action runs in the same
         transaction and its result becomes that step's result. With ``park_until``, the
-        lease is given up until then (a step waits for a signal).
+        lease is given up until then (a step waits for a signal). ``outbox`` holds the
+        messages the transaction adds to the outbox, or (with ``local``) builds them from
+        the action's result.
         """
         # The rows the caller just changed (no await since): taken before waiting for the
         # lock, so that a concurrent member's rows go with that member's own write.
@@ -167,15 +173,17 @@ class SagaRun:
                 failed_step=failed_step if failed_step is not None else self.failed_step,
                 release=not new_status.is_active,
                 park_until=park_until,
+                outbox=outbox if isinstance(outbox, tuple) else (),
             )
+            later = None if isinstance(outbox, tuple) else outbox
             try:
-                cancel = await self._apply(change, local)
+                cancel = await self._apply(change, local, later)
             except LeaseLost:
                 adopted = self.orch._adopted.pop(change.saga_id, None)
                 if adopted is None or adopted <= change.fence:
                     raise
                 self.fence = adopted
-                cancel = await self._apply(replace(change, fence=adopted), local)
+                cancel = await self._apply(replace(change, fence=adopted), local, later)
             self._written(change, new_status, cancel, events)
 
     def _written(
@@ -194,11 +202,15 @@ class SagaRun:
         if self.orch.listeners:
             self.orch.notify(self.instance, events)
 
-    async def _apply(self, change: Transition, local: tuple[object, int] | None) -> bool:
+    async def _apply(
+        self, change: Transition, local: tuple[object, int] | None, later: Outgoing | None
+    ) -> bool:
         if local is None:
             return await self.orch.store.transition(change)
         action, index = local
-        cancel, result = await self.orch.store.transition_with(change, action, index)
+        cancel, result = await self.orch.store.transition_with(
+            change, action, index, outgoing=later
+        )
         # Already written with the transition: not a change for the next write.
         list.__setitem__(self.steps, index, self.steps[index].evolve(result=result))
         return cancel
@@ -213,10 +225,50 @@ class SagaRun:
             step=record.name,
             input=self.origin.input,
             results={s.name: s.result for s in self.steps[:before] if s.result is not None},
-            idempotency_key=f"{self.saga_id}:{record.name}",
+            idempotency_key=idempotency_key(self.saga_id, record.name),
             attempt=attempt,
             result=record.result,
         )
+
+    def outgoing(
+        self, indices: Iterable[int], *, compensation: bool = False
+    ) -> tuple[OutboxMessage, ...]:
+        """The messages steps ``indices`` send with the attempt their rows now record."""
+        return self._messages(self._contexts(indices, compensation), compensation, None)
+
+    def outgoing_after(self, index: int, following: Sequence[int]) -> Outgoing | None:
+        """The messages of the group ``following`` starts, once step ``index``'s local action
+        has given its result (which their contexts must hold); ``None`` if they send none."""
+        contexts = self._contexts(following, False)
+        if not contexts:
+            return None
+        name = self.steps[index].name
+        return lambda result: self._messages(contexts, False, (name, result))
+
+    def _contexts(
+        self, indices: Iterable[int], compensation: bool
+    ) -> list[tuple[Step, StepContext]]:
+        found = []
+        for i in indices:
+            if i in self.saga.senders:
+                record = self.steps[i]
+                attempt = record.compensation_attempts if compensation else record.attempts
+                found.append((self.saga.steps[i], self.context(i, attempt)))
+        return found
+
+    @staticmethod
+    def _messages(
+        contexts: list[tuple[Step, StepContext]],
+        compensation: bool,
+        extra: tuple[str, JSON] | None,
+    ) -> tuple[OutboxMessage, ...]:
+        messages = []
+        for step, ctx in contexts:
+            if extra is not None:
+                ctx = replace(ctx, results={**ctx.results, extra[0]: extra[1]})
+            if (message := step.outgoing(ctx, compensation=compensation)) is not None:
+                messages.append(message)
+        return tuple(messages)
 
     async def call(
         self, step: Step, ctx: StepContext, action: Callable[[StepContext], Awaitable[JSON]]
@@ -253,7 +305,10 @@ class SagaRun:
                 attempts=record.attempts + 1,
                 started_at=self.clock(),
             )
-            await self.write(SagaEvent(type="step_started", step=record.name, attempt=1))
+            await self.write(
+                SagaEvent(type="step_started", step=record.name, attempt=1),
+                outbox=self.outgoing((index,)),
+            )
         elif not self.saga.steps[index].retry.can_retry(record.attempts - CRASH_ALLOWANCE):
             # Recovered with every attempt (and the crash allowance) spent: a step that kills
             # its process every time must end, so its outcome is treated as unknown.
@@ -262,12 +317,15 @@ class SagaRun:
         else:
             attempt = record.attempts + 1
             self.steps[index] = record.evolve(attempts=attempt)
-            await self.write(SagaEvent(type="step_started", step=record.name, attempt=attempt))
+            await self.write(
+                SagaEvent(type="step_started", step=record.name, attempt=attempt),
+                outbox=self.outgoing((index,)),
+            )
         await self.run_from(index)
 
     async def forward_group(self, group: tuple[int, ...]) -> None:
         """Resume a parallel group: start its members not yet started, rerun those running."""
-        events = []
+        events, started = [], []
         for index in group:
             record = self.steps[index]
             if record.status is StepStatus.SUCCEEDED:
@@ -277,6 +335,7 @@ class SagaRun:
                     status=StepStatus.RUNNING, attempts=1, started_at=self.clock()
                 )
                 events.append(SagaEvent(type="step_started", step=record.name, attempt=1))
+                started.append(index)
             elif not self.saga.steps[index].retry.can_retry(record.attempts - CRASH_ALLOWANCE):
                 # As for a single step: every attempt and the crash allowance are spent.
                 # The other members' outcomes are unknown; they are compensated too.
@@ -286,7 +345,8 @@ class SagaRun:
                 attempt = record.attempts + 1
                 self.steps[index] = record.evolve(status=StepStatus.RUNNING, attempts=attempt)
                 events.append(SagaEvent(type="step_started", step=record.name, attempt=attempt))
-        await self.write(*events)
+                started.append(index)
+        await self.write(*events, outbox=self.outgoing(started))
         await self.run_from(group[0])
 
     async def run_from(self, index: int) -> None:
@@ -439,7 +499,10 @@ class SagaRun:
                 status=StepStatus.RUNNING, attempts=row.attempts + 1, started_at=self.clock()
             )
             events.append(SagaEvent(type="step_started", step=row.name, attempt=1))
-        await self.write(*events, local=with_action)
+        outbox = (
+            self.outgoing(following) if local is None else self.outgoing_after(index, following)
+        )
+        await self.write(*events, local=with_action, outbox=outbox or ())
         return following[0]
 
     async def reject(self, index: int, message: str) -> None:
@@ -461,13 +524,16 @@ class SagaRun:
             return
         delay = step.retry.delay(record.attempts)
         self.steps[index] = record.evolve(attempts=record.attempts + 1, error=message)
+        # The next attempt is recorded now: its message goes with it (and out at once; the
+        # receiver deduplicates it by the step's key, whatever the delay).
         await self.write(
             SagaEvent(
                 type="step_retry",
                 step=record.name,
                 attempt=record.attempts,
                 detail=f"{message}; attempt {record.attempts + 1} in {delay:.3f}s",
-            )
+            ),
+            outbox=self.outgoing((index,)),
         )
         await self.orch._sleep(delay)
 
@@ -539,7 +605,8 @@ class SagaRun:
                 status=StepStatus.COMPENSATING, compensation_attempts=attempt
             )
             await self.write(
-                SagaEvent(type="compensation_attempt", step=step.name, attempt=attempt)
+                SagaEvent(type="compensation_attempt", step=step.name, attempt=attempt),
+                outbox=self.outgoing((index,), compensation=True),
             )
             self.orch._probe("before_compensate", step.name)
             try:

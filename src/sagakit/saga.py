@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias, TypeVar
 
-from sagakit.records import JSON, JSONObject
+from sagakit.records import JSON, JSONObject, OutboxMessage
 from sagakit.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
 
 #: Seconds one attempt of a step's action or compensation may take, unless it says otherwise.
@@ -31,6 +31,11 @@ class StepContext:
     idempotency_key: str
     attempt: int
     result: JSON = None
+
+
+def idempotency_key(saga_id: str, step: str) -> str:
+    """The key every attempt of step ``step`` of saga ``saga_id`` carries."""
+    return f"{saga_id}:{step}"
 
 
 class Step:
@@ -64,6 +69,20 @@ class Step:
         ``SqliteAction``; ``PostgresStore``: a ``PostgresAction``). The action raises
         ``StepFailed`` for a business refusal, as ``do`` does: what it wrote before that
         (its inbox row recording the refusal) is kept, and no success is recorded.
+        """
+        return None
+
+    def outgoing(self, ctx: StepContext, *, compensation: bool) -> OutboxMessage | None:
+        """A message to write to the outbox with this attempt's start, or ``None``.
+
+        Called as the orchestrator records an attempt of ``do`` (``compensation=False``:
+        the step's start, a retry, a rerun after a crash) or of ``compensate``; the message
+        is written in the transaction that records that attempt, so it exists if and only if
+        the attempt is recorded, and a relay publishes it (the AMQP transport's does). ``do``
+        or ``compensate`` then waits for the answer. Keep it quick and free of I/O: after a
+        local action it is called inside the store's transaction (SQLite: on its writer
+        thread), so that ``ctx.results`` holds that action's result. The default sends
+        nothing; a store without an outbox table (memory) keeps the messages in memory.
         """
         return None
 
@@ -212,6 +231,8 @@ class Saga:
     groups: tuple[tuple[int, ...], ...]
     #: For each step index, the indices of its group (itself alone for a plain step).
     group_of: tuple[tuple[int, ...], ...] = field(repr=False, compare=False)
+    #: The indices of the steps that send messages (override :meth:`Step.outgoing`).
+    senders: frozenset[int] = field(repr=False, compare=False)
 
     def __init__(self, name: str, steps: Sequence[Step | Parallel], version: int = 1) -> None:
         flat: list[Step] = []
@@ -225,6 +246,8 @@ class Saga:
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "groups", tuple(groups))
         object.__setattr__(self, "group_of", tuple(g for g in groups for _ in g))
+        sends = {i for i, s in enumerate(flat) if type(s).outgoing is not Step.outgoing}
+        object.__setattr__(self, "senders", frozenset(sends))
         names = tuple(step.name for step in flat)
         if not self.name:
             raise ValueError("a saga needs a name")
@@ -233,3 +256,23 @@ class Saga:
         if len(set(names)) != len(names):
             raise ValueError(f"saga {self.name!r}: step names must be unique")
         object.__setattr__(self, "step_names", names)
+
+    def opening_messages(self, saga_id: str, input: JSONObject) -> tuple[OutboxMessage, ...]:
+        """The messages the first group's steps send with their first attempt, which the
+        saga's start records (see :meth:`Step.outgoing`)."""
+        messages = []
+        for index in self.groups[0]:
+            if index in self.senders:
+                name = self.step_names[index]
+                ctx = StepContext(
+                    saga_id=saga_id,
+                    saga_name=self.name,
+                    step=name,
+                    input=input,
+                    results={},
+                    idempotency_key=idempotency_key(saga_id, name),
+                    attempt=1,
+                )
+                if (message := self.steps[index].outgoing(ctx, compensation=False)) is not None:
+                    messages.append(message)
+        return tuple(messages)

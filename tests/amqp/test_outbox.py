@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sagakit.errors import StepFailed
+from sagakit.orchestrator import SagaOrchestrator
 from sagakit.participants.amqp import Outbox, ReplyTimeout
+from sagakit.records import JSON, JSONObject, OutboxMessage
+from sagakit.saga import Saga, Step, StepContext, step
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
 
@@ -23,15 +27,40 @@ async def saga_store(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIt
         await store.close()
 
 
+class Charge(Step):
+    """A step whose attempt sends ``charge`` and whose compensation sends ``refund``."""
+
+    name = "payment"
+
+    def outgoing(self, ctx: StepContext, *, compensation: bool) -> OutboxMessage:
+        body: JSONObject = {} if compensation else {"amount": 20}
+        kind = "refund" if compensation else "charge"
+        return OutboxMessage(step=self.name, key=ctx.idempotency_key, kind=kind, body=body)
+
+    async def do(self, ctx: StepContext) -> JSON:
+        return None
+
+
+@step("refuse")
+async def refuse(ctx: StepContext) -> JSON:
+    raise StepFailed("no")
+
+
 async def test_commands_wait_in_the_outbox_until_marked_sent(saga_store: SagaStore) -> None:
-    """Unsent commands come oldest first with their body; sent ones no longer do."""
+    """The commands a saga's transitions recorded come oldest first; sent ones no longer do."""
+    orch = SagaOrchestrator(saga_store, [Saga("pay", [Charge(), refuse])])
+    started = await orch.start("pay", {})
+    saga_id = started.instance.saga_id
+    await orch.wait(saga_id, timeout=10.0)
+    await orch.shutdown()
     outbox = Outbox(saga_store)
-    await outbox.add_command("s1", "payment", "s1:payment", "charge", {"amount": 20})
-    await outbox.add_command("s1", "payment", "s1:payment", "refund", {})
+
     rows = await outbox.unsent()
+
+    key = f"{saga_id}:payment"
     assert [(r[1], r[2], r[3], r[4]) for r in rows] == [
-        ("s1", "payment", "s1:payment", "charge"),
-        ("s1", "payment", "s1:payment", "refund"),
+        (saga_id, "payment", key, "charge"),
+        (saga_id, "payment", key, "refund"),
     ]
     assert '"amount"' in rows[0][5]
     await outbox.mark_sent([rows[0][0]])

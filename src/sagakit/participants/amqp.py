@@ -2,10 +2,12 @@
 
 The checkout service (``SAGAKIT_PARTICIPANTS=amqp``):
 
-- each checkout step writes its command (``charge``, ``reserve``, ``ship``, or the
-  compensation ``refund``, ``release``, ``cancel``) to the ``saga_outbox`` table of the saga
-  store, then waits for its reply in ``saga_replies``; a refusal becomes ``StepFailed``, no
-  reply within ``amqp_reply_seconds`` is transient (the step retries with the same key);
+- each checkout step's command (``charge``, ``reserve``, ``ship``, or the compensation
+  ``refund``, ``release``, ``cancel``) is written to the ``saga_outbox`` table of the saga
+  store in the very transaction that records the attempt (``Step.outgoing``), and the
+  step waits for its reply in ``saga_replies``; a refusal becomes ``StepFailed``, no reply
+  within ``amqp_reply_seconds`` is transient (the step retries with the same key, and the
+  retry's record carries the command again);
 - a *relay* publishes the unsent outbox rows as persistent messages with publisher confirms,
   and marks them sent only once RabbitMQ confirmed them (a crash in between publishes again,
   and the participant's inbox makes the duplicate harmless);
@@ -38,7 +40,7 @@ from aio_pika.abc import (
 )
 
 from sagakit.errors import SagakitError, StepFailed, StoreError
-from sagakit.records import JSON, JSONObject
+from sagakit.records import JSON, JSONObject, OutboxMessage
 from sagakit.retry import RetryPolicy
 from sagakit.saga import Saga, Step, StepContext
 from sagakit.settings import Settings
@@ -120,30 +122,10 @@ class Outbox:
         self.kind = type(store).__name__
         if self.kind not in ("SqliteStore", "PostgresStore"):
             raise StoreError(f"the AMQP transport needs SQLite or PostgreSQL, not {self.kind}")
-        #: Set when a command is added (wakes the relay) in this process.
+        #: Set when a step of this process recorded a command (wakes the relay at once;
+        #: the commands other processes record are found by its next poll).
         self.added = asyncio.Event()
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}
-
-    async def add_command(
-        self, saga_id: str, step: str, key: str, kind: str, body: JSONObject
-    ) -> None:
-        """Write one command to publish."""
-        data, at = orjson.dumps(body).decode(), time.time()
-        row = (saga_id, step, key, kind, data, at)
-        if self.kind == "SqliteStore":
-            sql = (
-                "INSERT INTO saga_outbox (saga_id, step, key, kind, body, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
-            )
-            await self.store.db.write(lambda conn: conn.execute(sql, row))  # type: ignore[attr-defined]
-        else:
-            sql = (
-                "INSERT INTO saga_outbox (saga_id, step, key, kind, body, created_at)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb, $6)"
-            )
-            async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
-                await conn.execute(sql, *row)
-        self.added.set()
 
     async def unsent(self, limit: int = 100) -> list[tuple[int, str, str, str, str, str]]:
         """Up to ``limit`` unsent commands, oldest first: (id, saga, step, key, kind, body)."""
@@ -245,7 +227,13 @@ def _body(step: str, ctx: StepContext) -> JSONObject:
 
 
 class AmqpStep(Step):
-    """A checkout step whose action and compensation are commands sent through the outbox."""
+    """A checkout step whose action and compensation are commands sent through the outbox.
+
+    The command is the step's outgoing message: the orchestrator writes it to the outbox
+    in the transaction that records the attempt, so no attempt is recorded without its
+    command, and no command exists for an attempt that was not recorded. ``do`` and
+    ``compensate`` only wait for the reply.
+    """
 
     retry = AMQP_RETRY
 
@@ -257,22 +245,31 @@ class AmqpStep(Step):
         self.wait = wait
         self.timeout = wait + 10.0
 
-    async def _command(self, ctx: StepContext, kind: str, body: JSONObject) -> JSONObject:
-        await self.outbox.add_command(
-            ctx.saga_id, self.name, ctx.idempotency_key, kind, {**body, "attempt": ctx.attempt}
+    def outgoing(self, ctx: StepContext, *, compensation: bool) -> OutboxMessage:
+        """The command of this attempt: the action, or (``compensation``) its undoing."""
+        body = {} if compensation else _body(self.name, ctx)
+        return OutboxMessage(
+            step=self.name,
+            key=ctx.idempotency_key,
+            kind=self.undo if compensation else self.action,
+            body={**body, "attempt": ctx.attempt},
         )
+
+    async def _reply(self, ctx: StepContext, kind: str) -> JSONObject:
+        # The command was committed with this attempt's record, just before: publish it now.
+        self.outbox.added.set()
         return await self.outbox.wait_reply(ctx.saga_id, f"{self.name}.{kind}", self.wait)
 
     async def do(self, ctx: StepContext) -> JSON:
-        """Send the action and wait for its reply; a refusal raises ``StepFailed``."""
-        reply = await self._command(ctx, self.action, _body(self.name, ctx))
+        """Wait for the action's reply; a refusal raises ``StepFailed``."""
+        reply = await self._reply(ctx, self.action)
         if reply.get("outcome") == "refused":
             raise StepFailed(str(reply.get("error") or "refused"))
         return reply.get("result")
 
     async def compensate(self, ctx: StepContext) -> None:
-        """Send the compensation and wait for its reply (raises, and is retried, without)."""
-        await self._command(ctx, self.undo, {})
+        """Wait for the compensation's reply (raises, and is retried, without one)."""
+        await self._reply(ctx, self.undo)
 
 
 class AmqpParticipants:

@@ -17,7 +17,15 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from sagakit.records import JSON, SagaEvent, SagaInstance, SagaStatus, StartResult, Transition
+from sagakit.records import (
+    JSON,
+    OutboxMessage,
+    SagaEvent,
+    SagaInstance,
+    SagaStatus,
+    StartResult,
+    Transition,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,9 +83,17 @@ class SagaStore(SagaQueries, Protocol):
     """Writes, for the orchestrator and the worker."""
 
     async def start(
-        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float
+        self,
+        instance: SagaInstance,
+        event: SagaEvent,
+        *,
+        lease_seconds: float,
+        outbox: tuple[OutboxMessage, ...] = (),
     ) -> StartResult:
-        """Insert ``instance`` owned by ``instance.owner``, unless its key is taken (see above)."""
+        """Insert ``instance`` owned by ``instance.owner``, unless its key is taken (see above).
+
+        ``outbox`` holds the messages its first steps send: written only if it is inserted.
+        """
         ...
 
     async def transition(self, change: Transition) -> bool:
@@ -88,11 +104,18 @@ class SagaStore(SagaQueries, Protocol):
         ...
 
     async def transition_with(
-        self, change: Transition, action: object, index: int
+        self,
+        change: Transition,
+        action: object,
+        index: int,
+        *,
+        outgoing: Callable[[JSON], tuple[OutboxMessage, ...]] | None = None,
     ) -> tuple[bool, JSON]:
         """Run the local ``action`` and apply ``change`` in one transaction.
 
-        The action's result becomes step ``index``'s result. Returns the cancel flag (as
+        The action's result becomes step ``index``'s result; ``outgoing``, given that
+        result, gives the messages the transaction adds to the outbox (with
+        ``change.outbox``). Returns the cancel flag (as
         ``transition`` does) and that result. Raises ``StepFailed`` when the action refuses,
         ``LeaseLost`` when the fence is stale, and ``StoreError`` for an action this store
         cannot run; in every case nothing was applied.

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StoreError
 from sagakit.records import (
     JSON,
+    OutboxMessage,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -37,6 +38,9 @@ class MemoryStore:
         self._events: dict[str, list[SagaEvent]] = {}
         self._signals: dict[str, dict[str, JSON]] = {}
         self._counter = itertools.count(1)
+        #: The messages transitions added to the outbox, as (saga id, message), in order
+        #: (nothing relays them: a test reads them here).
+        self.outbox: list[tuple[str, OutboxMessage]] = []
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -94,7 +98,12 @@ class MemoryStore:
     # -- writes --------------------------------------------------------------------------
 
     async def start(
-        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float
+        self,
+        instance: SagaInstance,
+        event: SagaEvent,
+        *,
+        lease_seconds: float,
+        outbox: tuple[OutboxMessage, ...] = (),
     ) -> StartResult:
         async with self._lock:
             if instance.business_key is not None:
@@ -107,6 +116,7 @@ class MemoryStore:
             self._instances[stored.saga_id] = stored
             self._seq[stored.saga_id] = next(self._counter)
             self._events[stored.saga_id] = [event]
+            self.outbox.extend((stored.saga_id, m) for m in outbox)
             return StartResult(instance=stored, created=True)
 
     async def transition(self, change: Transition) -> bool:
@@ -127,10 +137,16 @@ class MemoryStore:
                 lease_until=None if change.release else _parked(change, current.lease_until),
             )
             self._events[change.saga_id].extend(change.events)
+            self.outbox.extend((change.saga_id, m) for m in change.outbox)
             return current.cancel_requested
 
     async def transition_with(
-        self, change: Transition, action: object, index: int
+        self,
+        change: Transition,
+        action: object,
+        index: int,
+        *,
+        outgoing: Callable[[JSON], tuple[OutboxMessage, ...]] | None = None,
     ) -> tuple[bool, JSON]:
         raise StoreError("the memory store has no database to run a local action in")
 

@@ -17,6 +17,7 @@ import orjson
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFailed, StoreError
 from sagakit.records import (
     JSON,
+    OutboxMessage,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -74,7 +75,13 @@ INSERT_INSTANCE: Final = (
     "  WHERE EXISTS (SELECT 1 FROM inserted)),"
     " event AS ("
     "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
-    "  SELECT saga_id, $20, $21, $22, $23, $24 FROM inserted)"
+    "  SELECT saga_id, $20, $21, $22, $23, $24 FROM inserted),"
+    " outbox AS ("
+    "  INSERT INTO saga_outbox (saga_id, step, key, kind, body, created_at)"
+    "  SELECT (SELECT saga_id FROM inserted), o.step, o.key, o.kind, o.body::jsonb, $20"
+    "  FROM unnest($25::text[], $26::text[], $27::text[], $28::text[])"
+    "   WITH ORDINALITY AS o(step, key, kind, body, n)"
+    "  WHERE EXISTS (SELECT 1 FROM inserted) ORDER BY o.n)"
     " SELECT lease_until FROM inserted"
 )
 UPDATE_FENCED: Final = (
@@ -106,7 +113,14 @@ UPDATE_FENCED: Final = (
     "  FROM unnest($17::text[], $18::float8[], $19::text[], $20::text[], $21::int[],"
     "   $22::text[], $24::bigint[])"
     "   WITH ORDINALITY AS e(saga_id, at, type, step, attempt, detail, fence, n)"
-    "  WHERE (e.saga_id, e.fence) IN (SELECT saga_id, fence FROM instance) ORDER BY e.n)"
+    "  WHERE (e.saga_id, e.fence) IN (SELECT saga_id, fence FROM instance) ORDER BY e.n),"
+    " outbox AS ("
+    "  INSERT INTO saga_outbox (saga_id, step, key, kind, body, created_at)"
+    "  SELECT o.saga_id, o.step, o.key, o.kind, o.body::jsonb, o.at"
+    "  FROM unnest($26::text[], $27::text[], $28::text[], $29::text[], $30::text[],"
+    "   $31::float8[], $32::bigint[])"
+    "   WITH ORDINALITY AS o(saga_id, step, key, kind, body, at, fence, n)"
+    "  WHERE (o.saga_id, o.fence) IN (SELECT saga_id, fence FROM instance) ORDER BY o.n)"
     " SELECT saga_id, fence, cancel_requested FROM instance"
 )
 CLAIM: Final = (
@@ -185,6 +199,7 @@ def _transition_arguments(changes: Sequence[Transition]) -> list[object]:
     """The arguments of ``UPDATE_FENCED`` for ``changes``, as parallel arrays."""
     steps = [(c, s) for c in changes for s in c.steps]
     events = [(c, e) for c in changes for e in c.events]
+    outbox = [(c, m) for c in changes for m in c.outbox]
     return [
         [c.saga_id for c in changes],
         [c.fence for c in changes],
@@ -211,6 +226,13 @@ def _transition_arguments(changes: Sequence[Transition]) -> list[object]:
         [c.fence for c, _ in steps],
         [c.fence for c, _ in events],
         [c.park_until for c in changes],
+        [c.saga_id for c, _ in outbox],
+        [m.step for _, m in outbox],
+        [m.key for _, m in outbox],
+        [m.kind for _, m in outbox],
+        [orjson.dumps(m.body).decode() for _, m in outbox],
+        [c.at for c, _ in outbox],
+        [c.fence for c, _ in outbox],
     ]
 
 
@@ -354,7 +376,12 @@ class PostgresStore:
     # -- writes --------------------------------------------------------------------------
 
     async def start(
-        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float
+        self,
+        instance: SagaInstance,
+        event: SagaEvent,
+        *,
+        lease_seconds: float,
+        outbox: tuple[OutboxMessage, ...] = (),
     ) -> StartResult:
         steps = instance.steps
         # A key whose live saga is compensated between our insert and our read can make
@@ -387,6 +414,10 @@ class PostgresStore:
                     event.step,
                     event.attempt,
                     event.detail,
+                    [m.step for m in outbox],
+                    [m.key for m in outbox],
+                    [m.kind for m in outbox],
+                    [orjson.dumps(m.body).decode() for m in outbox],
                 )
             if lease_until is not None:
                 return StartResult(instance=instance.evolve(lease_until=lease_until), created=True)
@@ -410,7 +441,12 @@ class PostgresStore:
         return [written.get((c.saga_id, c.fence), LeaseLost(c.saga_id)) for c in changes]
 
     async def transition_with(
-        self, change: Transition, action: object, index: int
+        self,
+        change: Transition,
+        action: object,
+        index: int,
+        *,
+        outgoing: Callable[[JSON], tuple[OutboxMessage, ...]] | None = None,
     ) -> tuple[bool, JSON]:
         if not isinstance(action, PostgresAction) or action.db is not self.db:
             raise StoreError("not a local action of this PostgreSQL store")
@@ -427,9 +463,9 @@ class PostgresStore:
                 steps = tuple(
                     s.evolve(result=result) if s.index == index else s for s in change.steps
                 )
-                rows = await conn.fetch(
-                    UPDATE_FENCED, *_transition_arguments([replace(change, steps=steps)])
-                )
+                outbox = change.outbox + (outgoing(result) if outgoing else ())
+                written = replace(change, steps=steps, outbox=outbox)
+                rows = await conn.fetch(UPDATE_FENCED, *_transition_arguments([written]))
                 if not rows:
                     raise LeaseLost(change.saga_id)
         if refusal is not None:

@@ -17,6 +17,7 @@ import orjson
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFailed, StoreError
 from sagakit.records import (
     JSON,
+    OutboxMessage,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -69,6 +70,9 @@ UPDATE_STEP: Final = (
 )
 INSERT_EVENT: Final = (
     "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_OUTBOX: Final = (
+    "INSERT INTO saga_outbox (saga_id, step, key, kind, body, created_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 UPDATE_FENCED: Final = (
     "UPDATE saga_instances SET status = ?, error = ?, failed_step = ?, updated_at = ?,"
@@ -275,7 +279,12 @@ class SqliteStore:
     # -- writes --------------------------------------------------------------------------
 
     async def start(
-        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float
+        self,
+        instance: SagaInstance,
+        event: SagaEvent,
+        *,
+        lease_seconds: float,
+        outbox: tuple[OutboxMessage, ...] = (),
     ) -> StartResult:
         def work(conn: sqlite3.Connection) -> StartResult:
             if instance.business_key is not None:
@@ -290,6 +299,8 @@ class SqliteStore:
                 INSERT_STEP, [_insert_step_row(stored.saga_id, s) for s in stored.steps]
             )
             conn.execute(INSERT_EVENT, _event_row(stored.saga_id, event))
+            if outbox:
+                conn.executemany(INSERT_OUTBOX, _outbox_rows(stored.saga_id, outbox, event.at))
             return StartResult(instance=stored, created=True)
 
         return await self.db.write(work)
@@ -301,7 +312,12 @@ class SqliteStore:
         return cancel_requested
 
     async def transition_with(
-        self, change: Transition, action: object, index: int
+        self,
+        change: Transition,
+        action: object,
+        index: int,
+        *,
+        outgoing: Callable[[JSON], tuple[OutboxMessage, ...]] | None = None,
     ) -> tuple[bool, JSON]:
         if not isinstance(action, SqliteAction) or action.db is not self.db:
             raise StoreError("not a local action of this SQLite store")
@@ -314,7 +330,8 @@ class SqliteStore:
                 steps = tuple(
                     s.evolve(result=result) if s.index == index else s for s in change.steps
                 )
-                cancel = _apply(conn, replace(change, steps=steps))
+                outbox = change.outbox + (outgoing(result) if outgoing else ())
+                cancel = _apply(conn, replace(change, steps=steps, outbox=outbox))
             except StepFailed as refusal:
                 # What a refusing action wrote stays (its inbox row recording the refusal);
                 # the step's success is not recorded: the orchestrator records the refusal.
@@ -480,7 +497,15 @@ def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
         conn.executemany(UPDATE_STEP, [_step_row(change.saga_id, s) for s in change.steps])
     if change.events:
         conn.executemany(INSERT_EVENT, [_event_row(change.saga_id, e) for e in change.events])
+    if change.outbox:
+        conn.executemany(INSERT_OUTBOX, _outbox_rows(change.saga_id, change.outbox, change.at))
     return bool(row[0])
+
+
+def _outbox_rows(
+    saga_id: str, messages: tuple[OutboxMessage, ...], at: float
+) -> list[tuple[object, ...]]:
+    return [(saga_id, m.step, m.key, m.kind, orjson.dumps(m.body).decode(), at) for m in messages]
 
 
 def _definition_keys(definitions: Collection[tuple[str, int]]) -> list[str]:
