@@ -60,3 +60,6 @@ class Settings(BaseSettings):
     amqp_prefix: str = Field(default="sagakit", min_length=1, max_length=100)
     #: Seconds an ``amqp`` step waits for its reply before it sends the command again.
     amqp_reply_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: Seconds sent commands (and the replies of sagas no longer active) are kept in the
+    #: saga store's ``saga_outbox`` and ``saga_replies`` before the relay deletes them.
+    amqp_retention_seconds: float = Field(default=7 * 86400, ge=0)

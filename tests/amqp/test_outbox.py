@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from sagakit.errors import StepFailed
 from sagakit.orchestrator import SagaOrchestrator
 from sagakit.participants.amqp import Outbox, ReplyTimeout
-from sagakit.records import JSON, JSONObject, OutboxMessage
+from sagakit.records import JSON, JSONObject, OutboxMessage, SagaEvent, SagaStatus
 from sagakit.saga import Saga, Step, StepContext, step
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
@@ -78,3 +80,30 @@ async def test_a_reply_is_stored_once_and_found_by_its_waiter(saga_store: SagaSt
     assert await outbox.reply("s1", "payment.charge") == {"outcome": "ok", "n": 1}
     with pytest.raises(ReplyTimeout):
         await outbox.wait_reply("s1", "payment.refund", 0.1)
+
+
+async def test_pruning_deletes_old_sent_commands_and_old_replies_of_ended_sagas(
+    saga_store: SagaStore,
+) -> None:
+    """Unsent commands, recent rows and the replies of sagas still active are kept."""
+    orch = SagaOrchestrator(saga_store, [Saga("pay", [Charge(), refuse])])
+    ended = await orch.start("pay", {})
+    await orch.wait(ended.instance.saga_id, timeout=10.0)
+    await orch.shutdown()
+    outbox = Outbox(saga_store)
+    charge, refund = await outbox.unsent()
+    await outbox.mark_sent([charge[0]])
+    await outbox.add_reply(ended.instance.saga_id, "payment.charge", {"outcome": "ok"})
+    await outbox.add_reply("still-running", "payment.charge", {"outcome": "ok"})
+    await saga_store.start(
+        replace(ended.instance, saga_id="still-running", status=SagaStatus.RUNNING),
+        SagaEvent(type="saga_started"),
+        lease_seconds=60,
+    )
+
+    assert await outbox.prune(time.time() - 60) == (0, 0)
+    assert await outbox.prune(time.time() + 1) == (1, 1)
+
+    assert [r[0] for r in await outbox.unsent()] == [refund[0]]
+    assert await outbox.reply(ended.instance.saga_id, "payment.charge") is None
+    assert await outbox.reply("still-running", "payment.charge") == {"outcome": "ok"}

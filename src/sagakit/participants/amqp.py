@@ -60,6 +60,10 @@ PLAN: Final = (
 )
 
 
+#: How often the checkout service deletes the sent commands and replies past retention.
+PRUNE_SECONDS: Final = 300.0
+
+
 class ReplyTimeout(SagakitError):
     """No reply came for a command in time: transient, the step retries with the same key."""
 
@@ -157,6 +161,31 @@ class Outbox:
             sql = "UPDATE saga_outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
             async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
                 await conn.execute(sql, at, ids)
+
+    async def prune(self, before: float) -> tuple[int, int]:
+        """Delete the commands sent before ``before``, and the replies stored before it
+        whose saga is no longer active (running, compensating, or failed: an operator's
+        retry may still wait for one); how many of each."""
+        active = "SELECT saga_id FROM saga_instances WHERE status IN"
+        active += " ('running', 'compensating', 'failed')"
+        if self.kind == "SqliteStore":
+
+            def work(conn: Any) -> tuple[int, int]:
+                sent = conn.execute("DELETE FROM saga_outbox WHERE sent_at < ?", (before,))
+                replies = conn.execute(
+                    f"DELETE FROM saga_replies WHERE at < ? AND saga_id NOT IN ({active})",
+                    (before,),
+                )
+                return int(sent.rowcount), int(replies.rowcount)
+
+            counts: tuple[int, int] = await self.store.db.write(work)  # type: ignore[attr-defined]
+            return counts
+        async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
+            sent = await conn.execute("DELETE FROM saga_outbox WHERE sent_at < $1", before)
+            replies = await conn.execute(
+                f"DELETE FROM saga_replies WHERE at < $1 AND saga_id NOT IN ({active})", before
+            )
+        return int(sent.rpartition(" ")[2]), int(replies.rpartition(" ")[2])
 
     async def add_reply(self, saga_id: str, name: str, payload: JSONObject) -> bool:
         """Store a reply once; whether it was new. Wakes a step waiting for it here."""
@@ -306,6 +335,22 @@ class AmqpParticipants:
         queues = await declare(channel, self.settings.amqp_prefix)
         await queues["replies"].consume(self._on_reply)
         self._tasks.append(asyncio.create_task(self._relay(channel), name="sagakit-amqp-relay"))
+        self._tasks.append(asyncio.create_task(self._pruner(), name="sagakit-amqp-pruner"))
+
+    async def _pruner(self) -> None:
+        """Delete old sent commands and replies, every ``PRUNE_SECONDS``, for ever."""
+        while True:
+            before = time.time() - self.settings.amqp_retention_seconds
+            try:
+                sent, replies = await self.outbox.prune(before)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("outbox pruning failed; trying again later", exc_info=True)
+            else:
+                if sent or replies:
+                    logger.info("pruned %d sent commands and %d replies", sent, replies)
+            await asyncio.sleep(PRUNE_SECONDS)
 
     async def _on_reply(self, incoming: AbstractIncomingMessage) -> None:
         try:
