@@ -36,30 +36,57 @@ def rabbitmq_answers() -> bool:
 
 
 class Proxy:
-    """A TCP proxy to RabbitMQ whose connections a test cuts, as a broker restart would."""
+    """A TCP proxy to RabbitMQ whose connections a test cuts, as a broker restart would.
+
+    A test may also hold back what RabbitMQ sends (``pause``: deliveries and confirms stay
+    in the proxy while the client still publishes) and refuse new connections for a while
+    (``refusing``), so that messages RabbitMQ handed to a client go back to their queue.
+    """
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
         self.writers: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
+        #: Cleared while paused: nothing flows from RabbitMQ to the clients.
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        #: While true, a new connection is closed at once.
+        self.refusing = False
 
     async def start(self) -> None:
         """Listen on ``self.port``."""
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
         self.writers |= {writer, up_writer}
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, gate: asyncio.Event | None
+        ) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await source.read(65536):
+                    if gate is not None:
+                        await gate.wait()
+                    if sink.transport.is_closing():
+                        break
                     sink.write(data)
                     await sink.drain()
             sink.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, None), pipe(up_reader, writer, self.flowing))
+
+    def pause(self) -> None:
+        """Hold back everything RabbitMQ sends to the clients (they still send to it)."""
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        """Let what RabbitMQ sends flow again."""
+        self.flowing.set()
 
     def cut(self) -> int:
         """Close every connection through the proxy; how many there were."""
@@ -70,6 +97,7 @@ class Proxy:
 
     async def close(self) -> None:
         """Stop listening and cut every connection."""
+        self.resume()
         self.cut()
         if self.server is not None:
             self.server.close()

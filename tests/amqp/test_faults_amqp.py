@@ -1,4 +1,5 @@
-"""Faults with the participants over RabbitMQ: SIGKILL, connection restarts, duplicates.
+"""Faults with the participants over RabbitMQ: SIGKILL, connection restarts, duplicates,
+a participant slower than the reply timeout, replies lost after their effect.
 
 Afterwards every saga has finished, money and stock are conserved across the services'
 separate databases, and each completed saga's effects exist exactly once.
@@ -7,6 +8,9 @@ separate databases, and each completed saga's effects exist exactly once.
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
+from collections import Counter
 
 import aio_pika
 import httpx
@@ -171,3 +175,166 @@ async def test_a_command_that_fails_twice_is_dead_lettered(amqp: AmqpDistributed
         await wait_until_async(dead_lettered)
     # The participant goes on consuming.
     assert amqp.amqp_participants["payment"].alive
+
+
+async def test_orchestrator_killed_under_load_is_taken_over_and_effects_stay_exactly_once(
+    amqp: AmqpDistributed,
+) -> None:
+    """SIGKILL of ``sagakit serve`` mid-load: a new one finishes every saga, each effect once."""
+    server = await amqp.start()
+    amqp.add_buyer_and_widget()
+    async with server.client() as client:
+        orders = await create_orders(client, ORDERS)
+        load = asyncio.create_task(submit(client, orders))
+        await wait_until(lambda: recorded(amqp) >= 10)
+        await server.kill()
+        active_at_kill = amqp.active_sagas()
+        await load
+    restarted = await amqp.serve()
+    async with restarted.client() as client:
+        # Orders whose checkout never reached the dead process are checked out now.
+        assert set(await submit(client, orders)) <= {200, 202, 400}
+        await amqp.wait_all_finished(60)
+
+    assert active_at_kill > 0, "the kill came after the load"
+    sagas = amqp.rows("SELECT business_key, status FROM saga_instances")
+    # An order whose saga was compensated before the re-submission (a blank address) is
+    # checked out again by it, as the contract allows: it may have two compensated sagas.
+    assert {key for key, _ in sagas} == set(orders)
+    assert {status for _, status in sagas} <= {"completed", "compensated"}
+    completed = Counter(key for key, status in sagas if status == "completed")
+    assert len(completed) == ORDERS - ORDERS // 4
+    assert set(completed.values()) == {1}, "an order completed twice"
+    amqp.assert_exactly_once(balance=BALANCE, stock=STOCK)
+
+
+async def step_attempts(client: httpx.AsyncClient, saga_id: str, step: str) -> int:
+    """How many times the saga's ``step`` was tried, from ``GET /sagas/{id}``."""
+    saga = (await client.get(f"/sagas/{saga_id}")).json()
+    return int(next(s["attempts"] for s in saga["steps"] if s["name"] == step))
+
+
+async def test_participant_slower_than_the_reply_timeout_is_asked_again_and_charges_once(
+    amqp: AmqpDistributed,
+) -> None:
+    """Payment stalls (SIGSTOP) past the reply timeout; the steps send again, charge once.
+
+    Every command waits in the stalled participant's queue while its step gives up waiting
+    (one second) and sends it again with the same key; once the participant goes on, it
+    applies the first of each key and answers the duplicates from its inbox.
+    """
+    server = await amqp.start(env={"SAGAKIT_AMQP_REPLY_SECONDS": "1"})
+    amqp.add_buyer_and_widget()
+    payment = amqp.amqp_participants["payment"]
+    async with server.client() as client:
+        orders = await create_orders(client, 12)
+        payment.signal(signal.SIGSTOP)
+        try:
+            checkouts = asyncio.gather(*(client.post(f"/checkout/{o}") for o in orders))
+            await wait_until(lambda: recorded(amqp) == len(orders))
+            saga_ids = [str(s) for (s,) in amqp.rows("SELECT saga_id FROM saga_instances")]
+
+            async def all_sent_again() -> bool:
+                tries = [await step_attempts(client, s, "payment") for s in saga_ids]
+                return min(tries) >= 2
+
+            await wait_until_async(all_sent_again, timeout=20.0)
+            assert amqp.rows_of("payment", "SELECT count(*) FROM payments") == [(0,)]
+        finally:
+            resumed_at = time.time()
+            payment.signal(signal.SIGCONT)
+        answers = await checkouts
+
+    assert sorted(a.status_code for a in answers) == [200] * 9 + [400] * 3
+    # Every charge was applied after the participant went on, none before.
+    [(first_charge,)] = amqp.rows_of("payment", "SELECT min(updated_at) FROM payments")
+    assert isinstance(first_charge, float)
+    assert first_charge >= resumed_at
+    amqp.assert_exactly_once(balance=BALANCE, stock=STOCK)
+
+
+#: The participant's table of each step, where its effect is recorded by key.
+TABLES: dict[Kind, str] = {
+    "payment": "payments",
+    "inventory": "reservations",
+    "shipping": "shipments",
+}
+
+
+async def drain_replies(prefix: str) -> list[dict[str, object]]:
+    """Take every reply waiting in the replies queue and drop it, until none comes for 0.5 s."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_names(prefix)["replies"])
+        dropped: list[dict[str, object]] = []
+        last = time.monotonic()
+        while time.monotonic() - last < 0.5:
+            incoming = await queue.get(no_ack=True, fail=False)
+            if incoming is None:
+                await asyncio.sleep(0.05)
+                continue
+            dropped.append(orjson.loads(incoming.body))
+            last = time.monotonic()
+        return dropped
+
+
+async def replies_consumed(prefix: str) -> bool:
+    """Whether the checkout consumes its replies queue (after it reconnected)."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_names(prefix)["replies"], passive=True)
+        assert queue.declaration_result is not None
+        return queue.declaration_result.consumer_count == 1
+
+
+async def test_replies_lost_after_their_effect_are_asked_again_and_apply_once(
+    amqp: AmqpDistributed,
+) -> None:
+    """Replies dropped from RabbitMQ after the effect: the steps send again, each once.
+
+    The checkout reaches RabbitMQ through a proxy, the participants directly. While the
+    checkouts run, in rounds: the proxy holds back what RabbitMQ sends the checkout (the
+    relay still publishes, and the participants apply and reply); then the checkout's
+    connection is cut (RabbitMQ requeues the replies it had handed over) and refused
+    while the test drops every waiting reply; then it reconnects. Until every saga ended.
+    """
+    await asyncio.gather(*(amqp.participant(kind) for kind in KINDS))
+    proxy = Proxy()
+    await proxy.start()
+    amqp.amqp_url = proxy.url
+    server = await amqp.serve(env={"SAGAKIT_AMQP_REPLY_SECONDS": "2"})
+    amqp.add_buyer_and_widget()
+    dropped: list[dict[str, object]] = []
+    async with server.client() as client:
+        orders = await create_orders(client, 8)
+        checkouts = asyncio.gather(*(client.post(f"/checkout/{o}") for o in orders))
+        await wait_until(lambda: recorded(amqp) == len(orders))
+        deadline = time.monotonic() + 45.0
+        while amqp.active_sagas():
+            assert time.monotonic() < deadline, f"sagas still active: {amqp.statuses()}"
+            proxy.pause()
+            await asyncio.sleep(0.5)
+            proxy.refusing = True
+            proxy.cut()
+            dropped += await drain_replies(amqp.prefix)
+            proxy.refusing = False
+            proxy.resume()
+            await wait_until_async(lambda: replies_consumed(amqp.prefix))
+            await asyncio.sleep(0.2)
+        answers = await checkouts
+    await proxy.close()
+
+    assert sorted(a.status_code for a in answers) == [200] * 6 + [400] * 2
+    # Each dropped reply answered a command whose effect had been applied (or refused).
+    for reply in dropped:
+        kind = next(k for k in KINDS if str(reply["name"]).startswith(f"{k}."))
+        sql = f"SELECT count(*) FROM {TABLES[kind]} WHERE idempotency_key = ?"
+        assert amqp.rows_of(kind, sql, (reply["key"],)) == [(1,)], reply
+    # At least one was the answer to an action the participant had applied.
+    actions = {"payment.charge", "inventory.reserve", "shipping.ship"}
+    assert any(r["outcome"] == "ok" and r["name"] in actions for r in dropped), dropped
+    assert amqp.active_sagas() == 0
+    assert amqp.statuses() == {"completed": 6, "compensated": 2}
+    amqp.assert_exactly_once(balance=BALANCE, stock=STOCK)
