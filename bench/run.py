@@ -1,7 +1,9 @@
 """Run the benchmark suite: ``.venv/bin/python -m bench.run [options]`` (or ``bench/run``).
 
 HTTP targets first (for each API process count: the baseline, then sagakit on SQLite, then on
-PostgreSQL, each at every concurrency), then the engine alone on every store. Results go to a
+PostgreSQL, then with its participants over HTTP and over AMQP, each at every concurrency),
+then the engine alone on every store, then (with ``--memory N``) the server's memory over N
+checkouts (bench/memory.py). Results go to a
 JSON file and a markdown table (printed, and written to bench/results/latest.md).
 """
 
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from bench import data, engine, report
+from bench import data, engine, memory, rabbitmq, report
 from bench.load import ensure_wrk
 from bench.machine import describe, wait_until_quiet
 from bench.servers import REPO, clean_environment
@@ -51,20 +53,32 @@ class Options:
     wrk_threads: int = 1
     #: Seconds to wait, before starting, for the machine to be quiet (0: start at once).
     wait_quiet: float = 0.0
+    #: Checkouts of the memory measurement (0: not run), and its store.
+    memory_checkouts: int = 0
+    memory_store: str = "sqlite"
     postgres_url: str = field(
         default_factory=lambda: os.environ.get("BENCH_POSTGRES_URL", data.DEFAULT_POSTGRES)
+    )
+    amqp_url: str = field(
+        default_factory=lambda: os.environ.get("BENCH_AMQP_URL", rabbitmq.DEFAULT_AMQP)
     )
 
     def describe(self) -> str:
         """One line saying how the numbers were taken."""
+        memory_part = (
+            f", memory over {self.memory_checkouts:,} checkouts on {self.memory_store}"
+            if self.memory_checkouts
+            else ""
+        )
         return (
             f"{self.seconds} s per HTTP cell after a {self.warmup} s warm-up,"
             f" wrk -t{self.wrk_threads}, engine {self.engine_seconds:g} s"
-            f" with {engine.IN_FLIGHT} sagas in flight"
+            f" with {engine.IN_FLIGHT} sagas in flight{memory_part}"
         )
 
 
-async def _postgres_version(url: str) -> str:
+async def postgres_version(url: str) -> str:
+    """The version of the PostgreSQL server at ``url``."""
     conn = await asyncpg.connect(url, timeout=10)
     try:
         return str(await conn.fetchval("SHOW server_version"))
@@ -76,6 +90,11 @@ def _guarded(problems: list[str], what: str, action: Callable[[], T]) -> T | Non
     """Run one part of the suite; a failure is recorded and the rest of the run goes on."""
     try:
         return action()
+    except rabbitmq.Unavailable as exc:
+        # Not a failure of the code under test: said plainly, without a traceback.
+        problems.append(f"{what} not measured: {exc}")
+        print(f"  not measured: {exc}", flush=True)
+        return None
     except Exception as exc:
         problems.append(f"{what} failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()
@@ -90,6 +109,7 @@ def _http(options: Options, work_dir: Path, problems: list[str]) -> list[dict[st
         wrk_threads=options.wrk_threads,
         work_dir=work_dir,
         postgres_url=options.postgres_url,
+        amqp_url=options.amqp_url,
     )
     runs = []
     for processes in options.processes:
@@ -134,8 +154,8 @@ def _engine_one(store: str, options: Options, work_dir: Path) -> dict[str, Any]:
 
 
 def _engine(options: Options, work_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
-    # The engine alone has no participants, so the http target has no engine row.
-    stores = ["memory", *(t for t in options.targets if t not in ("baseline", "http"))]
+    # The engine alone has no participants: the http and amqp targets have no engine row.
+    stores = ["memory", *(t for t in options.targets if t in ("sqlite", "postgres"))]
     results = []
     for store in stores:
         print(f"engine alone, {store}", flush=True)
@@ -153,13 +173,28 @@ def _engine(options: Options, work_dir: Path, problems: list[str]) -> list[dict[
     return results
 
 
+def _memory(options: Options, work_dir: Path, problems: list[str]) -> dict[str, Any] | None:
+    print(f"memory, {options.memory_checkouts:,} checkouts on {options.memory_store}", flush=True)
+    plan = memory.MemoryPlan(
+        checkpoints=memory.default_checkpoints(options.memory_checkouts),
+        store=options.memory_store,
+        work_dir=work_dir,
+        postgres_url=options.postgres_url,
+    )
+    result = _guarded(problems, "memory", partial(memory.measure, plan))
+    if result is not None:
+        problems += [f"memory: {p}" for p in result["problems"]]
+    return result
+
+
 def run_suite(options: Options, *, command: str, work_dir: Path) -> dict[str, Any]:
     """Measure everything ``options`` asks for, back to back; return the results."""
     if options.targets and options.concurrencies:
         ensure_wrk()
     postgres = (
-        asyncio.run(_postgres_version(options.postgres_url))
+        asyncio.run(postgres_version(options.postgres_url))
         if "postgres" in options.targets
+        or (options.memory_checkouts and options.memory_store == "postgres")
         else "not measured"
     )
     quiet = wait_until_quiet(QUIET_CORES, options.wait_quiet) if options.wait_quiet else None
@@ -177,10 +212,14 @@ def run_suite(options: Options, *, command: str, work_dir: Path) -> dict[str, An
             "processes": list(options.processes),
             "engine_seconds": options.engine_seconds,
             "wrk_threads": options.wrk_threads,
+            "memory_checkouts": options.memory_checkouts,
+            "memory_store": options.memory_store,
         },
     }
     results["http"] = _http(options, work_dir, problems) if options.concurrencies else []
     results["engine"] = _engine(options, work_dir, problems) if options.engine_seconds else []
+    if options.memory_checkouts:
+        results["memory"] = _memory(options, work_dir, problems)
     report.add_ratios(results)
     results["targets"] = report.evaluate_targets(results)
     results["problems"] = problems
@@ -215,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=int, default=10, help="seconds per HTTP cell (10)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up seconds per cell (2)")
     p.add_argument("--concurrency", type=_numbers, default=(1, 16, 64), help="1,16,64")
-    p.add_argument("--targets", type=_names, default=TARGETS, help="baseline,sqlite,postgres,http")
+    p.add_argument("--targets", type=_names, default=TARGETS, help=",".join(TARGETS))
     p.add_argument("--processes", type=_numbers, default=(1, 2), help="API processes: 1,2")
     p.add_argument("--engine-duration", type=float, default=10.0, help="engine seconds (10)")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (1: one core for wrk)")
@@ -226,7 +265,20 @@ def parser() -> argparse.ArgumentParser:
         help=f"wait up to this many seconds for < {QUIET_CORES} busy cores before starting",
     )
     p.add_argument("--postgres-url", default=None, help="admin URL (BENCH_POSTGRES_URL)")
-    p.add_argument("--smoke", action="store_true", help="a few seconds: c=4, 1 process, 1 s")
+    p.add_argument("--amqp-url", default=None, help="RabbitMQ, for amqp (BENCH_AMQP_URL)")
+    p.add_argument(
+        "--memory",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure the server's memory over N checkouts (bench/memory.py; 0: not)",
+    )
+    p.add_argument("--memory-store", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"a few seconds: c=4, 1 process, 1 s; memory over {memory.SMOKE_CHECKOUTS:,}",
+    )
     p.add_argument("--out", type=Path, help="JSON file (bench/results/<timestamp>.json)")
     return p
 
@@ -242,13 +294,17 @@ def options_from(args: argparse.Namespace) -> Options:
         engine_seconds=args.engine_duration,
         wrk_threads=args.wrk_threads,
         wait_quiet=args.wait_quiet,
+        memory_checkouts=args.memory,
+        memory_store=args.memory_store,
         **({"postgres_url": args.postgres_url} if args.postgres_url else {}),
+        **({"amqp_url": args.amqp_url} if args.amqp_url else {}),
     )
     return smoke_options(chosen) if args.smoke else chosen
 
 
 def smoke_options(base: Options) -> Options:
-    """A few-second version of ``base``: every target once, at c=4, one process."""
+    """A few-second version of ``base``: every target once, at c=4, one process, and the
+    memory measurement over a few thousand checkouts (its mechanics, not its figure)."""
     return replace(
         base,
         seconds=1,
@@ -257,6 +313,7 @@ def smoke_options(base: Options) -> Options:
         processes=(1,),
         engine_seconds=1.0,
         engine_warmup=0.5,
+        memory_checkouts=memory.SMOKE_CHECKOUTS,
     )
 
 

@@ -16,8 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,10 +55,19 @@ def sagakit_command(port: int, database_url: str, processes: int) -> list[str]:
 
 
 def participant_command(kind: str, port: int, database_url: str) -> list[str]:
-    """``sagakit participant kind`` on ``database_url``, without demo data."""
+    """``sagakit participant kind`` (HTTP) on ``database_url``, without demo data."""
     return [
         sys.executable,
         *("-m", "sagakit.cli", "participant", kind, "--port", str(port)),
+        *("--database-url", database_url, "--no-demo-data"),
+    ]
+
+
+def amqp_participant_command(kind: str, database_url: str) -> list[str]:
+    """``sagakit participant kind --transport amqp`` on ``database_url``, without demo data."""
+    return [
+        sys.executable,
+        *("-m", "sagakit.cli", "participant", kind, "--transport", "amqp"),
         *("--database-url", database_url, "--no-demo-data"),
     ]
 
@@ -80,10 +90,19 @@ def clean_environment(extra: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serving(
-    command: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None
-) -> Iterator[Server]:
-    """Start ``command``, wait until ``GET /healthz`` answers 200, and stop it at the end."""
+def running(
+    command: Sequence[str],
+    log: Path,
+    ready: Callable[[], bool],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``command``, wait until ``ready()`` says so, and stop it at the end.
+
+    For a process that answers no HTTP (an AMQP participant): ``ready`` asks whoever can
+    tell (RabbitMQ, for a queue's consumers).
+    """
     with log.open("ab") as sink:
         process = subprocess.Popen(
             command,
@@ -95,31 +114,45 @@ def serving(
             start_new_session=True,
         )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, process, log)
-        yield Server(url=url, process=process, log=log)
+        wait_until(ready, process, log, timeout)
+        yield process
         if process.poll() is not None:
-            raise ServerFailed(f"server exited with {process.returncode}; see {log}")
+            raise ServerFailed(f"process exited with {process.returncode}; see {log}")
     finally:
         stop(process)
 
 
-def wait_healthy(
-    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60
+@contextlib.contextmanager
+def serving(
+    command: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Start ``command``, wait until ``GET /healthz`` answers 200, and stop it at the end."""
+    url = f"http://127.0.0.1:{port}"
+    with running(command, log, partial(healthy, url), env=env) as process:
+        yield Server(url=url, process=process, log=log)
+
+
+def healthy(url: str) -> bool:
+    """Whether ``url``/healthz answers 200 right now."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout: float = 60
 ) -> None:
-    """Return once ``url``/healthz answers 200; raise if the process dies or time runs out."""
+    """Return once ``ready()``; raise if the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerFailed(f"server exited with {process.returncode}:\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+            raise ServerFailed(f"process exited with {process.returncode}:\n{tail(log)}")
+        if ready():
+            return
         time.sleep(0.1)
-    raise ServerFailed(f"server not healthy after {timeout:.0f}s:\n{tail(log)}")
+    raise ServerFailed(f"process not ready after {timeout:.0f}s:\n{tail(log)}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

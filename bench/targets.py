@@ -1,9 +1,11 @@
 """The HTTP targets: each prepared fresh, served, loaded at every concurrency, and stopped.
 
 A target is ``baseline`` (bench/baseline_app.py in memory), ``sqlite`` or ``postgres``
-(``sagakit serve`` on a new database), or ``http`` (``sagakit serve`` on SQLite with
+(``sagakit serve`` on a new database), ``http`` (``sagakit serve`` on SQLite with
 ``SAGAKIT_PARTICIPANTS=http`` and three ``sagakit participant`` processes, each on its own
-SQLite file). For each number of API processes it gets a fresh
+SQLite file) or ``amqp`` (the same with ``SAGAKIT_PARTICIPANTS=amqp`` and three ``sagakit
+participant --transport amqp`` processes, through RabbitMQ on queues of the run's own).
+For each number of API processes it gets a fresh
 database holding enough orders for every request of its cells, warm-ups included, and each
 wrk run is handed its own range of order ids.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import time
 import urllib.request
@@ -20,14 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bench import data, servers
+from bench import data, rabbitmq, servers
 from bench.load import LoadResult, run_wrk
 from bench.machine import CpuSnapshot
 
-TARGETS: Final = ("baseline", "sqlite", "postgres", "http")
+TARGETS: Final = ("baseline", "sqlite", "postgres", "http", "amqp")
+#: The targets whose participants run in processes of their own (compared with ``sqlite``,
+#: the same checkout on the same store with its participants in process).
+DISTRIBUTED: Final = ("http", "amqp")
 #: Order ids set aside per second of load, well above what each target has been seen to do;
 #: a run that drains its range reports it (an "exhausted" problem) instead of reusing ids.
-IDS_PER_SECOND: Final = {"baseline": 25_000, "sqlite": 4_000, "postgres": 4_000, "http": 2_000}
+IDS_PER_SECOND: Final = {
+    "baseline": 25_000,
+    "sqlite": 4_000,
+    "postgres": 4_000,
+    "http": 2_000,
+    "amqp": 2_000,
+}
 METRIC = re.compile(r'^sagakit_sagas\{status="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
@@ -41,6 +53,7 @@ class Plan:
     wrk_threads: int
     work_dir: Path
     postgres_url: str
+    amqp_url: str = rabbitmq.DEFAULT_AMQP
 
     def ids(self, target: str, seconds: int) -> int:
         """How many order ids one wrk run of ``seconds`` gets."""
@@ -71,38 +84,75 @@ def _load_migrated_sqlite(command: list[str], port: int, url: str, log: Path, n:
 
 
 @contextlib.contextmanager
-def _participants(plan: Plan, count: int) -> Iterator[dict[str, str]]:
-    """The three participant services, each on a fresh SQLite file; their settings."""
+def _participants(
+    plan: Plan, count: int, queues: rabbitmq.Queues | None = None
+) -> Iterator[dict[str, str]]:
+    """The three participants, each on a fresh SQLite file; the checkout service's settings.
+
+    Without ``queues``: HTTP services. With: ``--transport amqp`` processes on those
+    queues, each ready once RabbitMQ shows it consuming its command queue.
+    """
+    transport = "http" if queues is None else "amqp"
     with contextlib.ExitStack() as stack:
-        env = {"SAGAKIT_PARTICIPANTS": "http"}
+        env = {"SAGAKIT_PARTICIPANTS": transport}
         for kind in ("payment", "inventory", "shipping"):
-            path = stack.enter_context(data.fresh_sqlite(str(plan.work_dir), f"http-{kind}"))
+            label = f"{transport}-{kind}"
+            path = stack.enter_context(data.fresh_sqlite(str(plan.work_dir), label))
             url, port = f"sqlite:///{path}", servers.free_port()
             command = servers.participant_command(kind, port, url)
-            log = plan.work_dir / f"http-{kind}.log"
+            log = plan.work_dir / f"{label}.log"
             # Payment needs the users and inventory the items; the orders are not used there.
+            # Both transports migrate the same tables: the HTTP service's start does it.
             _load_migrated_sqlite(command, port, url, log, count if kind != "shipping" else 0)
-            stack.enter_context(servers.serving(command, port, log))
-            env[f"SAGAKIT_{kind.upper()}_URL"] = f"http://127.0.0.1:{port}"
-        yield env
+            if queues is None:
+                stack.enter_context(servers.serving(command, port, log))
+                env[f"SAGAKIT_{kind.upper()}_URL"] = f"http://127.0.0.1:{port}"
+            else:
+                command = servers.amqp_participant_command(kind, url)
+                ready = functools.partial(queues.consuming, kind)
+                stack.enter_context(servers.running(command, log, ready, env=queues.env()))
+        yield env if queues is None else env | queues.env()
 
 
 @contextlib.contextmanager
-def prepared(target: str, processes: int, plan: Plan) -> Iterator[servers.Server]:
-    """A running server for ``target`` with enough orders for the whole plan."""
+def _distributed(
+    target: str, processes: int, plan: Plan, notes: dict[str, Any]
+) -> Iterator[servers.Server]:
+    """``sagakit serve`` on SQLite with its participants elsewhere (``http`` or ``amqp``)."""
     log = plan.work_dir / f"{target}-{processes}.log"
     count = plan.orders(target)
-    if target == "http":
-        with (
-            data.fresh_sqlite(str(plan.work_dir), f"http{processes}") as path,
-            _participants(plan, count) as env,
-        ):
-            url, port = f"sqlite:///{path}", servers.free_port()
-            _load_migrated_sqlite(servers.sagakit_command(port, url, 1), port, url, log, count)
-            port = servers.free_port()
-            command = servers.sagakit_command(port, url, processes)
-            with servers.serving(command, port, log, env=env) as server:
-                yield server
+    with contextlib.ExitStack() as stack:
+        queues = None
+        if target == "amqp":
+            queues = stack.enter_context(rabbitmq.fresh_queues(plan.amqp_url, f"{processes}p"))
+        path = stack.enter_context(data.fresh_sqlite(str(plan.work_dir), f"{target}{processes}"))
+        env = stack.enter_context(_participants(plan, count, queues))
+        url, port = f"sqlite:///{path}", servers.free_port()
+        _load_migrated_sqlite(servers.sagakit_command(port, url, 1), port, url, log, count)
+        port = servers.free_port()
+        command = servers.sagakit_command(port, url, processes)
+        with servers.serving(command, port, log, env=env) as server:
+            yield server
+    if queues is not None:
+        # Known once the participants stopped and the queues were counted and deleted.
+        notes["amqp_queues"] = {"prefix": queues.prefix, "messages_left": queues.left}
+        notes.setdefault("problems", []).extend(queues.problems())
+
+
+@contextlib.contextmanager
+def prepared(
+    target: str, processes: int, plan: Plan, notes: dict[str, Any] | None = None
+) -> Iterator[servers.Server]:
+    """A running server for ``target`` with enough orders for the whole plan.
+
+    ``notes`` receives what is only known once the server is gone (the ``amqp`` target's
+    queues: the messages left in them, and a problem for any dead-lettered command).
+    """
+    log = plan.work_dir / f"{target}-{processes}.log"
+    count = plan.orders(target)
+    if target in DISTRIBUTED:
+        with _distributed(target, processes, plan, {} if notes is None else notes) as server:
+            yield server
         return
     if target == "baseline":
         port = servers.free_port()
@@ -188,13 +238,15 @@ class Tally:
         return result
 
 
-def _check_stored(counts: dict[str, int], tally: Tally) -> list[str]:
+def check_stored(counts: dict[str, int], answered: dict[int, int]) -> list[str]:
+    """Problems of a server's sagas (by status) after ``answered`` answers (by HTTP status):
+    any saga unfinished, fewer completed than 200s or fewer compensated than 400s."""
     unfinished = ("failed", "running", "compensating")
     problems = [f"{counts[s]} sagas {s}" for s in unfinished if counts.get(s)]
     for status, saga_status in ((200, "completed"), (400, "compensated")):
-        if counts.get(saga_status, 0) < tally.answered.get(status, 0):
+        if counts.get(saga_status, 0) < answered.get(status, 0):
             problems.append(
-                f"{tally.answered[status]} answers {status} but only"
+                f"{answered[status]} answers {status} but only"
                 f" {counts.get(saga_status, 0)} sagas {saga_status}"
             )
     return problems
@@ -205,7 +257,8 @@ def run_target(target: str, processes: int, plan: Plan) -> dict[str, Any]:
     cells = []
     tally = Tally()
     stored: dict[str, int] = {}
-    with prepared(target, processes, plan) as server:
+    notes: dict[str, Any] = {}
+    with prepared(target, processes, plan, notes) as server:
         for concurrency in plan.concurrencies:
             tally.load(server, target, plan, concurrency, plan.warmup)
             before = CpuSnapshot.take(server.process.pid)
@@ -215,13 +268,15 @@ def run_target(target: str, processes: int, plan: Plan) -> dict[str, Any]:
             print(_progress(cells[-1]), flush=True)
         if target != "baseline":
             stored = settled_counts(server.url)
-    problems = _check_stored(stored, tally) if target != "baseline" else []
+    problems = check_stored(stored, tally.answered) if target != "baseline" else []
+    problems += notes.pop("problems", [])
     return {
         "target": target,
         "processes": processes,
         "cells": cells,
         "sagas": stored,
         "problems": problems,
+        **notes,
     }
 
 
