@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "--transport",
         choices=("http", "amqp"),
         default="http",
-        help="serve HTTP (default) or consume commands from RabbitMQ (SAGAKIT_AMQP_URL)",
+        help="take commands over HTTP (default), or from RabbitMQ (SAGAKIT_AMQP_URL) too;"
+        " either way it serves its HTTP API (users, items, /healthz) on --port",
     )
     cli_sagas.add_parser(commands)
     return parser
@@ -134,7 +135,7 @@ async def run_worker(settings: Settings) -> None:
         await stop.wait()
 
 
-def run_participant(kind: str, settings: Settings, port: int | None) -> None:
+def run_participant(kind: str, settings: Settings, port: int | None, transport: str) -> None:
     """Run one participant service under uvicorn until SIGTERM or SIGINT."""
     import uvicorn
 
@@ -142,24 +143,15 @@ def run_participant(kind: str, settings: Settings, port: int | None) -> None:
 
     participant = next(k for k in KINDS if k == kind)
     uvicorn.run(
-        create_participant_app(participant, settings),
+        create_participant_app(
+            participant, settings, transport="amqp" if transport == "amqp" else "http"
+        ),
         host=settings.host,
         port=port or DEFAULT_PORTS[participant],
         access_log=False,
         log_level=settings.log_level,
         log_config=None,
     )
-
-
-async def run_amqp_participant(kind: str, settings: Settings) -> None:
-    """Run one participant over AMQP until SIGTERM or SIGINT."""
-    from sagakit.participants.amqp import run_participant as run
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await run(kind, settings, stop)
 
 
 def redacted(url: str) -> str:
@@ -198,10 +190,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     tune_garbage_collector()
     if args.command == "serve":
         serve(settings)
-    elif args.command == "participant" and args.transport == "amqp":
-        asyncio.run(run_amqp_participant(args.kind, settings))
     elif args.command == "participant":
-        run_participant(args.kind, settings, args.port)
+        run_participant(args.kind, settings, args.port, args.transport)
     elif args.command == "sagas":
         sys.exit(cli_sagas.run(args, settings))
     else:

@@ -499,18 +499,3 @@ async def consuming(kind: str, settings: Settings, shop: ShopStore) -> AsyncIter
         yield
     finally:
         await connection.close()
-
-
-async def run_participant(kind: str, settings: Settings, stop: asyncio.Event) -> None:
-    """The ``kind`` participant over AMQP, on its own database, until ``stop`` is set."""
-    from sagakit.participants.service import KINDS, load_demo_data, open_participant_shop
-
-    participant = next(k for k in KINDS if k == kind)
-    shop, close = await open_participant_shop(settings.database_url)
-    try:
-        if settings.demo_data:
-            await load_demo_data(participant, shop)
-        async with consuming(kind, settings, shop):
-            await stop.wait()
-    finally:
-        await close()

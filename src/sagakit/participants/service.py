@@ -308,11 +308,16 @@ ROUTERS: Final[dict[Kind, Callable[[], APIRouter]]] = {
 }
 
 
-def create_participant_app(kind: Kind, settings: Settings) -> FastAPI:
+def create_participant_app(
+    kind: Kind, settings: Settings, *, transport: Literal["http", "amqp"] = "http"
+) -> FastAPI:
     """The ``kind`` participant's app over ``settings.database_url``.
 
     Its lifespan opens and migrates the database and, unless ``settings.demo_data`` is
-    off, loads the demo users (payment) or items (inventory) it lacks.
+    off, loads the demo users (payment) or items (inventory) it lacks. With the ``amqp``
+    transport it also consumes its command queue at ``settings.amqp_url`` while it runs;
+    its HTTP API stays up either way (the checkout service reads and creates users and
+    items through it: queries over HTTP, commands over the broker).
     """
 
     @contextlib.asynccontextmanager
@@ -322,7 +327,13 @@ def create_participant_app(kind: Kind, settings: Settings) -> FastAPI:
             if settings.demo_data and (loaded := await load_demo_data(kind, shop)):
                 logger.info("loaded %d demo records into the %s participant", loaded, kind)
             app.state.shop = shop
-            yield
+            if transport == "amqp":
+                from sagakit.participants.amqp import consuming
+
+                async with consuming(kind, settings, shop):
+                    yield
+            else:
+                yield
         finally:
             await close()
 

@@ -141,10 +141,15 @@ async def running_service(
         amqp = None
         if settings.participants == "amqp":
             from sagakit.participants.amqp import AmqpParticipants
+            from sagakit.participants.http import HttpParticipants
 
             amqp = AmqpParticipants(settings, store)
             await amqp.start()
             saga = amqp.checkout_saga(compensation_retry=compensation_retry)
+            # Commands go through RabbitMQ; users and items are read and created over the
+            # participants' HTTP APIs, which hold the real balances and stock.
+            remote = HttpParticipants(settings)
+            shop = remote.catalog(shop)
         elif settings.participants == "http":
             from sagakit.participants.http import HttpParticipants
 
