@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from sagakit.participants.amqp import queue_names
 from sagakit.participants.service import Kind
 from tests.distributed.conftest import Distributed
-from tests.processes import PATIENT, SagakitProcess, ServeProcess, free_port
+from tests.processes import PATIENT, ServeProcess, free_port
 from tests.recovery.conftest import BASE_ENV
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -109,7 +108,6 @@ class AmqpDistributed(Distributed):
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
         self.prefix = f"sagakit-test-{uuid.uuid4().hex[:12]}"
-        self.amqp_participants: dict[Kind, SagakitProcess] = {}
         #: Where the processes find RabbitMQ (a test may put a ``Proxy`` in between).
         self.amqp_url = AMQP_URL
 
@@ -121,40 +119,44 @@ class AmqpDistributed(Distributed):
             "SAGAKIT_AMQP_REPLY_SECONDS": "3",
         }
 
-    async def participant(  # type: ignore[override]
+    async def participant(
         self, kind: Kind, *, env: Mapping[str, str] | None = None
-    ) -> SagakitProcess:
-        """Start (or restart) the ``kind`` participant; return once it consumes."""
+    ) -> ServeProcess:
+        """Start (or restart, on its port) the ``kind`` participant; return once it consumes.
+
+        It takes its commands from RabbitMQ and serves its HTTP API (users, items) on its
+        port, where the checkout service reads and creates them.
+        """
         if env is not None:
             self.participant_env[kind] = dict(env)
-        args = ["participant", kind, "--transport", "amqp"]
+        args = ["participant", kind, "--transport", "amqp", "--port", str(self.ports[kind])]
         args += ["--database-url", f"sqlite:///{self.participant_db(kind)}"]
-        process = SagakitProcess(
+        process = ServeProcess(
+            self.ports[kind],
             args,
             {**BASE_ENV, **self.amqp_env(), **self.participant_env[kind]},
             self._log(kind),
         )
         self.processes.append(process)
-        self.amqp_participants[kind] = process
+        self.participants[kind] = process
         await process.wait_logged(f"{kind} participant consuming")
+        await process.wait_healthy()
         return process
 
     def http_env(self) -> dict[str, str]:
-        """The checkout service's settings: AMQP participants."""
-        return {"SAGAKIT_PARTICIPANTS": "amqp", **self.amqp_env(), **PATIENT}
+        """The checkout service's settings: AMQP participants, their APIs for the catalog."""
+        return {
+            **super().http_env(),
+            "SAGAKIT_PARTICIPANTS": "amqp",
+            **self.amqp_env(),
+            **PATIENT,
+        }
 
     async def serve(
         self, *, crash_at: str | None = None, env: Mapping[str, str] | None = None
     ) -> ServeProcess:
         """Start ``sagakit serve`` in AMQP mode on the checkout's database."""
         return await super().serve(crash_at=crash_at, env=env)
-
-    def add_buyer_and_widget(self) -> None:
-        """A rich buyer (payment) and a widget in stock (inventory), in their own databases."""
-        with sqlite3.connect(self.participant_db("payment")) as conn:
-            conn.execute("INSERT INTO users (user_id, balance) VALUES ('buyer', 1000000)")
-        with sqlite3.connect(self.participant_db("inventory")) as conn:
-            conn.execute("INSERT INTO items (item_id, stock, price) VALUES ('widget', 10000, 10)")
 
     async def delete_queues(self) -> None:
         """Delete this test's queues and exchange."""

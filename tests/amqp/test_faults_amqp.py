@@ -26,7 +26,7 @@ ORDERS = 40
 
 
 async def create_orders(client: httpx.AsyncClient, count: int) -> list[str]:
-    """The buyer and the widget in the checkout's catalog copy, and ``count`` orders.
+    """The buyer and the widget (created at the participants), and ``count`` orders.
 
     Every fourth order has a blank address, so shipping refuses it and its payment and
     reservation are compensated.
@@ -56,12 +56,11 @@ async def test_participant_killed_under_load_leaves_every_effect_exactly_once(
 ) -> None:
     """SIGKILL of one participant mid-load, then its restart: nothing lost."""
     server = await amqp.start()
-    amqp.add_buyer_and_widget()
     async with server.client() as client:
         orders = await create_orders(client, ORDERS)
         load = asyncio.create_task(submit(client, orders))
         await wait_until(lambda: recorded(amqp) >= 10)
-        await amqp.amqp_participants[kind].kill()
+        await amqp.participants[kind].kill()
         assert amqp.active_sagas() > 0, "the kill came after the load"
         await asyncio.sleep(0.5)
         await amqp.participant(kind)
@@ -79,7 +78,6 @@ async def test_connections_closed_under_load_reconnect_and_lose_nothing(
     await proxy.start()
     amqp.amqp_url = proxy.url
     server = await amqp.start()
-    amqp.add_buyer_and_widget()
     async with server.client() as client:
         orders = await create_orders(client, ORDERS)
         load = asyncio.create_task(submit(client, orders))
@@ -174,7 +172,7 @@ async def test_a_command_that_fails_twice_is_dead_lettered(amqp: AmqpDistributed
 
         await wait_until_async(dead_lettered)
     # The participant goes on consuming.
-    assert amqp.amqp_participants["payment"].alive
+    assert amqp.participants["payment"].alive
 
 
 async def test_orchestrator_killed_under_load_is_taken_over_and_effects_stay_exactly_once(
@@ -182,7 +180,6 @@ async def test_orchestrator_killed_under_load_is_taken_over_and_effects_stay_exa
 ) -> None:
     """SIGKILL of ``sagakit serve`` mid-load: a new one finishes every saga, each effect once."""
     server = await amqp.start()
-    amqp.add_buyer_and_widget()
     async with server.client() as client:
         orders = await create_orders(client, ORDERS)
         load = asyncio.create_task(submit(client, orders))
@@ -224,8 +221,7 @@ async def test_participant_slower_than_the_reply_timeout_is_asked_again_and_char
     applies the first of each key and answers the duplicates from its inbox.
     """
     server = await amqp.start(env={"SAGAKIT_AMQP_REPLY_SECONDS": "1"})
-    amqp.add_buyer_and_widget()
-    payment = amqp.amqp_participants["payment"]
+    payment = amqp.participants["payment"]
     async with server.client() as client:
         orders = await create_orders(client, 12)
         payment.signal(signal.SIGSTOP)
@@ -305,7 +301,6 @@ async def test_replies_lost_after_their_effect_are_asked_again_and_apply_once(
     await proxy.start()
     amqp.amqp_url = proxy.url
     server = await amqp.serve(env={"SAGAKIT_AMQP_REPLY_SECONDS": "2"})
-    amqp.add_buyer_and_widget()
     dropped: list[dict[str, object]] = []
     async with server.client() as client:
         orders = await create_orders(client, 8)

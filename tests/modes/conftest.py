@@ -11,7 +11,6 @@ it (in-process, that is the one database), so they must use records of their own
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -136,29 +135,19 @@ class Deployment:
     # -- records of a test's own ---------------------------------------------------------
 
     async def add_user(self, client: httpx.AsyncClient, user_id: str, balance: int) -> None:
-        """A user with ``balance`` at the payment service (and in the checkout's catalog)."""
+        """A user with ``balance``, created through the checkout service's admin API (which
+        creates it at the payment service, and in its catalog copy when distributed)."""
         body = {"user_id": user_id, "balance": balance}
         response = await client.post("/users", json=body, headers=ADMIN_HEADERS)
         assert response.status_code == 201, response.text
-        if isinstance(self.launcher, AmqpDistributed):
-            # The AMQP mode's admin API creates the checkout's catalog copy only.
-            self._insert("payment", "INSERT INTO users (user_id, balance) VALUES (?, ?)", body)
 
     async def add_item(
         self, client: httpx.AsyncClient, item_id: str, stock: int, price: int = 10
     ) -> None:
-        """An item with ``stock`` at the inventory service (and in the checkout's catalog)."""
+        """An item with ``stock``, created through the checkout service's admin API."""
         body = {"item_id": item_id, "stock": stock, "price": price}
         response = await client.post("/items", json=body, headers=ADMIN_HEADERS)
         assert response.status_code == 201, response.text
-        if isinstance(self.launcher, AmqpDistributed):
-            sql = "INSERT INTO items (item_id, stock, price) VALUES (?, ?, ?)"
-            self._insert("inventory", sql, body)
-
-    def _insert(self, kind: Kind, sql: str, body: Mapping[str, object]) -> None:
-        with sqlite3.connect(self.db_of(kind), timeout=30.0) as conn:
-            conn.execute(sql, list(body.values()))
-        conn.close()
 
     async def add_order(
         self,

@@ -203,12 +203,9 @@ async def test_compensated_order_checked_out_again_starts_a_new_saga_compensated
 
 
 async def test_balances_and_stock_read_through_the_api_are_the_services_own(
-    deployment: Deployment, request: pytest.FixtureRequest
+    deployment: Deployment,
 ) -> None:
     """``GET /users`` and ``GET /items`` answer the balance and stock after a checkout."""
-    if deployment.mode == "amqp":
-        reason = "AMQP mode: GET /users|/items answer the checkout's catalog copy, not the services"
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
     async with deployment.client() as client:
         await deployment.add_user(client, "reader", 100)
         await deployment.add_item(client, "read-item", 5, price=7)
