@@ -226,12 +226,20 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _sample(server: servers.Server, checkouts: int, started: float) -> dict[str, Any]:
+def _database_bytes(url: str) -> int | None:
+    """The size of a SQLite database and its WAL (None for PostgreSQL)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///")
+    return sum(os.path.getsize(f) for f in (path, f"{path}-wal") if os.path.exists(f))
+
+
+def _sample(server: servers.Server, url: str, checkouts: int, started: float) -> dict[str, Any]:
     counts = settled_counts(server.url)
     time.sleep(0.5)  # a moment for the last answers' buffers to be freed
     memory = group_memory(server.process.pid)
     sample = {"checkouts": checkouts, "seconds": round(time.monotonic() - started, 1)}
-    return sample | {"sagas": counts} | memory
+    return sample | {"sagas": counts, "database_bytes": _database_bytes(url)} | memory
 
 
 def _progress(sample: dict[str, Any]) -> str:
@@ -284,7 +292,7 @@ def measure(plan: MemoryPlan, *, progress: bool = True) -> dict[str, Any]:
         command = servers.sagakit_command(port, url, plan.processes)
         with servers.serving(command, port, log) as server:
             started, pid = time.monotonic(), server.process.pid
-            samples.append(_sample(server, 0, started))
+            samples.append(_sample(server, url, 0, started))
             done = 0
             for checkpoint in plan.checkpoints:
                 began, client, group = time.monotonic(), _own_cpu(), cpu_seconds(group=pid)
@@ -295,7 +303,7 @@ def measure(plan: MemoryPlan, *, progress: bool = True) -> dict[str, Any]:
                     "server_cores": round((cpu_seconds(group=pid) - group) / wall, 2),
                     "load_generator_cores": round((_own_cpu() - client) / wall, 2),
                 }
-                samples.append(_sample(server, checkpoint, started) | load)
+                samples.append(_sample(server, url, checkpoint, started) | load)
                 done = checkpoint
                 if progress:
                     print(_progress(samples[-1]), flush=True)

@@ -196,8 +196,8 @@ def memory_table(memory: dict[str, Any]) -> list[str]:
         "| checkouts | RSS MiB | anon MiB | file MiB | shmem MiB | processes"
         f" | RSS ÷ RSS at {memory['reference']:,} | anon ÷ anon at {memory['reference']:,}"
         f" | RSS growth, KiB per 1,000 checkouts: since {memory['reference']:,} | this stretch"
-        " | checkouts/s | cores: server / load generator |",
-        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        " | checkouts/s | cores: server / load generator | database MiB |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in memory["samples"]:
         rate = s.get("checkouts_per_second")
@@ -207,7 +207,8 @@ def memory_table(memory: dict[str, Any]) -> list[str]:
             f" | {_mib(s['shmem'])} | {len(s['processes'])} | {_times(s['rss_vs_reference'])}"
             f" | {_times(s['anon_vs_reference'])} | {_num(s['kib_per_1000_after_reference'])}"
             f" | {_num(s['kib_per_1000_this_stretch'])}"
-            f" | {_num(rate, 0) if rate else '–'} | {cores} |"
+            f" | {_num(rate, 0) if rate else '–'} | {cores}"
+            f" | {_mib(s['database_bytes']) if s.get('database_bytes') else '–'} |"
         )
     return rows
 
