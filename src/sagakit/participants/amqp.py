@@ -366,30 +366,44 @@ class AmqpParticipants:
         """Publish unsent outbox rows (confirmed), then mark them sent; for ever."""
         names = queue_names(self.settings.amqp_prefix)
         while True:
+            # Cleared before looking: a command recorded while we look sets it again, and
+            # the wait below returns at once instead of a poll later.
+            self.outbox.added.clear()
             try:
                 rows = await self.outbox.unsent()
-                sent: list[int] = []
-                for row_id, saga_id, step, key, kind, body in rows:
-                    command: JSONObject = {
-                        "saga_id": saga_id,
-                        "step": step,
-                        "key": key,
-                        "kind": kind,
-                        "body": orjson.loads(body),
-                    }
-                    await channel.default_exchange.publish(
-                        message(command, f"{key}:{kind}:{row_id}"), routing_key=names[step]
-                    )
-                    sent.append(row_id)
+                # All at once: the confirms come back together rather than one by one.
+                outcomes = await asyncio.gather(
+                    *(
+                        channel.default_exchange.publish(
+                            message(
+                                {
+                                    "saga_id": saga_id,
+                                    "step": step,
+                                    "key": key,
+                                    "kind": kind,
+                                    "body": orjson.loads(body),
+                                },
+                                f"{key}:{kind}:{row_id}",
+                            ),
+                            routing_key=names[step],
+                        )
+                        for row_id, saga_id, step, key, kind, body in rows
+                    ),
+                    return_exceptions=True,
+                )
+                sent = [row[0] for row, out in zip(rows, outcomes, strict=True) if _ok(out)]
                 if sent:
                     await self.outbox.mark_sent(sent)
+                failed = [out for out in outcomes if isinstance(out, BaseException)]
+                if failed:
+                    raise failed[0]
+                if sent:
                     continue
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.warning("outbox relay: publishing failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
-            self.outbox.added.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.2):
                     await self.outbox.added.wait()
@@ -402,6 +416,13 @@ class AmqpParticipants:
                 await task
         if self.connection is not None:
             await self.connection.close()
+
+
+def _ok(outcome: object) -> bool:
+    """Whether a publish gathered with ``return_exceptions`` was confirmed."""
+    if isinstance(outcome, asyncio.CancelledError):
+        raise outcome
+    return not isinstance(outcome, BaseException)
 
 
 # -- the participant side ------------------------------------------------------------------
