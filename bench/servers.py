@@ -63,13 +63,10 @@ def participant_command(kind: str, port: int, database_url: str) -> list[str]:
     ]
 
 
-def amqp_participant_command(kind: str, database_url: str) -> list[str]:
-    """``sagakit participant kind --transport amqp`` on ``database_url``, without demo data."""
-    return [
-        sys.executable,
-        *("-m", "sagakit.cli", "participant", kind, "--transport", "amqp"),
-        *("--database-url", database_url, "--no-demo-data"),
-    ]
+def amqp_participant_command(kind: str, port: int, database_url: str) -> list[str]:
+    """``sagakit participant kind --transport amqp`` on ``database_url``, without demo data
+    (its HTTP API, for the catalog, on ``port``)."""
+    return [*participant_command(kind, port, database_url), "--transport", "amqp"]
 
 
 def baseline_command(port: int, processes: int) -> list[str]:

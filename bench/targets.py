@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import re
 import time
 import urllib.request
@@ -90,7 +89,8 @@ def _participants(
     """The three participants, each on a fresh SQLite file; the checkout service's settings.
 
     Without ``queues``: HTTP services. With: ``--transport amqp`` processes on those
-    queues, each ready once RabbitMQ shows it consuming its command queue.
+    queues (still serving their HTTP API, which the checkout's catalog reads), each ready
+    once it answers and RabbitMQ shows it consuming its command queue.
     """
     transport = "http" if queues is None else "amqp"
     with contextlib.ExitStack() as stack:
@@ -104,13 +104,14 @@ def _participants(
             # Payment needs the users and inventory the items; the orders are not used there.
             # Both transports migrate the same tables: the HTTP service's start does it.
             _load_migrated_sqlite(command, port, url, log, count if kind != "shipping" else 0)
+            env[f"SAGAKIT_{kind.upper()}_URL"] = f"http://127.0.0.1:{port}"
             if queues is None:
                 stack.enter_context(servers.serving(command, port, log))
-                env[f"SAGAKIT_{kind.upper()}_URL"] = f"http://127.0.0.1:{port}"
             else:
-                command = servers.amqp_participant_command(kind, url)
-                ready = functools.partial(queues.consuming, kind)
-                stack.enter_context(servers.running(command, log, ready, env=queues.env()))
+                command = servers.amqp_participant_command(kind, port, url)
+                stack.enter_context(servers.serving(command, port, log, env=queues.env()))
+                if not queues.consuming(kind):
+                    raise RuntimeError(f"the {kind} participant does not consume its queue")
         yield env if queues is None else env | queues.env()
 
 
