@@ -110,8 +110,11 @@ def _participants(
             else:
                 command = servers.amqp_participant_command(kind, port, url)
                 stack.enter_context(servers.serving(command, port, log, env=queues.env()))
-                if not queues.consuming(kind):
-                    raise RuntimeError(f"the {kind} participant does not consume its queue")
+                deadline = time.monotonic() + 10
+                while not queues.consuming(kind):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the {kind} participant does not consume its queue")
+                    time.sleep(0.1)
         yield env if queues is None else env | queues.env()
 
 
