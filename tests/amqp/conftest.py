@@ -3,27 +3,37 @@
 The three ``sagakit participant KIND --transport amqp`` processes and ``sagakit serve`` run
 as real processes against the RabbitMQ server at 127.0.0.1:5672; each test uses queues of
 its own (``SAGAKIT_AMQP_PREFIX``), deleted at teardown. Tests skip when RabbitMQ does not
-answer.
+answer. The checkout keeps its sagas in a SQLite file (``amqp``) or in a PostgreSQL database
+of the test's own, created for it and dropped after it (``amqp_postgres``); the participants
+keep theirs in SQLite files either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import re
 import socket
+import sqlite3
+import threading
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import aio_pika
+import asyncpg
 import pytest
 
 from sagakit.participants.amqp import queue_names
 from sagakit.participants.service import Kind
+from tests.conftest import _admin, database_url
 from tests.distributed.conftest import Distributed
 from tests.processes import PATIENT, ServeProcess, free_port
 from tests.recovery.conftest import BASE_ENV
 
+T = TypeVar("T")
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
@@ -180,3 +190,97 @@ async def amqp(tmp_path: Path) -> AsyncIterator[AmqpDistributed]:
     finally:
         launcher.close()
         await launcher.delete_queues()
+
+
+def dollar_placeholders(sql: str) -> str:
+    """``sql`` with SQLite's ``?`` placeholders numbered as PostgreSQL's ``$1``, ``$2``..."""
+    numbers = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
+
+
+class PostgresReader:
+    """Blocking reads of a PostgreSQL database, for the launchers' synchronous readers.
+
+    The test's loop is busy running the test, so the test's connection lives on a loop of
+    its own in a thread, and each read blocks until that loop answers (as the SQLite reads
+    of ``Sagakit`` block). The connection is opened on the first read.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
+
+    def _run(self, coro: Coroutine[object, object, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30.0)
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
+        if self._conn is None:
+            self._conn = await asyncpg.connect(self.url)
+        return [tuple(row) for row in await self._conn.fetch(sql, *params)]
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Every row of a query written with ``?`` placeholders."""
+        return self._run(self._fetch(dollar_placeholders(sql), params))
+
+    def close(self) -> None:
+        """Close the connection and stop the thread's loop."""
+        if self._conn is not None:
+            self._run(self._conn.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+class AmqpOnPostgres(AmqpDistributed):
+    """The AMQP checkout with its saga store, orders and catalog copy on PostgreSQL.
+
+    ``serve`` gets ``database_url`` (it applies the migrations itself); the readers of the
+    checkout's database (``rows``, ``scalar`` and those built on them) read PostgreSQL.
+    """
+
+    def __init__(self, tmp: Path, database_url: str) -> None:
+        super().__init__(tmp)
+        self.database_url = database_url
+        self.reader = PostgresReader(database_url)
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Every row of a query on the checkout's PostgreSQL database (``?`` placeholders)."""
+        return self.reader.rows(sql, params)
+
+    def scalar(self, sql: str, params: Sequence[object] = ()) -> object:
+        """The first column of the first row of a query on the checkout's database."""
+        rows = self.rows(sql, params)
+        assert rows, sql
+        return rows[0][0]
+
+    def connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """Not here: the checkout's database is not a SQLite file."""
+        raise NotImplementedError("the checkout's database is PostgreSQL: use rows()")
+
+    def close(self) -> None:
+        """Kill and reap every process started, then close the test's connection."""
+        try:
+            super().close()
+        finally:
+            self.reader.close()
+
+
+@pytest.fixture
+async def amqp_postgres(tmp_path: Path) -> AsyncIterator[AmqpOnPostgres]:
+    """The AMQP launcher, the checkout on a new PostgreSQL database, dropped at teardown."""
+    if not rabbitmq_answers():
+        pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
+    name = f"sagakit_amqp_{uuid.uuid4().hex[:12]}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    try:
+        launcher = AmqpOnPostgres(tmp_path, database_url(name))
+        try:
+            yield launcher
+        finally:
+            launcher.close()
+            await launcher.delete_queues()
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
