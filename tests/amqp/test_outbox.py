@@ -107,3 +107,31 @@ async def test_pruning_deletes_old_sent_commands_and_old_replies_of_ended_sagas(
     assert [r[0] for r in await outbox.unsent()] == [refund[0]]
     assert await outbox.reply(ended.instance.saga_id, "payment.charge") is None
     assert await outbox.reply("still-running", "payment.charge") == {"outcome": "ok"}
+
+
+async def test_a_relay_takes_its_own_sagas_commands_at_once_and_others_when_late(
+    saga_store: SagaStore,
+) -> None:
+    """Two processes' relays do not both publish a fresh command; a late one is anybody's."""
+    orch = SagaOrchestrator(saga_store, [Saga("pay", [Charge()])])
+    done = await orch.start("pay", {})
+    await orch.wait(done.instance.saga_id, timeout=10.0)
+    await orch.shutdown()
+    for saga_id, owner in (("mine", "me"), ("theirs", "them")):
+        message = OutboxMessage(step="payment", key=f"{saga_id}:payment", kind="charge", body={})
+        await saga_store.start(
+            replace(done.instance, saga_id=saga_id, owner=owner, status=SagaStatus.RUNNING),
+            SagaEvent(type="saga_started"),
+            lease_seconds=60,
+            outbox=(message,),
+        )
+    outbox = Outbox(saga_store)
+
+    def sagas(rows: list[tuple[int, str, str, str, str, str]]) -> list[str]:
+        return [row[1] for row in rows]
+
+    assert sagas(await outbox.unsent(owner="me", before=time.time() - 60)) == ["mine"]
+    assert sagas(await outbox.unsent(owner="them", before=time.time() - 60)) == ["theirs"]
+    late = sagas(await outbox.unsent(owner="me", before=time.time() + 1))
+    assert late == [done.instance.saga_id, "mine", "theirs"]
+    assert len(await outbox.unsent()) == 3

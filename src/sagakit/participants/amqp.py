@@ -60,6 +60,9 @@ PLAN: Final = (
 )
 
 
+#: Seconds after which a relay publishes a command of a saga another process holds (that
+#: process's relay should have: it is dead, or cannot reach RabbitMQ).
+RELAY_GRACE_SECONDS: Final = 2.0
 #: How often the checkout service deletes the sent commands and replies past retention.
 PRUNE_SECONDS: Final = 300.0
 
@@ -131,23 +134,35 @@ class Outbox:
         self.added = asyncio.Event()
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}
 
-    async def unsent(self, limit: int = 100) -> list[tuple[int, str, str, str, str, str]]:
-        """Up to ``limit`` unsent commands, oldest first: (id, saga, step, key, kind, body)."""
+    async def unsent(
+        self, limit: int = 100, *, owner: str | None = None, before: float = 0.0
+    ) -> list[tuple[int, str, str, str, str, str]]:
+        """Up to ``limit`` unsent commands, oldest first: (id, saga, step, key, kind, body).
+
+        With ``owner``, only those of the sagas ``owner`` holds, and the others written
+        before ``before``: each process's relay publishes its own sagas' commands at once,
+        and another's only once they are late (that process is dead, or cut from RabbitMQ).
+        """
         if self.kind == "SqliteStore":
             sql = (
                 "SELECT id, saga_id, step, key, kind, body FROM saga_outbox"
-                " WHERE sent_at IS NULL ORDER BY id LIMIT ?"
+                " WHERE sent_at IS NULL AND (? IS NULL OR created_at < ? OR saga_id IN"
+                "  (SELECT saga_id FROM saga_instances WHERE owner = ?))"
+                " ORDER BY id LIMIT ?"
             )
+            args = (owner, before, owner, limit)
             rows = await self.store.db.read(  # type: ignore[attr-defined]
-                lambda conn: conn.execute(sql, (limit,)).fetchall()
+                lambda conn: conn.execute(sql, args).fetchall()
             )
         else:
             sql = (
                 "SELECT id, saga_id, step, key, kind, body::text AS body FROM saga_outbox"
-                " WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+                " WHERE sent_at IS NULL AND ($2::text IS NULL OR created_at < $3 OR saga_id IN"
+                "  (SELECT saga_id FROM saga_instances WHERE owner = $2))"
+                " ORDER BY id LIMIT $1"
             )
             async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
-                rows = await conn.fetch(sql, limit)
+                rows = await conn.fetch(sql, limit, owner, before)
         return [(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in rows]
 
     async def mark_sent(self, ids: list[int]) -> None:
@@ -307,6 +322,9 @@ class AmqpParticipants:
     def __init__(self, settings: Settings, store: SagaStore) -> None:
         self.settings = settings
         self.outbox = Outbox(store)
+        #: The orchestrator's owner id, once it exists: the relay publishes the commands of
+        #: this process's sagas at once, and others' when ``RELAY_GRACE_SECONDS`` late.
+        self.owner: str | None = None
         self.connection: AbstractRobustConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -370,7 +388,8 @@ class AmqpParticipants:
             # the wait below returns at once instead of a poll later.
             self.outbox.added.clear()
             try:
-                rows = await self.outbox.unsent()
+                late = time.time() - RELAY_GRACE_SECONDS
+                rows = await self.outbox.unsent(owner=self.owner, before=late)
                 # All at once: the confirms come back together rather than one by one.
                 outcomes = await asyncio.gather(
                     *(

@@ -167,6 +167,8 @@ async def running_service(
             probe=crash_probe(settings.crash_at) if settings.crash_at else None,
             listeners=tools.listeners,
         )
+        if amqp is not None:
+            amqp.owner = orchestrator.owner
         service = CheckoutService(store, shop, orchestrator, tools)
         background = (
             asyncio.create_task(
