@@ -294,7 +294,8 @@ async def test_replies_lost_after_their_effect_are_asked_again_and_apply_once(
     checkouts run, in rounds: the proxy holds back what RabbitMQ sends the checkout (the
     relay still publishes, and the participants apply and reply); then the checkout's
     connection is cut (RabbitMQ requeues the replies it had handed over) and refused
-    while the test drops every waiting reply; then it reconnects. Until every saga ended.
+    while the test drops every waiting reply; then it reconnects. Three rounds, then every
+    saga must end.
     """
     await asyncio.gather(*(amqp.participant(kind) for kind in KINDS))
     proxy = Proxy()
@@ -306,9 +307,11 @@ async def test_replies_lost_after_their_effect_are_asked_again_and_apply_once(
         orders = await create_orders(client, 8)
         checkouts = asyncio.gather(*(client.post(f"/checkout/{o}") for o in orders))
         await wait_until(lambda: recorded(amqp) == len(orders))
-        deadline = time.monotonic() + 45.0
-        while amqp.active_sagas():
-            assert time.monotonic() < deadline, f"sagas still active: {amqp.statuses()}"
+        # Three rounds at most: a step loses at most three replies, fewer than its six tries
+        # (more rounds on a slow machine would exhaust some steps, which then compensate).
+        for _ in range(3):
+            if not amqp.active_sagas():
+                break
             proxy.pause()
             await asyncio.sleep(0.5)
             proxy.refusing = True
@@ -319,6 +322,7 @@ async def test_replies_lost_after_their_effect_are_asked_again_and_apply_once(
             await wait_until_async(lambda: replies_consumed(amqp.prefix))
             await asyncio.sleep(0.2)
         answers = await checkouts
+    await amqp.wait_all_finished(45)
     await proxy.close()
 
     assert sorted(a.status_code for a in answers) == [200] * 6 + [400] * 2
