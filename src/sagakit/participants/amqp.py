@@ -63,6 +63,10 @@ PLAN: Final = (
 #: Seconds after which a relay publishes a command of a saga another process holds (that
 #: process's relay should have: it is dead, or cannot reach RabbitMQ).
 RELAY_GRACE_SECONDS: Final = 2.0
+#: A step waiting for its reply looks in ``saga_replies`` after this many seconds, then
+#: after twice as long each time, up to ``REPLY_POLL_LAST``.
+REPLY_POLL_FIRST: Final = 0.01
+REPLY_POLL_LAST: Final = 0.5
 #: How often the checkout service deletes the sent commands and replies past retention.
 PRUNE_SECONDS: Final = 300.0
 
@@ -243,6 +247,7 @@ class Outbox:
         """The reply ``name``, waiting up to ``timeout`` seconds; ``ReplyTimeout`` after."""
         deadline = time.monotonic() + timeout
         waiter = self._waiters.setdefault((saga_id, name), asyncio.Event())
+        pause = REPLY_POLL_FIRST
         try:
             while True:
                 waiter.clear()
@@ -251,10 +256,13 @@ class Outbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ReplyTimeout(f"no reply {name!r} for saga {saga_id} in {timeout}s")
-                # Woken by the reply consumer in this process; polled for one elsewhere.
+                # Woken at once by the reply consumer of this process. A reply that another
+                # process's consumer stored (several checkout processes share the replies
+                # queue) is found by polling: soon at first, when replies come, then rarely.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(left, 0.5)):
+                    async with asyncio.timeout(min(left, pause)):
                         await waiter.wait()
+                pause = min(pause * 2, REPLY_POLL_LAST)
         finally:
             self._waiters.pop((saga_id, name), None)
 
