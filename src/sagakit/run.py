@@ -234,6 +234,8 @@ class SagaRun:
         self, indices: Iterable[int], *, compensation: bool = False
     ) -> tuple[OutboxMessage, ...]:
         """The messages steps ``indices`` send with the attempt their rows now record."""
+        if not self.saga.senders:  # the common case, on every start: nothing to build
+            return ()
         return self._messages(self._contexts(indices, compensation), compensation, None)
 
     def outgoing_after(self, index: int, following: Sequence[int]) -> Outgoing | None:
