@@ -337,3 +337,37 @@ async def test_replies_lost_after_their_effect_are_asked_again_and_apply_once(
     assert amqp.active_sagas() == 0
     assert amqp.statuses() == {"completed": 6, "compensated": 2}
     amqp.assert_exactly_once(balance=BALANCE, stock=STOCK)
+
+
+async def test_checkout_service_started_while_rabbitmq_does_not_answer_waits_for_it(
+    amqp: AmqpDistributed,
+) -> None:
+    """Started with RabbitMQ unreachable, the service serves; its commands go out later.
+
+    The checkout service reaches RabbitMQ through a proxy that refuses every connection:
+    it starts anyway, answers, records the checkouts with their commands in the outbox;
+    once the proxy lets connections through, it connects and every saga finishes.
+    """
+    await asyncio.gather(*(amqp.participant(kind) for kind in KINDS))
+    proxy = Proxy()
+    await proxy.start()
+    proxy.refusing = True
+    amqp.amqp_url = proxy.url
+    server = await amqp.serve()
+    async with server.client() as client:
+        orders = await create_orders(client, 8)
+        answers = [await client.post(f"/checkout/{o}", params={"wait": "false"}) for o in orders]
+        assert [a.status_code for a in answers] == [202] * len(orders)
+        await asyncio.sleep(1.5)
+        unsent = "SELECT count(*) FROM saga_outbox WHERE sent_at IS NULL"
+        assert amqp.rows(unsent) == [(len(orders),)]
+        assert amqp.statuses() == {"running": len(orders)}
+
+        proxy.refusing = False
+        await amqp.wait_all_finished(60)
+    await proxy.close()
+
+    assert amqp.statuses() == {"completed": 6, "compensated": 2}
+    assert amqp.rows(unsent) == [(0,)]
+    assert "does not answer" in server.log.read_text()
+    amqp.assert_exactly_once(balance=BALANCE, stock=STOCK)

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aio_pika
 import orjson
@@ -110,6 +111,41 @@ async def connect(settings: Settings, role: str) -> AbstractRobustConnection:
         client_properties={"connection_name": f"{settings.amqp_prefix}.{role}"},
         reconnect_interval=1.0,
     )
+
+
+async def keep_connecting(
+    settings: Settings,
+    role: str,
+    setup: Callable[[AbstractRobustConnection], Awaitable[None]],
+) -> AbstractRobustConnection:
+    """:func:`connect`, then ``setup`` (channels, queues, consumers) on the connection.
+
+    While RabbitMQ does not answer (down, not started yet, a wrong address), or ``setup``
+    fails, try again after 1 s, doubling up to 10 s, with a warning each time: a process
+    that starts before its broker waits for it instead of dying. Once connected, the
+    connection itself reconnects and redeclares what ``setup`` declared.
+    """
+    delay = 1.0
+    address = urlsplit(settings.amqp_url)
+    where = f"{address.hostname}:{address.port or 5672}"
+    while True:
+        try:
+            connection = await connect(settings, role)
+        except Exception as exc:
+            failure = f"does not answer ({type(exc).__name__}: {exc})"
+        else:
+            try:
+                await setup(connection)
+            except BaseException as exc:
+                await connection.close()
+                if not isinstance(exc, Exception):
+                    raise
+                failure = f"refused the setup ({type(exc).__name__}: {exc})"
+            else:
+                return connection
+        logger.warning("RabbitMQ at %s %s; trying again in %.0f s", where, failure, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
 
 
 def message(body: JSONObject, message_id: str) -> aio_pika.Message:
@@ -354,14 +390,28 @@ class AmqpParticipants:
         return Saga(CHECKOUT, steps)
 
     async def start(self) -> None:
-        """Connect, declare the queues, start the relay and the reply consumer."""
-        self.connection = await connect(self.settings, "checkout")
-        channel = await self.connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=100)
-        queues = await declare(channel, self.settings.amqp_prefix)
-        await queues["replies"].consume(self._on_reply)
-        self._tasks.append(asyncio.create_task(self._relay(channel), name="sagakit-amqp-relay"))
+        """Start the relay and the reply consumer, once connected (in the background).
+
+        The service does not wait for RabbitMQ: while it does not answer, checkouts are
+        recorded and their commands wait in the outbox; they go out once it does.
+        """
+        self._tasks.append(asyncio.create_task(self._run(), name="sagakit-amqp-relay"))
         self._tasks.append(asyncio.create_task(self._pruner(), name="sagakit-amqp-pruner"))
+
+    async def _run(self) -> None:
+        """Connect (waiting for RabbitMQ if need be), consume the replies, then relay."""
+        channels: list[AbstractChannel] = []
+
+        async def setup(connection: AbstractRobustConnection) -> None:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=100)
+            queues = await declare(channel, self.settings.amqp_prefix)
+            await queues["replies"].consume(self._on_reply)
+            channels.append(channel)
+
+        self.connection = await keep_connecting(self.settings, "checkout", setup)
+        logger.info("checkout service connected to RabbitMQ")
+        await self._relay(channels[0])
 
     async def _pruner(self) -> None:
         """Delete old sent commands and replies, every ``PRUNE_SECONDS``, for ever."""
@@ -532,9 +582,13 @@ async def handle_command(
 
 @contextlib.asynccontextmanager
 async def consuming(kind: str, settings: Settings, shop: ShopStore) -> AsyncIterator[None]:
-    """Consume the ``kind`` command queue into ``shop`` while the context is open."""
-    connection = await connect(settings, kind)
-    try:
+    """Consume the ``kind`` command queue into ``shop`` while the context is open.
+
+    The connection is made in the background (waiting for RabbitMQ if it does not answer
+    yet), so the participant's HTTP API serves meanwhile.
+    """
+
+    async def setup(connection: AbstractRobustConnection) -> None:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=20)
         queues = await declare(channel, settings.amqp_prefix)
@@ -544,6 +598,15 @@ async def consuming(kind: str, settings: Settings, shop: ShopStore) -> AsyncIter
 
         await queues[kind].consume(on_command)
         logger.info("%s participant consuming %s", kind, queues[kind].name)
+
+    connecting = asyncio.create_task(
+        keep_connecting(settings, kind, setup), name=f"sagakit-amqp-{kind}"
+    )
+    try:
         yield
     finally:
-        await connection.close()
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
+        if not connecting.cancelled():
+            await connecting.result().close()
