@@ -345,20 +345,22 @@ async def test_checkout_service_started_while_rabbitmq_does_not_answer_waits_for
     """Started with RabbitMQ unreachable, the service serves; its commands go out later.
 
     The checkout service reaches RabbitMQ through a proxy that refuses every connection:
-    it starts anyway, answers, records the checkouts with their commands in the outbox;
-    once the proxy lets connections through, it connects and every saga finishes.
+    it starts anyway, answers, records the checkouts with their commands in the outbox.
+    The outage lasts longer than a step's six tries of 0.3 s replies (about 7 s with the
+    backoff), yet no try is used up: a step whose command was never published keeps
+    waiting. Once the proxy lets connections through, every saga finishes forward.
     """
     await asyncio.gather(*(amqp.participant(kind) for kind in KINDS))
     proxy = Proxy()
     await proxy.start()
     proxy.refusing = True
     amqp.amqp_url = proxy.url
-    server = await amqp.serve()
+    server = await amqp.serve(env={"SAGAKIT_AMQP_REPLY_SECONDS": "0.3"})
     async with server.client() as client:
         orders = await create_orders(client, 8)
         answers = [await client.post(f"/checkout/{o}", params={"wait": "false"}) for o in orders]
         assert [a.status_code for a in answers] == [202] * len(orders)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(10.0)
         unsent = "SELECT count(*) FROM saga_outbox WHERE sent_at IS NULL"
         assert amqp.rows(unsent) == [(len(orders),)]
         assert amqp.statuses() == {"running": len(orders)}
@@ -369,5 +371,6 @@ async def test_checkout_service_started_while_rabbitmq_does_not_answer_waits_for
 
     assert amqp.statuses() == {"completed": 6, "compensated": 2}
     assert amqp.rows(unsent) == [(0,)]
+    assert amqp.rows("SELECT max(attempts) FROM saga_steps") == [(1,)]
     assert "does not answer" in server.log.read_text()
     amqp.assert_exactly_once(balance=BALANCE, stock=STOCK)

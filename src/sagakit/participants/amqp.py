@@ -205,6 +205,26 @@ class Outbox:
                 rows = await conn.fetch(sql, limit, owner, before)
         return [(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in rows]
 
+    async def published(self, saga_id: str, step: str, kind: str) -> bool:
+        """Whether the latest ``kind`` command of step ``step`` of ``saga_id`` (the one the
+        attempt under way recorded) was published."""
+        if self.kind == "SqliteStore":
+            sql = (
+                "SELECT sent_at IS NOT NULL FROM saga_outbox"
+                " WHERE saga_id = ? AND step = ? AND kind = ? ORDER BY id DESC LIMIT 1"
+            )
+            row = await self.store.db.read(  # type: ignore[attr-defined]
+                lambda conn: conn.execute(sql, (saga_id, step, kind)).fetchone()
+            )
+        else:
+            sql = (
+                "SELECT sent_at IS NOT NULL FROM saga_outbox"
+                " WHERE saga_id = $1 AND step = $2 AND kind = $3 ORDER BY id DESC LIMIT 1"
+            )
+            async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
+                row = await conn.fetchrow(sql, saga_id, step, kind)
+        return row is not None and bool(row[0])
+
     async def mark_sent(self, ids: list[int]) -> None:
         """Record that RabbitMQ confirmed the commands ``ids``."""
         at = time.time()
@@ -331,7 +351,9 @@ class AmqpStep(Step):
         self.action = action
         self.undo = undo
         self.wait = wait
-        self.timeout = wait + 10.0
+        # No limit on an attempt as a whole: ``_reply`` bounds each wait for a published
+        # command, and waits for as long as RabbitMQ cannot even be reached.
+        self.timeout = None
 
     def outgoing(self, ctx: StepContext, *, compensation: bool) -> OutboxMessage:
         """The command of this attempt: the action, or (``compensation``) its undoing."""
@@ -344,9 +366,22 @@ class AmqpStep(Step):
         )
 
     async def _reply(self, ctx: StepContext, kind: str) -> JSONObject:
+        """The reply to this attempt's command (or an earlier attempt's: same key).
+
+        ``ReplyTimeout`` (the step tries again) when ``wait`` seconds passed and this
+        attempt's command was published; while it was not (RabbitMQ unreachable), it keeps
+        waiting: an outage is not the participant's failure, and should not use up the
+        step's tries and turn the saga backward.
+        """
         # The command was committed with this attempt's record, just before: publish it now.
         self.outbox.added.set()
-        return await self.outbox.wait_reply(ctx.saga_id, f"{self.name}.{kind}", self.wait)
+        name = f"{self.name}.{kind}"
+        while True:
+            try:
+                return await self.outbox.wait_reply(ctx.saga_id, name, self.wait)
+            except ReplyTimeout:
+                if await self.outbox.published(ctx.saga_id, self.name, kind):
+                    raise
 
     async def do(self, ctx: StepContext) -> JSON:
         """Wait for the action's reply; a refusal raises ``StepFailed``."""
