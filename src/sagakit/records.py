@@ -6,6 +6,7 @@ import enum
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import TypeAlias
 
@@ -123,6 +124,10 @@ class OutboxMessage:
     body: JSONObject
 
 
+#: Builds the messages of the steps a local action's transition starts, from its result.
+Outgoing: TypeAlias = Callable[[JSON], tuple[OutboxMessage, ...]]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SagaInstance:
     """One run of a saga definition, as the store has it."""
@@ -177,6 +182,13 @@ class Transition:
     #: Messages to add to the outbox with this transition (sent only if it is written).
     outbox: tuple[OutboxMessage, ...] = ()
     at: float = field(default_factory=now)
+
+    def with_result(self, index: int, result: JSON, outgoing: Outgoing | None) -> Transition:
+        """This transition once step ``index``'s local action gave ``result``: that step's
+        row carries it, and the messages ``outgoing`` builds from it join the outbox."""
+        steps = tuple(s.evolve(result=result) if s.index == index else s for s in self.steps)
+        outbox = self.outbox + (outgoing(result) if outgoing else ())
+        return replace(self, steps=steps, outbox=outbox)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,7 @@ from sagakit.errors import LeaseLost, StepFailed
 from sagakit.records import (
     JSON,
     OutboxMessage,
+    Outgoing,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -42,8 +43,6 @@ CRASH_ALLOWANCE: Final = 1
 #: The "deadline" of a step that waits for ever (epoch seconds, some million years away):
 #: a parked saga is claimable only when its lease has passed, so it needs a finite one.
 WAIT_FOREVER: Final = 1e14
-#: A step's outgoing messages, built from the result of the local action before them.
-Outgoing = Callable[[JSON], tuple[OutboxMessage, ...]]
 #: How a ``failed`` saga's error begins.
 COMPENSATION_FAILED: Final = "compensation of "
 #: The step attempt (or compensation attempt) this task is running, ``None`` between steps:

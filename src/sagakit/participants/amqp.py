@@ -503,7 +503,11 @@ class AmqpParticipants:
                     ),
                     return_exceptions=True,
                 )
-                sent = [row[0] for row, out in zip(rows, outcomes, strict=True) if _ok(out)]
+                sent = [
+                    row[0]
+                    for row, out in zip(rows, outcomes, strict=True)
+                    if not isinstance(out, BaseException)
+                ]
                 if sent:
                     await self.outbox.mark_sent(sent)
                 failed = [out for out in outcomes if isinstance(out, BaseException)]
@@ -528,13 +532,6 @@ class AmqpParticipants:
                 await task
         if self.connection is not None:
             await self.connection.close()
-
-
-def _ok(outcome: object) -> bool:
-    """Whether a publish gathered with ``return_exceptions`` was confirmed."""
-    if isinstance(outcome, asyncio.CancelledError):
-        raise outcome
-    return not isinstance(outcome, BaseException)
 
 
 # -- the participant side ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Protocol
 from sagakit.records import (
     JSON,
     OutboxMessage,
+    Outgoing,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -109,7 +110,7 @@ class SagaStore(SagaQueries, Protocol):
         action: object,
         index: int,
         *,
-        outgoing: Callable[[JSON], tuple[OutboxMessage, ...]] | None = None,
+        outgoing: Outgoing | None = None,
     ) -> tuple[bool, JSON]:
         """Run the local ``action`` and apply ``change`` in one transaction.
 

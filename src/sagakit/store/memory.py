@@ -14,6 +14,7 @@ from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StoreErro
 from sagakit.records import (
     JSON,
     OutboxMessage,
+    Outgoing,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -146,7 +147,7 @@ class MemoryStore:
         action: object,
         index: int,
         *,
-        outgoing: Callable[[JSON], tuple[OutboxMessage, ...]] | None = None,
+        outgoing: Outgoing | None = None,
     ) -> tuple[bool, JSON]:
         raise StoreError("the memory store has no database to run a local action in")
 

@@ -9,7 +9,7 @@ database's clock, so hosts whose clocks disagree still agree on who holds a saga
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 import orjson
@@ -18,6 +18,7 @@ from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFaile
 from sagakit.records import (
     JSON,
     OutboxMessage,
+    Outgoing,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -446,7 +447,7 @@ class PostgresStore:
         action: object,
         index: int,
         *,
-        outgoing: Callable[[JSON], tuple[OutboxMessage, ...]] | None = None,
+        outgoing: Outgoing | None = None,
     ) -> tuple[bool, JSON]:
         if not isinstance(action, PostgresAction) or action.db is not self.db:
             raise StoreError("not a local action of this PostgreSQL store")
@@ -460,11 +461,7 @@ class PostgresStore:
             except StepFailed as refused:
                 refusal = refused
             else:
-                steps = tuple(
-                    s.evolve(result=result) if s.index == index else s for s in change.steps
-                )
-                outbox = change.outbox + (outgoing(result) if outgoing else ())
-                written = replace(change, steps=steps, outbox=outbox)
+                written = change.with_result(index, result, outgoing)
                 rows = await conn.fetch(UPDATE_FENCED, *_transition_arguments([written]))
                 if not rows:
                     raise LeaseLost(change.saga_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 import orjson
@@ -18,6 +18,7 @@ from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFaile
 from sagakit.records import (
     JSON,
     OutboxMessage,
+    Outgoing,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -317,7 +318,7 @@ class SqliteStore:
         action: object,
         index: int,
         *,
-        outgoing: Callable[[JSON], tuple[OutboxMessage, ...]] | None = None,
+        outgoing: Outgoing | None = None,
     ) -> tuple[bool, JSON]:
         if not isinstance(action, SqliteAction) or action.db is not self.db:
             raise StoreError("not a local action of this SQLite store")
@@ -327,11 +328,7 @@ class SqliteStore:
             conn.execute("SAVEPOINT local_action")
             try:
                 result = action.run(conn)
-                steps = tuple(
-                    s.evolve(result=result) if s.index == index else s for s in change.steps
-                )
-                outbox = change.outbox + (outgoing(result) if outgoing else ())
-                cancel = _apply(conn, replace(change, steps=steps, outbox=outbox))
+                cancel = _apply(conn, change.with_result(index, result, outgoing))
             except StepFailed as refusal:
                 # What a refusing action wrote stays (its inbox row recording the refusal);
                 # the step's success is not recorded: the orchestrator records the refusal.
