@@ -26,8 +26,8 @@ import aio_pika
 import asyncpg
 import pytest
 
-from sagakit.participants.amqp import queue_names
-from sagakit.participants.service import Kind
+from sagakit.api.participants import Kind
+from sagakit.transports.amqp.broker import queue_names
 from tests.conftest import _admin, database_url
 from tests.distributed.conftest import Distributed
 from tests.processes import PATIENT, ServeProcess, free_port

@@ -17,8 +17,8 @@ import httpx
 import orjson
 import pytest
 
-from sagakit.participants.amqp import queue_names
-from sagakit.participants.service import KINDS, Kind
+from sagakit.api.participants import KINDS, Kind
+from sagakit.transports.amqp.broker import queue_names
 from tests.amqp.conftest import AMQP_URL, AmqpDistributed, Proxy
 from tests.distributed.test_faults import recorded, submit, wait_until
 

@@ -11,11 +11,11 @@ import pytest
 
 from sagakit.errors import StepFailed
 from sagakit.orchestrator import SagaOrchestrator
-from sagakit.participants.amqp import Outbox, ReplyTimeout
 from sagakit.records import JSON, JSONObject, OutboxMessage, SagaEvent, SagaStatus
 from sagakit.saga import Saga, Step, StepContext, step
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
+from sagakit.transports.amqp.outbox import Outbox, ReplyTimeout
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from sagakit.saga import Saga
-from sagakit.shop.participants import CHECKOUT
+from sagakit.shop.local_participants import CHECKOUT
 from tests.api.conftest import Serve, client_of
 from tests.api.support import ADMIN, Held, Refuse, SetUp, json_of, page_of, settled_saga
 

@@ -18,7 +18,7 @@ from typing import Final
 import httpx
 import pytest
 
-from sagakit.participants.service import KINDS, Kind
+from sagakit.api.participants import KINDS, Kind
 from tests.processes import ADMIN_HEADERS, PATIENT, ServeProcess, free_port
 from tests.recovery.conftest import BASE_ENV, Sagakit, read_only
 

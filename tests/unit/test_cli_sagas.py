@@ -23,9 +23,9 @@ from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON, JSONObject, SagaInstance, SagaStatus
 from sagakit.retry import RetryPolicy
 from sagakit.saga import Saga, Step, StepContext
+from sagakit.service import running_service
 from sagakit.settings import Settings
-from sagakit.shop.participants import CHECKOUT
-from sagakit.shop.service import running_service
+from sagakit.shop.local_participants import CHECKOUT
 from sagakit.store.sqlite import SqliteStore
 
 ORDER: Final[JSONObject] = {

@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from sagakit.errors import StepFailed
-from sagakit.participants.http import HttpParticipants, HttpStep, ParticipantUnavailable
 from sagakit.saga import StepContext
 from sagakit.settings import Settings
+from sagakit.transports.http import HttpParticipants, HttpStep, ParticipantUnavailable
 
 CONTEXT = StepContext(
     saga_id="s1",

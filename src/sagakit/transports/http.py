@@ -22,7 +22,7 @@ from sagakit.saga import Saga, Step, StepContext
 from sagakit.settings import Settings
 from sagakit.shop.base import ShopStore
 from sagakit.shop.errors import AlreadyExists
-from sagakit.shop.participants import CHECKOUT
+from sagakit.shop.local_participants import CHECKOUT
 from sagakit.shop.records import Item, Ledger, Order, User
 
 #: A participant that is down (killed, restarting) is tried for about ten seconds before

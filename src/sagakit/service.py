@@ -1,4 +1,8 @@
-"""The checkout service: one store, the shop's tables, an orchestrator and a worker, together."""
+"""The composition root: store, shop, saga, orchestrator and worker, built from the settings.
+
+``sagakit serve``, ``sagakit worker``, the tests and the benchmarks all start the checkout
+service here; nothing below this module knows which transport or store was chosen.
+"""
 
 from __future__ import annotations
 
@@ -8,78 +12,24 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sagakit.errors import StoreError
-from sagakit.observability.instruments import Instruments, instruments
-from sagakit.observability.metrics import SagaMetrics
+from sagakit.observability.instruments import instruments
 from sagakit.orchestrator import Probe, SagaOrchestrator
-from sagakit.records import JSONObject, SagaInstance, SagaStatus
 from sagakit.retry import DEFAULT_COMPENSATION_RETRY
 from sagakit.settings import Settings
 from sagakit.shop.base import ShopStore
-from sagakit.shop.errors import CheckoutBlocked, NotFound
-from sagakit.shop.participants import CHECKOUT, checkout_saga
-from sagakit.shop.records import Order
+from sagakit.shop.checkout import CheckoutService
+from sagakit.shop.local_participants import checkout_saga
 from sagakit.store.base import SagaStore
 from sagakit.worker import Worker
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 logger = logging.getLogger("sagakit.shop")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckoutOutcome:
-    """Where an order's checkout saga stood when the caller stopped waiting."""
-
-    order_id: str
-    saga: SagaInstance
-
-
-class CheckoutService:
-    """Checks orders out through the ``checkout`` saga, one saga per order."""
-
-    def __init__(
-        self,
-        store: SagaStore,
-        shop: ShopStore,
-        orchestrator: SagaOrchestrator,
-        instruments: Instruments | None = None,
-    ):
-        self.store = store
-        self.shop = shop
-        self.orchestrator = orchestrator
-        #: The metrics (and tracer) whose listeners ``orchestrator`` was given.
-        self.instruments = instruments or Instruments(metrics=SagaMetrics())
-
-    async def checkout(self, order_id: str, *, wait_seconds: float) -> CheckoutOutcome:
-        """Start (or join) the order's checkout and wait up to ``wait_seconds`` for its end.
-
-        Raises ``NotFound`` for an unknown order and ``CheckoutBlocked`` when the order's
-        last saga failed and waits for an operator.
-        """
-        order = await self.shop.get_order(order_id)
-        if order is None:
-            raise NotFound(f"order {order_id!r} not found")
-        started = await self.orchestrator.start(
-            CHECKOUT, checkout_input(order), business_key=order_id
-        )
-        saga = started.instance
-        if saga.status is SagaStatus.FAILED:
-            raise CheckoutBlocked(order_id, saga.saga_id, saga.error)
-        if saga.status.is_active and wait_seconds > 0:
-            saga = await self.orchestrator.wait(saga.saga_id, wait_seconds)
-        return CheckoutOutcome(order_id=order_id, saga=saga)
-
-
-def checkout_input(order: Order) -> JSONObject:
-    """The saga's input: a snapshot of the order as it is checked out."""
-    return {
-        "order_id": order.order_id,
-        "user_id": order.user_id,
-        "items": dict(order.items),
-        "address": order.address,
-        "total": order.total,
-    }
 
 
 def crash_probe(spec: str) -> Probe:
@@ -140,8 +90,8 @@ async def running_service(
         remote = None
         amqp = None
         if settings.participants == "amqp":
-            from sagakit.participants.amqp import AmqpParticipants
-            from sagakit.participants.http import HttpParticipants
+            from sagakit.transports.amqp.relay import AmqpParticipants
+            from sagakit.transports.http import HttpParticipants
 
             amqp = AmqpParticipants(settings, store)
             await amqp.start()
@@ -151,7 +101,7 @@ async def running_service(
             remote = HttpParticipants(settings)
             shop = remote.catalog(shop)
         elif settings.participants == "http":
-            from sagakit.participants.http import HttpParticipants
+            from sagakit.transports.http import HttpParticipants
 
             remote = HttpParticipants(settings)
             saga = remote.checkout_saga(compensation_retry=compensation_retry)
@@ -193,3 +143,23 @@ async def running_service(
                 await amqp.close()
     finally:
         await store.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The checkout service's app over ``settings``; its lifespan runs the service."""
+    from sagakit.api import app as api_app
+
+    return api_app.create_app(settings or Settings(), running_service)
+
+
+def create_app_from_env() -> FastAPI:
+    """The app configured from ``SAGAKIT_*`` variables (for ``uvicorn --factory``).
+
+    Each process ``serve --workers N`` starts builds its app here, and sets its logging up
+    as the ``sagakit`` command does.
+    """
+    from sagakit.observability.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

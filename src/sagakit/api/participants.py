@@ -328,7 +328,7 @@ def create_participant_app(
                 logger.info("loaded %d demo records into the %s participant", loaded, kind)
             app.state.shop = shop
             if transport == "amqp":
-                from sagakit.participants.amqp import consuming
+                from sagakit.transports.amqp.consumer import consuming
 
                 async with consuming(kind, settings, shop):
                     yield
