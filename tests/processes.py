@@ -1,8 +1,9 @@
 """Real ``sagakit`` processes for the tests that start the CLI, and what they share.
 
-Each process runs the CLI (``python -m sagakit.cli``) in a session of its own, so that a
-signal reaches the whole tree (``serve --workers N`` is a supervisor and N children) and
-teardown leaves nothing behind. Its output goes to a file, read back for failure messages.
+Each process runs the CLI with the fault hooks of ``tests/faults.py``
+(``python -m tests.launch``) in a session of its own, so that a signal reaches the whole
+tree (``serve --workers N`` is a supervisor and N children) and teardown leaves nothing
+behind. Its output goes to a file, read back for failure messages.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class SagakitProcess:
         self.log = log
         self._output: IO[bytes] = log.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "sagakit.cli", *args],
+            [sys.executable, "-m", "tests.launch", *args],
             env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
             stdout=self._output,

@@ -305,7 +305,7 @@ async def orchestrating(settings: Settings) -> AsyncIterator[SagaOrchestrator]:
     from sagakit.service import running_service
 
     _require_database(settings.database_url)
-    quiet = settings.model_copy(update={"demo_data": False, "crash_at": None})
+    quiet = settings.model_copy(update={"demo_data": False})
     async with running_service(quiet, worker=False) as service:
         try:
             yield service.orchestrator

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -30,21 +28,6 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 logger = logging.getLogger("sagakit.shop")
-
-
-def crash_probe(spec: str) -> Probe:
-    """A probe that kills this process with SIGKILL at ``point:step[#n]`` (tests only)."""
-    target, _, nth = spec.partition("#")
-    remaining = [int(nth) if nth else 1]
-
-    def probe(point: str, step: str) -> None:
-        if f"{point}:{step}" == target:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                logger.warning("SAGAKIT_CRASH_AT=%s reached: killing this process", spec)
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return probe
 
 
 async def open_shop(store: SagaStore) -> ShopStore:
@@ -71,9 +54,13 @@ async def open_shop(store: SagaStore) -> ShopStore:
 
 @contextlib.asynccontextmanager
 async def running_service(
-    settings: Settings, *, worker: bool = True
+    settings: Settings, *, worker: bool = True, probe: Probe | None = None
 ) -> AsyncIterator[CheckoutService]:
-    """Open the store and the shop, load demo data if asked, and run a worker beside them."""
+    """Open the store and the shop, load demo data if asked, and run a worker beside them.
+
+    ``probe`` is called at each crash point of the orchestrator (the tests kill the
+    process there).
+    """
     from sagakit.store import open_store
 
     store = await open_store(settings.database_url)
@@ -114,7 +101,7 @@ async def running_service(
             store,
             [saga],
             lease_seconds=settings.lease_seconds,
-            probe=crash_probe(settings.crash_at) if settings.crash_at else None,
+            probe=probe,
             listeners=tools.listeners,
         )
         if amqp is not None:

@@ -1,8 +1,9 @@
 """Real ``sagakit`` processes on one SQLite file, and read-only looks into that file.
 
-Recovery tests start the CLI in a subprocess (``python -m sagakit.cli``), kill it with
-SIGKILL (or let ``SAGAKIT_CRASH_AT`` kill it), start it again and count the effects in the
-participants' tables. Every process started here is killed and reaped at teardown.
+Recovery tests start the CLI in a subprocess (``python -m tests.launch``: the CLI with
+the fault hooks of ``tests/faults.py``), kill it with SIGKILL (or let ``SAGAKIT_CRASH_AT``
+kill it), start it again and count the effects in the participants' tables. Every process
+started here is killed and reaped at teardown.
 """
 
 from __future__ import annotations
