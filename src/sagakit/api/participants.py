@@ -37,7 +37,7 @@ from sagakit.api.schemas import (
 )
 from sagakit.errors import StoreError
 from sagakit.settings import Settings
-from sagakit.shop import demo
+from sagakit.shop import commands, demo
 from sagakit.shop.base import ShopStore
 from sagakit.shop.errors import AlreadyExists
 from sagakit.shop.records import Item, User
@@ -268,7 +268,7 @@ def create_participant_app(
             if transport == "amqp":
                 from sagakit.transports.amqp.consumer import consuming
 
-                async with consuming(kind, settings, shop):
+                async with consuming(kind, settings, commands.handlers(shop)):
                     yield
             else:
                 yield

@@ -5,76 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from sagakit.records import JSONObject
 from sagakit.settings import Settings
-from sagakit.shop.base import ShopStore
 from sagakit.transports.amqp.broker import declare, keep_connecting, message, queue_names
 
 logger = logging.getLogger("sagakit.amqp")
 
-Apply = Callable[[ShopStore, str, JSONObject], Awaitable[JSONObject]]
-
-
-async def _charge(shop: ShopStore, key: str, body: JSONObject) -> JSONObject:
-    amount = body["amount"]
-    assert isinstance(amount, int)
-    rejection = await shop.charge(key, str(body["user_id"]), amount)
-    return _answer(rejection, {"payment_id": key, "amount": amount})
-
-
-async def _reserve(shop: ShopStore, key: str, body: JSONObject) -> JSONObject:
-    lines = body["lines"]
-    assert isinstance(lines, dict)
-    rejection = await shop.reserve(
-        key,
-        str(body["order_id"]),
-        {str(k): int(v) for k, v in lines.items()},  # type: ignore[arg-type]
-    )
-    return _answer(rejection, {"reservation_id": key})
-
-
-async def _ship(shop: ShopStore, key: str, body: JSONObject) -> JSONObject:
-    rejection = await shop.ship(key, str(body["order_id"]), str(body["address"]))
-    return _answer(rejection, {"shipment_id": key})
-
-
-def _answer(rejection: str | None, result: JSONObject) -> JSONObject:
-    if rejection:
-        return {"outcome": "refused", "error": rejection}
-    return {"outcome": "ok", "result": result}
-
-
-def _undo(undo: Callable[[ShopStore, str], Awaitable[bool]]) -> Apply:
-    async def apply(shop: ShopStore, key: str, body: JSONObject) -> JSONObject:
-        return {"outcome": "ok", "result": {"undone": await undo(shop, key)}}
-
-    return apply
-
-
-COMMANDS: Final[dict[str, Apply]] = {
-    "charge": _charge,
-    "refund": _undo(lambda shop, key: shop.refund(key)),
-    "reserve": _reserve,
-    "release": _undo(lambda shop, key: shop.release(key)),
-    "ship": _ship,
-    "cancel": _undo(lambda shop, key: shop.cancel_shipment(key)),
-}
+#: A command's handling: (key, body) to the answer replied (``outcome``, ``result``/``error``).
+Handler = Callable[[str, JSONObject], Awaitable[JSONObject]]
 
 
 async def handle_command(
-    shop: ShopStore, channel: AbstractChannel, prefix: str, incoming: AbstractIncomingMessage
+    handlers: Mapping[str, Handler],
+    channel: AbstractChannel,
+    prefix: str,
+    incoming: AbstractIncomingMessage,
 ) -> None:
     """Apply one command (once per key), publish its reply, then ack it."""
     try:
         command = orjson.loads(incoming.body)
         key, kind, body = str(command["key"]), str(command["kind"]), command["body"]
-        answer = await COMMANDS[kind](shop, key, body)
+        answer = await handlers[kind](key, body)
         reply: JSONObject = {
             "saga_id": command["saga_id"],
             "name": f"{command['step']}.{kind}",
@@ -95,8 +51,10 @@ async def handle_command(
 
 
 @contextlib.asynccontextmanager
-async def consuming(kind: str, settings: Settings, shop: ShopStore) -> AsyncIterator[None]:
-    """Consume the ``kind`` command queue into ``shop`` while the context is open.
+async def consuming(
+    kind: str, settings: Settings, handlers: Mapping[str, Handler]
+) -> AsyncIterator[None]:
+    """Consume the ``kind`` command queue with ``handlers`` while the context is open.
 
     The connection is made in the background (waiting for RabbitMQ if it does not answer
     yet), so the participant's HTTP API serves meanwhile.
@@ -108,7 +66,7 @@ async def consuming(kind: str, settings: Settings, shop: ShopStore) -> AsyncIter
         queues = await declare(channel, settings.amqp_prefix)
 
         async def on_command(incoming: AbstractIncomingMessage) -> None:
-            await handle_command(shop, channel, settings.amqp_prefix, incoming)
+            await handle_command(handlers, channel, settings.amqp_prefix, incoming)
 
         await queues[kind].consume(on_command)
         logger.info("%s participant consuming %s", kind, queues[kind].name)

@@ -1,17 +1,21 @@
-"""``saga_outbox`` and ``saga_replies``, as the AMQP steps and the relay use them."""
+"""The outbox and the replies as the AMQP steps and the relay use them: wake-ups and waits.
+
+What is stored, and how, is the saga store's (:class:`~sagakit.store.base.MessageStore`);
+this module adds what one process does over it: the relay is woken when a step of this
+process recorded a command, and a step waits for its reply (woken by this process's reply
+consumer, or finding by polling a reply another process's consumer stored).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import Any, Final
+from typing import Final
 
-import orjson
-
-from sagakit.errors import SagakitError, StoreError
+from sagakit.errors import SagakitError
 from sagakit.records import JSONObject
-from sagakit.store.base import SagaStore
+from sagakit.store.base import MessageStore, OutboxRow
 
 #: A step waiting for its reply looks in ``saga_replies`` after this many seconds, then
 #: after twice as long each time, up to ``REPLY_POLL_LAST``.
@@ -24,13 +28,10 @@ class ReplyTimeout(SagakitError):
 
 
 class Outbox:
-    """``saga_outbox`` and ``saga_replies`` in the saga store's database (SQLite or PostgreSQL)."""
+    """The store's outbox and replies, with this process's wake-ups."""
 
-    def __init__(self, store: SagaStore) -> None:
+    def __init__(self, store: MessageStore) -> None:
         self.store = store
-        self.kind = type(store).__name__
-        if self.kind not in ("SqliteStore", "PostgresStore"):
-            raise StoreError(f"the AMQP transport needs SQLite or PostgreSQL, not {self.kind}")
         #: Set when a step of this process recorded a command (wakes the relay at once;
         #: the commands other processes record are found by its next poll).
         self.added = asyncio.Event()
@@ -38,128 +39,34 @@ class Outbox:
 
     async def unsent(
         self, limit: int = 100, *, owner: str | None = None, before: float = 0.0
-    ) -> list[tuple[int, str, str, str, str, str]]:
-        """Up to ``limit`` unsent commands, oldest first: (id, saga, step, key, kind, body).
-
-        With ``owner``, only those of the sagas ``owner`` holds, and the others written
-        before ``before``: each process's relay publishes its own sagas' commands at once,
-        and another's only once they are late (that process is dead, or cut from RabbitMQ).
-        """
-        if self.kind == "SqliteStore":
-            sql = (
-                "SELECT id, saga_id, step, key, kind, body FROM saga_outbox"
-                " WHERE sent_at IS NULL AND (? IS NULL OR created_at < ? OR saga_id IN"
-                "  (SELECT saga_id FROM saga_instances WHERE owner = ?))"
-                " ORDER BY id LIMIT ?"
-            )
-            args = (owner, before, owner, limit)
-            rows = await self.store.db.read(  # type: ignore[attr-defined]
-                lambda conn: conn.execute(sql, args).fetchall()
-            )
-        else:
-            sql = (
-                "SELECT id, saga_id, step, key, kind, body::text AS body FROM saga_outbox"
-                " WHERE sent_at IS NULL AND ($2::text IS NULL OR created_at < $3 OR saga_id IN"
-                "  (SELECT saga_id FROM saga_instances WHERE owner = $2))"
-                " ORDER BY id LIMIT $1"
-            )
-            async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
-                rows = await conn.fetch(sql, limit, owner, before)
-        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in rows]
+    ) -> list[OutboxRow]:
+        """The store's unsent commands (see :meth:`MessageStore.outbox_unsent`)."""
+        return await self.store.outbox_unsent(limit, owner=owner, before=before)
 
     async def published(self, saga_id: str, step: str, kind: str) -> bool:
         """Whether the latest ``kind`` command of step ``step`` of ``saga_id`` (the one the
         attempt under way recorded) was published."""
-        if self.kind == "SqliteStore":
-            sql = (
-                "SELECT sent_at IS NOT NULL FROM saga_outbox"
-                " WHERE saga_id = ? AND step = ? AND kind = ? ORDER BY id DESC LIMIT 1"
-            )
-            row = await self.store.db.read(  # type: ignore[attr-defined]
-                lambda conn: conn.execute(sql, (saga_id, step, kind)).fetchone()
-            )
-        else:
-            sql = (
-                "SELECT sent_at IS NOT NULL FROM saga_outbox"
-                " WHERE saga_id = $1 AND step = $2 AND kind = $3 ORDER BY id DESC LIMIT 1"
-            )
-            async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
-                row = await conn.fetchrow(sql, saga_id, step, kind)
-        return row is not None and bool(row[0])
+        return await self.store.outbox_published(saga_id, step, kind)
 
     async def mark_sent(self, ids: list[int]) -> None:
         """Record that RabbitMQ confirmed the commands ``ids``."""
-        at = time.time()
-        if self.kind == "SqliteStore":
-            params = [(at, i) for i in ids]
-            sql = "UPDATE saga_outbox SET sent_at = ? WHERE id = ?"
-            await self.store.db.write(lambda conn: conn.executemany(sql, params))  # type: ignore[attr-defined]
-        else:
-            sql = "UPDATE saga_outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
-            async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
-                await conn.execute(sql, at, ids)
+        await self.store.outbox_mark_sent(ids)
 
     async def prune(self, before: float) -> tuple[int, int]:
-        """Delete the commands sent before ``before``, and the replies stored before it
-        whose saga is no longer active (running, compensating, or failed: an operator's
-        retry may still wait for one); how many of each."""
-        active = "SELECT saga_id FROM saga_instances WHERE status IN"
-        active += " ('running', 'compensating', 'failed')"
-        if self.kind == "SqliteStore":
-
-            def work(conn: Any) -> tuple[int, int]:
-                sent = conn.execute("DELETE FROM saga_outbox WHERE sent_at < ?", (before,))
-                replies = conn.execute(
-                    f"DELETE FROM saga_replies WHERE at < ? AND saga_id NOT IN ({active})",
-                    (before,),
-                )
-                return int(sent.rowcount), int(replies.rowcount)
-
-            counts: tuple[int, int] = await self.store.db.write(work)  # type: ignore[attr-defined]
-            return counts
-        async with self.store.db.connection("outbox") as conn:  # type: ignore[attr-defined]
-            sent = await conn.execute("DELETE FROM saga_outbox WHERE sent_at < $1", before)
-            replies = await conn.execute(
-                f"DELETE FROM saga_replies WHERE at < $1 AND saga_id NOT IN ({active})", before
-            )
-        return int(sent.rpartition(" ")[2]), int(replies.rpartition(" ")[2])
+        """Delete the old sent commands and replies (see :meth:`MessageStore.prune_messages`)."""
+        return await self.store.prune_messages(before)
 
     async def add_reply(self, saga_id: str, name: str, payload: JSONObject) -> bool:
         """Store a reply once; whether it was new. Wakes a step waiting for it here."""
-        data, at = orjson.dumps(payload).decode(), time.time()
-        if self.kind == "SqliteStore":
-            sql = "INSERT OR IGNORE INTO saga_replies (saga_id, name, payload, at) VALUES (?,?,?,?)"
-            new = await self.store.db.write(  # type: ignore[attr-defined]
-                lambda conn: conn.execute(sql, (saga_id, name, data, at)).rowcount
-            )
-        else:
-            sql = (
-                "INSERT INTO saga_replies (saga_id, name, payload, at)"
-                " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT DO NOTHING"
-            )
-            async with self.store.db.connection("replies") as conn:  # type: ignore[attr-defined]
-                status = await conn.execute(sql, saga_id, name, data, at)
-            new = status.endswith(" 1")
+        new = await self.store.add_reply(saga_id, name, payload)
         waiter = self._waiters.get((saga_id, name))
         if waiter is not None:
             waiter.set()
-        return bool(new)
+        return new
 
     async def reply(self, saga_id: str, name: str) -> JSONObject | None:
         """The stored reply ``name`` of ``saga_id``, if it came."""
-        if self.kind == "SqliteStore":
-            sql = "SELECT payload FROM saga_replies WHERE saga_id = ? AND name = ?"
-            row = await self.store.db.read(  # type: ignore[attr-defined]
-                lambda conn: conn.execute(sql, (saga_id, name)).fetchone()
-            )
-        else:
-            sql = "SELECT payload::text FROM saga_replies WHERE saga_id = $1 AND name = $2"
-            async with self.store.db.connection("replies") as conn:  # type: ignore[attr-defined]
-                row = await conn.fetchrow(sql, saga_id, name)
-        if row is None:
-            return None
-        payload: JSONObject = orjson.loads(row[0])
-        return payload
+        return await self.store.reply(saga_id, name)
 
     async def wait_reply(self, saga_id: str, name: str, timeout: float) -> JSONObject:
         """The reply ``name``, waiting up to ``timeout`` seconds; ``ReplyTimeout`` after."""

@@ -1,4 +1,4 @@
-"""The checkout service's AMQP side: the relay, the reply consumer and the pruner."""
+"""The saga side of AMQP: the relay, the reply consumer and the pruner, in one connection."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from sagakit.retry import RetryPolicy
-from sagakit.saga import Saga, Step
+from sagakit.records import JSONObject
+from sagakit.saga import StepContext
 from sagakit.settings import Settings
-from sagakit.shop.local_participants import CHECKOUT
-from sagakit.store.base import SagaStore
+from sagakit.store.base import MessageStore, OutboxRow
 from sagakit.transports.amqp.broker import declare, keep_connecting, message, queue_names
 from sagakit.transports.amqp.outbox import Outbox
-from sagakit.transports.amqp.steps import PLAN, AmqpStep
+from sagakit.transports.amqp.steps import AmqpStep
 
 logger = logging.getLogger("sagakit.amqp")
 
@@ -29,10 +29,10 @@ RELAY_GRACE_SECONDS: Final = 2.0
 PRUNE_SECONDS: Final = 300.0
 
 
-class AmqpParticipants:
-    """The checkout's AMQP side in the checkout service: steps, relay and reply consumer."""
+class AmqpRelay:
+    """A saga process's AMQP side: its steps' outbox, the relay and the reply consumer."""
 
-    def __init__(self, settings: Settings, store: SagaStore) -> None:
+    def __init__(self, settings: Settings, store: MessageStore) -> None:
         self.settings = settings
         self.outbox = Outbox(store)
         #: The orchestrator's owner id, once it exists: the relay publishes the commands of
@@ -41,22 +41,12 @@ class AmqpParticipants:
         self.connection: AbstractRobustConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    def checkout_saga(self, *, compensation_retry: RetryPolicy | None = None) -> Saga:
-        """The ``checkout`` saga over AMQP: the same name, steps and results as in-process."""
-        steps: list[Step] = [
-            AmqpStep(
-                self.outbox,
-                name=name,
-                action=action,
-                undo=undo,
-                wait=self.settings.amqp_reply_seconds,
-            )
-            for name, action, undo in PLAN
-        ]
-        if compensation_retry is not None:
-            for step in steps:
-                step.compensation_retry = compensation_retry
-        return Saga(CHECKOUT, steps)
+    def step(
+        self, name: str, *, action: str, undo: str, body: Callable[[StepContext], JSONObject]
+    ) -> AmqpStep:
+        """A step sending ``action`` (``undo`` to compensate) to participant ``name``."""
+        wait = self.settings.amqp_reply_seconds
+        return AmqpStep(self.outbox, name=name, action=action, undo=undo, body=body, wait=wait)
 
     async def start(self) -> None:
         """Start the relay and the reply consumer, once connected (in the background).
@@ -119,26 +109,11 @@ class AmqpParticipants:
                 rows = await self.outbox.unsent(owner=self.owner, before=late)
                 # All at once: the confirms come back together rather than one by one.
                 outcomes = await asyncio.gather(
-                    *(
-                        channel.default_exchange.publish(
-                            message(
-                                {
-                                    "saga_id": saga_id,
-                                    "step": step,
-                                    "key": key,
-                                    "kind": kind,
-                                    "body": orjson.loads(body),
-                                },
-                                f"{key}:{kind}:{row_id}",
-                            ),
-                            routing_key=names[step],
-                        )
-                        for row_id, saga_id, step, key, kind, body in rows
-                    ),
+                    *(publish(channel, names[row.step], row) for row in rows),
                     return_exceptions=True,
                 )
                 sent = [
-                    row[0]
+                    row.id
                     for row, out in zip(rows, outcomes, strict=True)
                     if not isinstance(out, BaseException)
                 ]
@@ -166,3 +141,17 @@ class AmqpParticipants:
                 await task
         if self.connection is not None:
             await self.connection.close()
+
+
+async def publish(channel: AbstractChannel, queue: str, row: OutboxRow) -> None:
+    """Publish the command ``row`` to ``queue`` (persistent; confirmed on return)."""
+    command = {
+        "saga_id": row.saga_id,
+        "step": row.step,
+        "key": row.key,
+        "kind": row.kind,
+        "body": orjson.loads(row.body),
+    }
+    await channel.default_exchange.publish(
+        message(command, f"{row.key}:{row.kind}:{row.id}"), routing_key=queue
+    )

@@ -1,7 +1,8 @@
-"""The checkout's steps over AMQP: each command goes out through the outbox."""
+"""Steps over AMQP: each command goes out through the outbox; the step waits for its reply."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from sagakit.errors import StepFailed
@@ -12,24 +13,10 @@ from sagakit.transports.amqp.outbox import Outbox, ReplyTimeout
 
 #: A step whose reply does not come is tried again (same key) this many times in all.
 AMQP_RETRY: Final = RetryPolicy(max_attempts=6, initial_delay=0.2, max_delay=2.0)
-#: (step, action, compensation) of the checkout.
-PLAN: Final = (
-    ("payment", "charge", "refund"),
-    ("inventory", "reserve", "release"),
-    ("shipping", "ship", "cancel"),
-)
-
-
-def _body(step: str, ctx: StepContext) -> JSONObject:
-    if step == "payment":
-        return {"user_id": ctx.input["user_id"], "amount": ctx.input["total"]}
-    if step == "inventory":
-        return {"order_id": ctx.input["order_id"], "lines": ctx.input["items"]}
-    return {"order_id": ctx.input["order_id"], "address": ctx.input["address"]}
 
 
 class AmqpStep(Step):
-    """A checkout step whose action and compensation are commands sent through the outbox.
+    """A step whose action and compensation are commands sent through the outbox.
 
     The command is the step's outgoing message: the orchestrator writes it to the outbox
     in the transaction that records the attempt, so no attempt is recorded without its
@@ -39,11 +26,21 @@ class AmqpStep(Step):
 
     retry = AMQP_RETRY
 
-    def __init__(self, outbox: Outbox, *, name: str, action: str, undo: str, wait: float) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        name: str,
+        action: str,
+        undo: str,
+        body: Callable[[StepContext], JSONObject],
+        wait: float,
+    ) -> None:
         self.name = name
         self.outbox = outbox
         self.action = action
         self.undo = undo
+        self.body = body
         self.wait = wait
         # No limit on an attempt as a whole: ``_reply`` bounds each wait for a published
         # command, and waits for as long as RabbitMQ cannot even be reached.
@@ -51,7 +48,7 @@ class AmqpStep(Step):
 
     def outgoing(self, ctx: StepContext, *, compensation: bool) -> OutboxMessage:
         """The command of this attempt: the action, or (``compensation``) its undoing."""
-        body = {} if compensation else _body(self.name, ctx)
+        body = {} if compensation else self.body(ctx)
         return OutboxMessage(
             step=self.name,
             key=ctx.idempotency_key,
