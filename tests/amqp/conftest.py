@@ -31,7 +31,6 @@ from sagakit.transports.amqp.broker import queue_names
 from tests.conftest import _admin, database_url
 from tests.distributed.conftest import Distributed
 from tests.processes import PATIENT, ServeProcess, free_port
-from tests.recovery.conftest import BASE_ENV
 
 T = TypeVar("T")
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -141,16 +140,10 @@ class AmqpDistributed(Distributed):
             self.participant_env[kind] = dict(env)
         args = ["participant", kind, "--transport", "amqp", "--port", str(self.ports[kind])]
         args += ["--database-url", f"sqlite:///{self.participant_db(kind)}"]
-        process = ServeProcess(
-            self.ports[kind],
-            args,
-            {**BASE_ENV, **self.amqp_env(), **self.participant_env[kind]},
-            self._log(kind),
-        )
-        self.processes.append(process)
+        env = {**self.amqp_env(), **self.participant_env[kind]}
+        ready = f"{kind} participant consuming"
+        process = await self.launch_server(self.ports[kind], args, env, ready=ready)
         self.participants[kind] = process
-        await process.wait_logged(f"{kind} participant consuming")
-        await process.wait_healthy()
         return process
 
     def http_env(self) -> dict[str, str]:

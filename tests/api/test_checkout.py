@@ -1,4 +1,4 @@
-"""``POST /checkout/{order_id}``: the answers of DESIGN.md 1.4, waiting and joining."""
+"""``POST /checkout/{order_id}``: each answer (200, 202, 400, 404, 409, 422), waiting, joining."""
 
 from __future__ import annotations
 
