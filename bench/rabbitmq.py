@@ -44,7 +44,7 @@ def _names(prefix: str) -> dict[str, str]:
     # Imported here: only the amqp target needs it (and the module is being worked on).
     from sagakit.transports.amqp.broker import queue_names
 
-    return queue_names(prefix)
+    return queue_names(prefix, ("payment", "inventory", "shipping"))
 
 
 async def _consumers(url: str, queue: str) -> int:

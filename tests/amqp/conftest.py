@@ -26,7 +26,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from sagakit.api.participants import Kind
+from sagakit.api.participants import KINDS, Kind
 from sagakit.transports.amqp.broker import queue_names
 from tests.conftest import _admin, database_url
 from tests.distributed.conftest import Distributed
@@ -166,7 +166,7 @@ class AmqpDistributed(Distributed):
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
             channel = await connection.channel()
-            names = queue_names(self.prefix)
+            names = queue_names(self.prefix, KINDS)
             for name in ("payment", "inventory", "shipping", "replies", "dead"):
                 await channel.queue_delete(names[name])
             await channel.exchange_delete(names["dlx"])

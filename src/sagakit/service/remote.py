@@ -57,7 +57,7 @@ async def opened_participants(
             return
         from sagakit.transports.amqp.relay import AmqpRelay
 
-        relay = AmqpRelay(settings, store)
+        relay = AmqpRelay(settings, store, [name for name, _, _ in PLAN])
         await relay.start()
         try:
             yield Participants(with_retry(amqp_saga(relay), retry), catalog, relay)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,27 +18,27 @@ from sagakit.settings import Settings
 logger = logging.getLogger("sagakit.amqp")
 
 
-def queue_names(prefix: str) -> dict[str, str]:
-    """The queue (and exchange) names under ``prefix``."""
-    return {
-        "payment": f"{prefix}.payment.commands",
-        "inventory": f"{prefix}.inventory.commands",
-        "shipping": f"{prefix}.shipping.commands",
-        "replies": f"{prefix}.replies",
-        "dlx": f"{prefix}.dlx",
-        "dead": f"{prefix}.dead",
-    }
+def queue_names(prefix: str, participants: Iterable[str] = ()) -> dict[str, str]:
+    """The queue (and exchange) names under ``prefix``: each participant's command queue
+    (by its name), ``replies``, and the dead letters' ``dlx`` exchange and ``dead`` queue."""
+    names = {participant: f"{prefix}.{participant}.commands" for participant in participants}
+    names.update(replies=f"{prefix}.replies", dlx=f"{prefix}.dlx", dead=f"{prefix}.dead")
+    return names
 
 
-async def declare(channel: AbstractChannel, prefix: str) -> dict[str, AbstractQueue]:
-    """Declare the durable queues and the dead-letter exchange and queue; idempotent."""
-    names = queue_names(prefix)
+async def declare(
+    channel: AbstractChannel, prefix: str, participants: Iterable[str]
+) -> dict[str, AbstractQueue]:
+    """Declare the participants' command queues, the replies queue and the dead-letter
+    exchange and queue, all durable; idempotent."""
+    participants = tuple(participants)
+    names = queue_names(prefix, participants)
     dlx = await channel.declare_exchange(names["dlx"], aio_pika.ExchangeType.FANOUT, durable=True)
     dead = await channel.declare_queue(names["dead"], durable=True)
     await dead.bind(dlx)
     arguments: dict[str, Any] = {"x-dead-letter-exchange": names["dlx"]}
     queues = {"dead": dead}
-    for name in ("payment", "inventory", "shipping", "replies"):
+    for name in (*participants, "replies"):
         queues[name] = await channel.declare_queue(names[name], durable=True, arguments=arguments)
     return queues
 

@@ -63,7 +63,7 @@ async def consuming(
     async def setup(connection: AbstractRobustConnection) -> None:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=20)
-        queues = await declare(channel, settings.amqp_prefix)
+        queues = await declare(channel, settings.amqp_prefix, (kind,))
 
         async def on_command(incoming: AbstractIncomingMessage) -> None:
             await handle_command(handlers, channel, settings.amqp_prefix, incoming)

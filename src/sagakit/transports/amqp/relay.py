@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import orjson
@@ -32,8 +32,12 @@ PRUNE_SECONDS: Final = 300.0
 class AmqpRelay:
     """A saga process's AMQP side: its steps' outbox, the relay and the reply consumer."""
 
-    def __init__(self, settings: Settings, store: MessageStore) -> None:
+    def __init__(
+        self, settings: Settings, store: MessageStore, participants: Sequence[str]
+    ) -> None:
         self.settings = settings
+        #: The participants' names: each has a command queue, declared before publishing.
+        self.participants = tuple(participants)
         self.outbox = Outbox(store)
         #: The orchestrator's owner id, once it exists: the relay publishes the commands of
         #: this process's sagas at once, and others' when ``RELAY_GRACE_SECONDS`` late.
@@ -64,7 +68,7 @@ class AmqpRelay:
         async def setup(connection: AbstractRobustConnection) -> None:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=100)
-            queues = await declare(channel, self.settings.amqp_prefix)
+            queues = await declare(channel, self.settings.amqp_prefix, self.participants)
             await queues["replies"].consume(self._on_reply)
             channels.append(channel)
 
@@ -99,7 +103,7 @@ class AmqpRelay:
 
     async def _relay(self, channel: AbstractChannel) -> None:
         """Publish unsent outbox rows (confirmed), then mark them sent; for ever."""
-        names = queue_names(self.settings.amqp_prefix)
+        names = queue_names(self.settings.amqp_prefix, self.participants)
         while True:
             # Cleared before looking: a command recorded while we look sets it again, and
             # the wait below returns at once instead of a poll later.
