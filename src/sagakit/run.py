@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sagakit")
 
 #: Extra runs a step recorded as started gets when it is recovered after a crash, beyond
-#: its retry policy: a crash is not the step's failure (DESIGN 1.2.5: it runs again).
+#: its retry policy: a crash is not the step's failure (docs/semantics.md, guarantee 5).
 CRASH_ALLOWANCE: Final = 1
 #: The "deadline" of a step that waits for ever (epoch seconds, some million years away):
 #: a parked saga is claimable only when its lease has passed, so it needs a finite one.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
@@ -13,7 +14,7 @@ from sagakit.api.limits import BodySizeLimit
 from sagakit.api.request_id import RequestId
 from sagakit.api.responses import JSONResponse
 from sagakit.settings import Settings
-from sagakit.shop.service import running_service
+from sagakit.shop.checkout import CheckoutService
 
 DESCRIPTION = """
 A durable checkout: `POST /checkout/{order_id}` runs the `checkout` saga
@@ -24,13 +25,16 @@ Every error answers JSON with an `error` message. Admin routes need
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The checkout service's app; its lifespan opens the store and runs a worker."""
-    settings = settings or Settings()
+#: Opens the checkout service for the app's lifetime (``sagakit.service.running_service``).
+RunningService = Callable[[Settings], AbstractAsyncContextManager[CheckoutService]]
+
+
+def create_app(settings: Settings, running: RunningService) -> FastAPI:
+    """The checkout service's app; its lifespan runs ``running(settings)`` (store, worker)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_service(settings) as service:
+        async with running(settings) as service:
             app.state.service = service
             yield
 
@@ -48,16 +52,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (checkout, catalog, sagas, health, dashboard):
         app.include_router(module.router)
     return app
-
-
-def create_app_from_env() -> FastAPI:
-    """The app configured from ``SAGAKIT_*`` variables (for ``uvicorn --factory``).
-
-    Each process ``serve --workers N`` starts builds its app here, and sets its logging up
-    as the ``sagakit`` command does.
-    """
-    from sagakit.observability.logs import configure_logging
-
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)

@@ -24,9 +24,10 @@ from sagakit.records import (
     now,
 )
 from sagakit.store.base import SagaPage
+from sagakit.store.memory_messages import MemoryMessages
 
 
-class MemoryStore:
+class MemoryStore(MemoryMessages):
     """A :class:`~sagakit.store.base.SagaStore` kept in dictionaries."""
 
     def __init__(self, *, clock: Callable[[], float] = now) -> None:

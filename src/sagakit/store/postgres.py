@@ -30,6 +30,7 @@ from sagakit.records import (
 from sagakit.store.base import SagaPage
 from sagakit.store.group_commit import GroupCommit
 from sagakit.store.postgres_db import Connection, PostgresDatabase, Record
+from sagakit.store.postgres_messages import PostgresMessages
 
 DB_NOW: Final = "extract(epoch FROM clock_timestamp())"
 INSTANCE_COLUMNS: Final = (
@@ -294,7 +295,7 @@ async def _with_steps(conn: Connection, rows: Sequence[Record]) -> list[SagaInst
     return [_instance(r, tuple(by_saga.get(r["saga_id"], ()))) for r in rows]
 
 
-class PostgresStore:
+class PostgresStore(PostgresMessages):
     """A :class:`~sagakit.store.base.SagaStore` in PostgreSQL."""
 
     def __init__(self, db: PostgresDatabase) -> None:

@@ -30,6 +30,7 @@ from sagakit.records import (
 )
 from sagakit.store.base import SagaPage
 from sagakit.store.sqlite_db import SqliteDatabase, path_from_url
+from sagakit.store.sqlite_messages import SqliteMessages
 
 #: A row as the driver returns it; its columns are typed where it is turned into a record.
 Row: TypeAlias = tuple[Any, ...]
@@ -199,7 +200,7 @@ def _event_row(saga_id: str, e: SagaEvent) -> tuple[object, ...]:
     return (saga_id, e.at, e.type, e.step, e.attempt, e.detail)
 
 
-class SqliteStore:
+class SqliteStore(SqliteMessages):
     """A :class:`~sagakit.store.base.SagaStore` in one SQLite file."""
 
     def __init__(self, db: SqliteDatabase) -> None:

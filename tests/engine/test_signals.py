@@ -11,7 +11,7 @@ from sagakit.orchestrator import Probe, SagaOrchestrator
 from sagakit.records import JSON, SagaInstance, SagaStatus, StepStatus
 from sagakit.saga import WaitFor
 from sagakit.store import SagaStore
-from tests.unit.test_orchestrator import SAGA, Crash, Gated, Harness, crash_at, harness, quiet
+from tests.engine.test_orchestrator import SAGA, Crash, Gated, Harness, crash_at, harness, quiet
 
 __all__ = ["harness"]  # the fixture, imported so that pytest finds it here
 
