@@ -41,6 +41,12 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 3) if denominator else None
 
 
+def _total_cpu(cell: Cell) -> float | None:
+    """CPU per checkout: the server's process group plus its PostgreSQL backends."""
+    server, db = cell.get("server_cpu_us_per_request"), cell.get("db_cpu_us_per_request")
+    return None if server is None else server + (db or 0.0)
+
+
 def add_ratios(results: dict[str, Any]) -> None:
     """Give each sagakit cell its ratios to the baseline and to one process (same run)."""
     for cell in cells(results):
@@ -50,6 +56,9 @@ def add_ratios(results: dict[str, Any]) -> None:
         if base is not None:
             cell["throughput_vs_baseline"] = _ratio(cell["throughput"], base["throughput"])
             cell["p99_vs_baseline"] = _ratio(cell["latency_ms"]["p99"], base["latency_ms"]["p99"])
+            cpu, base_cpu = _total_cpu(cell), _total_cpu(base)
+            if cpu is not None and base_cpu is not None:
+                cell["cpu_vs_baseline"] = _ratio(cpu, base_cpu)
         one = find(results, cell["target"], 1, cell["concurrency"])
         if one is not None and cell["processes"] != 1:
             cell["throughput_vs_1_process"] = _ratio(cell["throughput"], one["throughput"])
@@ -133,12 +142,6 @@ def _per_round(values: list[float] | None) -> str:
     return " / ".join(f"{v:,.0f}" for v in values) if values else "–"
 
 
-def _total_cpu(cell: Cell) -> float | None:
-    """CPU per checkout: the server's process group plus its PostgreSQL backends."""
-    server, db = cell.get("server_cpu_us_per_request"), cell.get("db_cpu_us_per_request")
-    return None if server is None else server + (db or 0.0)
-
-
 def _cores(cores: dict[str, float]) -> str:
     return " / ".join(
         f"{cores.get(k, 0.0):.2f}" for k in ("server", "postgres", "wrk", "interrupts", "others")
@@ -150,9 +153,9 @@ def http_table(results: dict[str, Any]) -> list[str]:
     rows = [
         "| target | API processes | concurrency | req/s | p50 ms | p99 ms"
         " | req/s ÷ baseline | p99 ÷ baseline | req/s ÷ 1 process | server CPU µs/req"
-        " | PostgreSQL CPU µs/req | CPU µs per checkout | req/s by round"
+        " | PostgreSQL CPU µs/req | CPU µs per checkout | CPU ÷ baseline | req/s by round"
         " | cores: server / postgres / wrk / irq / others | problems |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for c in cells(results):
         latency = c["latency_ms"]
@@ -163,6 +166,7 @@ def http_table(results: dict[str, Any]) -> list[str]:
             f" | {_times(c.get('throughput_vs_1_process'))}"
             f" | {_num(c['server_cpu_us_per_request'], 0)}"
             f" | {_num(c.get('db_cpu_us_per_request'), 0)} | {_num(_total_cpu(c), 0)}"
+            f" | {_times(c.get('cpu_vs_baseline'))}"
             f" | {_per_round(c.get('rounds'))} | {_cores(c['cores_busy'])}"
             f" | {'; '.join(c['problems']) or 'none'} |"
         )
