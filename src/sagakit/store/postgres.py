@@ -142,11 +142,23 @@ CLAIM_EXPIRED: Final = (
     "   ORDER BY lease_until NULLS FIRST LIMIT $3 FOR UPDATE SKIP LOCKED)"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
-INSERT_CLAIMED_EVENTS: Final = (
-    "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
-    f" SELECT id, {DB_NOW}, 'saga_claimed', NULL, NULL, 'claimed by ' || $2"
-    " FROM unnest($1::text[]) AS id"
-)
+
+
+def _recording_claims(claim: str) -> str:
+    """``claim`` (owner in ``$1``) that also records a ``saga_claimed`` event for each saga it
+    claims: one statement, so one round trip and no explicit transaction."""
+    return (
+        f"WITH claimed AS ({claim}),"
+        " recorded AS ("
+        "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+        f"  SELECT saga_id, {DB_NOW}, 'saga_claimed', NULL, NULL, 'claimed by ' || $1"
+        "  FROM claimed)"
+        " SELECT * FROM claimed"
+    )
+
+
+CLAIM_RECORDED: Final = _recording_claims(CLAIM)
+CLAIM_EXPIRED_RECORDED: Final = _recording_claims(CLAIM_EXPIRED)
 RENEW: Final = (
     f"UPDATE saga_instances SET lease_until = {DB_NOW} + $2"
     " WHERE owner = $1 AND status IN ('running', 'compensating')"
@@ -476,11 +488,12 @@ class PostgresStore(PostgresMessages):
         return bool(rows[0]["cancel_requested"]), result
 
     async def claim(self, saga_id: str, *, owner: str, lease_seconds: float) -> SagaInstance | None:
-        async with self.db.transaction("claim") as conn:
-            row = await conn.fetchrow(CLAIM, owner, lease_seconds, saga_id)
+        # The claim and its event in one statement; the steps read after it commits are the
+        # claimed ones: every other writer's transition is fenced out from then on.
+        async with self.db.connection("claim") as conn:
+            row = await conn.fetchrow(CLAIM_RECORDED, owner, lease_seconds, saga_id)
             if row is None:
                 return None
-            await conn.execute(INSERT_CLAIMED_EVENTS, [saga_id], owner)
             return (await _with_steps(conn, [row]))[0]
 
     async def claim_expired(
@@ -492,10 +505,8 @@ class PostgresStore(PostgresMessages):
         definitions: Collection[tuple[str, int]] | None = None,
     ) -> list[SagaInstance]:
         known = None if definitions is None else [f"{n}:{v}" for n, v in definitions]
-        async with self.db.transaction("claim") as conn:
-            rows = await conn.fetch(CLAIM_EXPIRED, owner, lease_seconds, limit, known)
-            if rows:
-                await conn.execute(INSERT_CLAIMED_EVENTS, [r["saga_id"] for r in rows], owner)
+        async with self.db.connection("claim") as conn:
+            rows = await conn.fetch(CLAIM_EXPIRED_RECORDED, owner, lease_seconds, limit, known)
             return await _with_steps(conn, rows)
 
     async def add_signal(self, saga_id: str, name: str, payload: JSON, event: SagaEvent) -> bool:
