@@ -37,7 +37,9 @@ async def checkout(order_id: OrderId, request: Request, wait: bool = True) -> Re
 
     Every checkout of the same order joins that order's one saga, so an order is never
     charged twice. Waits up to ``SAGAKIT_CHECKOUT_WAIT_SECONDS`` for the outcome, then
-    answers 202; ``?wait=false`` answers 202 at once.
+    answers 202; ``?wait=false`` answers at once: 202 while the saga runs on, or its
+    outcome if it has already ended (an in-process checkout runs whole, as one
+    transaction, before it is acknowledged).
     """
     # The hot route: the service and settings straight from app.state (what the ``Service``
     # and ``AppSettings`` dependencies return), without two dependency resolutions a request.
