@@ -49,9 +49,32 @@ class TrivialStep(Step):
         return {"step": self.name, "attempt": ctx.attempt}
 
 
-def bench_saga() -> Saga:
-    """Three trivial steps, like the checkout's payment, inventory and shipping."""
-    return Saga(SAGA, [TrivialStep("one"), TrivialStep("two"), TrivialStep("three")])
+class LocalStep(TrivialStep):
+    """The same trivial step as a *local action* of the SQLite or PostgreSQL store (its
+    result recorded in the transaction that records the step), so that the whole saga runs
+    as one durable unit (``sagakit.unit``), as the checkout's steps do by default."""
+
+    def local_action(self, ctx: StepContext, store: object) -> object | None:
+        from sagakit.store.postgres import PostgresAction, PostgresStore
+        from sagakit.store.sqlite import SqliteAction, SqliteStore
+
+        result: JSON = {"step": self.name, "attempt": ctx.attempt}
+
+        async def on_postgres(conn: object) -> JSON:
+            return result
+
+        if isinstance(store, SqliteStore):
+            return SqliteAction(store.db, lambda conn: result)
+        if isinstance(store, PostgresStore):
+            return PostgresAction(store.db, on_postgres)
+        return None
+
+
+def bench_saga(*, local: bool = False) -> Saga:
+    """Three trivial steps, like the checkout's payment, inventory and shipping (``local``:
+    as local actions of the store, so the saga runs as one unit)."""
+    kind = LocalStep if local else TrivialStep
+    return Saga(SAGA, [kind("one"), kind("two"), kind("three")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +136,14 @@ async def measure(
     warmup: float = 1.0,
     in_flight: int = IN_FLIGHT,
     gc: str = "python default",
+    local: bool = False,
 ) -> EngineResult:
     """Run the trivial saga against the store at ``url`` for ``seconds`` (after a warm-up).
 
     ``gc`` only labels the result: it says how the caller set up the garbage collector.
     """
     store = await open_store(url)
-    orch = SagaOrchestrator(store, [bench_saga()])
+    orch = SagaOrchestrator(store, [bench_saga(local=local)])
     try:
         await _run_for(orch, warmup, in_flight)
         cpu, db_cpu, wall = time.process_time(), cpu_seconds(name="postgres"), time.perf_counter()
@@ -143,11 +167,11 @@ async def measure(
         cpu_us_per_transition=round(cpu * 1e6 / transitions, 1),
         cpu_us_per_saga=round(cpu * 1e6 / max(1, done), 1),
         db_server_cpu_us_per_transition=(
-            round(db_cpu * 1e6 / transitions, 1) if label == "postgres" else None
+            round(db_cpu * 1e6 / transitions, 1) if label.startswith("postgres") else None
         ),
         gc=gc,
         others_cores=round(
-            max(0.0, machine - cpu - (db_cpu if label == "postgres" else 0)) / wall, 2
+            max(0.0, machine - cpu - (db_cpu if label.startswith("postgres") else 0)) / wall, 2
         ),
         problems=[f"{n} sagas ended {status}" for status, n in others.items()],
     )
@@ -164,14 +188,17 @@ def _set_up_like_sagakit() -> str:
 
 
 def main(argv: list[str]) -> None:
-    """``STORE URL SECONDS WARMUP``: measure once and print the result as one JSON line.
+    """``STORE URL SECONDS WARMUP [local]``: measure once and print the result as one JSON
+    line (``local``: the steps are local actions, and each saga runs as one unit).
 
     ``BENCH_PYTHON_GC=1`` keeps Python's default garbage collector, to measure what
     ``sagakit``'s tuning is worth.
     """
-    store, url, seconds, warmup = argv
+    store, url, seconds, warmup, *mode = argv
     gc = "python default" if os.environ.get("BENCH_PYTHON_GC") else _set_up_like_sagakit()
-    result = run_loop(measure(store, url, float(seconds), warmup=float(warmup), gc=gc))
+    local = mode == ["local"]
+    label = f"{store} (local steps: one unit)" if local else store
+    result = run_loop(measure(label, url, float(seconds), warmup=float(warmup), gc=gc, local=local))
     print(json.dumps(result.as_dict()))
 
 

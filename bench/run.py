@@ -136,10 +136,21 @@ def _http(options: Options, work_dir: Path, problems: list[str]) -> list[dict[st
 
 
 def _engine_one(store: str, options: Options, work_dir: Path) -> dict[str, Any]:
+    store, _, mode = store.partition(":")
+
     def measure(url: str) -> dict[str, Any]:
         seconds, warmup = str(options.engine_seconds), str(options.engine_warmup)
         done = subprocess.run(
-            [sys.executable, "-m", "bench.engine", store, url, seconds, warmup],
+            [
+                sys.executable,
+                "-m",
+                "bench.engine",
+                store,
+                url,
+                seconds,
+                warmup,
+                *filter(None, [mode]),
+            ],
             cwd=REPO,
             env=clean_environment({}),
             capture_output=True,
@@ -163,7 +174,10 @@ def _engine_one(store: str, options: Options, work_dir: Path) -> dict[str, Any]:
 
 def _engine(options: Options, work_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
     # The engine alone has no participants: the http and amqp targets have no engine row.
-    stores = ["memory", *(t for t in options.targets if t in ("sqlite", "postgres"))]
+    # Each durable store twice: trivial steps run by the driver transition by transition,
+    # and the same steps as local actions (the saga as one unit, as the checkout runs).
+    durable = [t for t in options.targets if t in ("sqlite", "postgres")]
+    stores = ["memory", *(f"{t}{mode}" for t in durable for mode in ("", ":local"))]
     results = []
     for store in stores:
         print(f"engine alone, {store}", flush=True)
