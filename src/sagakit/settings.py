@@ -15,6 +15,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./sagakit.db"
     admin_token: str | None = None
+    #: Comma-separated bearer tokens that may read the operator surface but change nothing.
+    viewer_tokens: str = ""
+    #: How long a dashboard session lasts after its sign-in.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 366)
     checkout_wait_seconds: float = Field(default=10.0, ge=0, le=3600)
     #: How long a process may go silent before another takes its sagas over.
     lease_seconds: float = Field(default=15.0, gt=0)

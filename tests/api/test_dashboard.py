@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON
 from sagakit.saga import Saga, Step, StepContext
 from tests.api.conftest import Serve, client_of
-from tests.api.support import TOKEN, Held, error_of, failed_saga, json_of, settled_saga
+from tests.api.support import ADMIN, TOKEN, Held, error_of, failed_saga, json_of, settled_saga
 
 SIGN_IN_FORM = "<form method=post action=/dashboard/login>"
 SAME_ORIGIN = {"Origin": "http://testserver"}
@@ -22,7 +23,19 @@ async def sign_in(client: httpx.AsyncClient) -> None:
     """Sign the client in; the session cookie stays in its jar."""
     response = await client.post("/dashboard/login", data={"token": TOKEN})
     assert response.status_code == 303, response.text
-    assert client.cookies.get("sagakit_admin")
+    assert client.cookies.get("sagakit_session")
+
+
+def actor_of(client: httpx.AsyncClient) -> str:
+    """How the history names the client's session: ``dashboard:`` and the id's first 8."""
+    return f"dashboard:{client.cookies['sagakit_session'][:8]}"
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser's client: no token of its own, only what signing in puts in its jar."""
+    async with client_of(app, headers={}) as http:
+        yield http
 
 
 async def demo_checkouts(client: httpx.AsyncClient) -> dict[str, str]:
@@ -41,10 +54,10 @@ async def test_dashboard_without_a_cookie_asks_for_the_admin_token(
 
     response = await client.get("/dashboard")
 
-    assert response.status_code == 200
+    assert response.status_code == 401
     assert response.headers["content-type"].startswith("text/html")
     assert SIGN_IN_FORM in response.text
-    assert "Admin token" in response.text
+    assert "Token" in response.text
     assert "type=password name=token" in response.text
     assert not any(saga_id[:12] in response.text for saga_id in ids.values())
 
@@ -57,7 +70,7 @@ async def test_saga_page_without_a_cookie_asks_for_the_admin_token(
 
     response = await client.get(f"/dashboard/sagas/{saga_id}")
 
-    assert response.status_code == 200
+    assert response.status_code == 401
     assert SIGN_IN_FORM in response.text
     assert "Invalid shipping address" not in response.text
 
@@ -70,7 +83,7 @@ async def test_login_with_a_wrong_token_answers_401_and_sets_no_cookie(
         response = await client.post("/dashboard/login", data={"token": token})
 
         assert response.status_code == 401, token
-        assert "That is not the admin token." in response.text
+        assert "That is not a valid token." in response.text
         assert SIGN_IN_FORM in response.text
         assert "set-cookie" not in response.headers
     assert SIGN_IN_FORM in (await client.get("/dashboard")).text
@@ -94,7 +107,7 @@ async def test_login_with_the_right_token_sets_a_strict_httponly_cookie(
     assert response.status_code == 303
     assert response.headers["location"] == "/dashboard"
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith("sagakit_admin=")
+    assert cookie.startswith("sagakit_session=")
     assert "HttpOnly" in cookie
     assert "samesite=strict" in cookie.lower()
     assert TOKEN not in cookie
@@ -206,7 +219,7 @@ async def test_dashboard_retry_signed_out_answers_401(
     response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=SAME_ORIGIN)
 
     error_of(response, 401)
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "failed"
 
 
 CROSS_ORIGIN = {
@@ -233,7 +246,7 @@ async def test_dashboard_retry_from_another_origin_answers_403(
 
     assert {n: r.status_code for n, r in responses.items()} == dict.fromkeys(CROSS_ORIGIN, 403)
     assert {error_of(r, 403) for r in responses.values()} == {"cross-origin request refused"}
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "failed"
 
 
 @pytest.mark.parametrize(
@@ -254,9 +267,9 @@ async def test_dashboard_retry_from_this_origin_resumes_the_saga(
     assert response.status_code == 303
     assert response.headers["location"] == f"/dashboard/sagas/{saga_id}"
     assert (await settled_saga(client, saga_id))["status"] == "compensated"
-    events = (await client.get(f"/sagas/{saga_id}")).json()["events"]
+    events = (await client.get(f"/sagas/{saga_id}", headers=ADMIN)).json()["events"]
     retries = [e["detail"] for e in events if e["type"] == "operator_retry"]
-    assert retries == ["retry requested by dashboard"]
+    assert retries == [f"retry requested by {actor_of(client)}"]
 
 
 async def test_dashboard_retry_of_a_saga_that_is_not_failed_answers_409(
@@ -269,7 +282,7 @@ async def test_dashboard_retry_of_a_saga_that_is_not_failed_answers_409(
     response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=SAME_ORIGIN)
 
     error_of(response, 409)
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "completed"
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "completed"
 
 
 FRAGMENT = {"X-Dashboard-Fragment": "live"}
@@ -324,10 +337,10 @@ async def test_dashboard_cancel_from_this_origin_compensates_the_running_saga(
     body = await settled_saga(client, saga_id)
     assert body["status"] == "compensated"
     assert body["error"] == "cancelled by an operator"
-    events = json_of(await client.get(f"/sagas/{saga_id}"))["events"]
+    events = json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["events"]
     assert isinstance(events, list)
     assert [e["detail"] for e in events if e["type"] == "operator_cancel"] == [
-        "cancel requested by dashboard"
+        f"cancel requested by {actor_of(client)}"
     ]
 
 
@@ -339,7 +352,7 @@ async def test_dashboard_cancel_of_a_finished_saga_answers_409(client: httpx.Asy
     response = await client.post(f"/dashboard/sagas/{saga_id}/cancel", headers=SAME_ORIGIN)
 
     error_of(response, 409)
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "completed"
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "completed"
 
 
 async def test_saga_page_of_a_failed_saga_asks_a_reason_to_resolve_it(
@@ -372,12 +385,12 @@ async def test_dashboard_resolve_marks_the_failed_saga_compensated_with_its_reas
 
     assert response.status_code == 303
     assert response.headers["location"] == f"/dashboard/sagas/{saga_id}"
-    body = json_of(await client.get(f"/sagas/{saga_id}"))
+    body = json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))
     assert body["status"] == "compensated"
     events = body["events"]
     assert isinstance(events, list)
     assert [e["detail"] for e in events if e["type"] == "operator_resolved"] == [
-        "resolved by dashboard: refunded by hand, ticket 42"
+        f"resolved by {actor_of(client)}: refunded by hand, ticket 42"
     ]
 
 
@@ -394,7 +407,7 @@ async def test_dashboard_resolve_without_a_usable_reason_answers_422(
     )
 
     assert "reason" in error_of(response, 422)
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "failed"
 
 
 @pytest.mark.parametrize("action", ["cancel", "resolve"])
@@ -414,7 +427,7 @@ async def test_dashboard_actions_signed_out_or_from_another_origin_are_refused(
 
     error_of(signed_out, 401)
     assert error_of(elsewhere, 403) == "cross-origin request refused"
-    events = json_of(await client.get(f"/sagas/{saga_id}"))["events"]
+    events = json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["events"]
     assert isinstance(events, list)
     assert not [e for e in events if str(e["type"]).startswith("operator_")]
 

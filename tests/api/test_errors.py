@@ -316,14 +316,16 @@ async def snapshot(client: httpx.AsyncClient) -> list[object]:
     ]
 
 
-async def test_refused_requests_change_nothing(client: httpx.AsyncClient) -> None:
+async def test_refused_requests_change_nothing(
+    client: httpx.AsyncClient, stranger: httpx.AsyncClient
+) -> None:
     """A run of refused requests leaves every user, item, order and saga as it was."""
     assert (await client.post("/checkout/order1")).status_code == 200
     before = await snapshot(client)
     refused = [
         await client.post("/users", json={"user_id": "user1", "balance": 5}, headers=ADMIN),
         await client.post("/users", json={"user_id": "new", "balance": -5}, headers=ADMIN),
-        await client.post("/users", json={"user_id": "new", "balance": 5}),
+        await stranger.post("/users", json={"user_id": "new", "balance": 5}),
         await client.post(
             "/items", json={"item_id": "item1", "stock": 0, "price": 0}, headers=ADMIN
         ),

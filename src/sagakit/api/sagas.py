@@ -1,7 +1,8 @@
 """Saga instances: one with its steps and history, filtered pages of them, operator actions.
 
-The operator's actions (retry, cancel, resolve) and signals need the admin token; each is
-recorded in the saga's history (the operator's with the actor ``admin API``).
+Every route needs a bearer token: a viewer's reads, the admin's everything. The operator's
+actions (retry, cancel, resolve) and signals need the admin token; each is logged with the
+client's address and recorded in the saga's history with the actor ``api:admin``.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from pydantic import BeforeValidator, JsonValue
 from starlette.responses import Response
 
-from sagakit.api.deps import Admin, SagaId, Service
+from sagakit.api.access import Admin, log_action, operator
+from sagakit.api.deps import SagaId, Service
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import (
     ID_PATTERN,
@@ -30,12 +32,13 @@ from sagakit.api.schemas import (
 )
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
 
-router = APIRouter(tags=["sagas"])
+READ_ERRORS: Final[dict[int | str, dict[str, object]]] = {
+    401: {"model": Error, "description": "no valid token"},
+}
+router = APIRouter(tags=["sagas"], dependencies=[Depends(operator)], responses=READ_ERRORS)
 
-#: Who the history says acted, for every operator action taken through this API.
-ACTOR: Final = "admin API"
 ADMIN_ERRORS: Final[dict[int | str, dict[str, object]]] = {
-    401: {"model": Error, "description": "admin token missing or wrong"},
+    403: {"model": Error, "description": "a viewer token: admin only"},
     404: {"model": Error, "description": "unknown saga"},
 }
 
@@ -178,17 +181,17 @@ async def list_sagas(
 @router.post(
     "/sagas/{saga_id}/retry",
     status_code=202,
-    dependencies=[Admin],
     response_model=RetryOut,
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not failed"}},
 )
-async def retry_saga(saga_id: SagaId, service: Service) -> Response:
+async def retry_saga(saga_id: SagaId, service: Service, who: Admin, request: Request) -> Response:
     """Resume the compensation of a `failed` saga where it stopped (admin).
 
     This process drives the compensation; the answer comes at once, with the saga
     `compensating`. The history records `operator_retry`.
     """
-    saga = await service.orchestrator.retry(saga_id, actor=ACTOR)
+    log_action(request, who, "retry", saga_id)
+    saga = await service.orchestrator.retry(saga_id, actor=who.actor)
     body = RetryOut(saga_id=saga.saga_id, status=saga.status.value)
     return JSONResponse(body.model_dump(), status_code=202)
 
@@ -199,13 +202,14 @@ SignalName = Annotated[str, Path(pattern=ID_PATTERN, description="the signal's n
 @router.post(
     "/sagas/{saga_id}/signals/{name}",
     status_code=202,
-    dependencies=[Admin],
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not running"}},
 )
 async def signal_saga(
     saga_id: SagaId,
     name: SignalName,
     service: Service,
+    who: Admin,
+    request: Request,
     payload: Annotated[
         JsonValue, Body(description="any JSON: the waiting step's result", examples=[{"ok": 1}])
     ] = None,
@@ -218,6 +222,7 @@ async def signal_saga(
     (`"new": false`). The saga resumes in this process at once; the history records
     `signal_received`.
     """
+    log_action(request, who, f"signal {name}", saga_id)
     new = await service.orchestrator.signal(saga_id, name, payload)
     return SignalOut(saga_id=saga_id, signal=name, new=new)
 
@@ -225,10 +230,9 @@ async def signal_saga(
 @router.post(
     "/sagas/{saga_id}/cancel",
     status_code=202,
-    dependencies=[Admin],
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not running"}},
 )
-async def cancel_saga(saga_id: SagaId, service: Service) -> CancelOut:
+async def cancel_saga(saga_id: SagaId, service: Service, who: Admin, request: Request) -> CancelOut:
     """Ask a `running` saga to stop and compensate the steps it did (admin).
 
     Whichever process drives the saga sees the request at its next step, compensates that
@@ -236,25 +240,28 @@ async def cancel_saga(saga_id: SagaId, service: Service) -> CancelOut:
     with the saga still `running`. The history records `operator_cancel`, then
     `saga_cancelled`.
     """
-    saga = await service.orchestrator.cancel(saga_id, actor=ACTOR)
+    log_action(request, who, "cancel", saga_id)
+    saga = await service.orchestrator.cancel(saga_id, actor=who.actor)
     return CancelOut(saga_id=saga.saga_id, status=saga.status.value)
 
 
 @router.post(
     "/sagas/{saga_id}/resolve",
-    dependencies=[Admin],
     responses={
         **ADMIN_ERRORS,
         409: {"model": Error, "description": "the saga is not failed"},
         422: {"model": Error, "description": "reason missing, blank or over 1000 characters"},
     },
 )
-async def resolve_saga(saga_id: SagaId, body: ResolveIn, service: Service) -> SagaSummary:
+async def resolve_saga(
+    saga_id: SagaId, body: ResolveIn, service: Service, who: Admin, request: Request
+) -> SagaSummary:
     """Mark a `failed` saga `compensated` by hand, once an operator has undone it (admin).
 
     Nothing is run: this records that the saga's effects were dealt with outside sagakit,
     and why. An order whose checkout was resolved may be checked out again. The history
     records `operator_resolved` with the reason.
     """
-    saga = await service.orchestrator.resolve(saga_id, actor=ACTOR, reason=body.reason)
+    log_action(request, who, "resolve", saga_id)
+    saga = await service.orchestrator.resolve(saga_id, actor=who.actor, reason=body.reason)
     return summary(saga)

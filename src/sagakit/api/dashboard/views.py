@@ -118,10 +118,11 @@ def sign_in(message: str = "") -> str:
     return (
         "<div class=card><h1>sagakit dashboard</h1>"
         f"{note}<form method=post action=/dashboard/login>"
-        "<label>Admin token <input type=password name=token autocomplete=current-password "
+        "<label>Token <input type=password name=token autocomplete=current-password "
         "required autofocus></label><button type=submit>Sign in</button></form>"
-        '<p class="muted">The token is <code>SAGAKIT_ADMIN_TOKEN</code>, or the one '
-        "<code>sagakit serve</code> printed when it is unset.</p></div>"
+        '<p class="muted">The admin token is <code>SAGAKIT_ADMIN_TOKEN</code> (or the one '
+        "<code>sagakit serve</code> printed when it is unset); a viewer token of "
+        "<code>SAGAKIT_VIEWER_TOKENS</code> shows the pages without their buttons.</p></div>"
     )
 
 
@@ -214,13 +215,14 @@ def _row(saga: SagaInstance) -> str:
 # -- one saga ----------------------------------------------------------------------------------
 
 
-def saga_page(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
+def saga_page(saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool) -> str:
     """A saga's page body: a link back, then its live region."""
-    return f'<p><a href="/dashboard">← All sagas</a></p>{live_saga(saga, events)}'
+    live = live_saga(saga, events, can_act=can_act)
+    return f'<p><a href="/dashboard">← All sagas</a></p>{live}'
 
 
-def live_saga(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
-    """A saga's live region: summary, error, actions, steps, timeline and input."""
+def live_saga(saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool) -> str:
+    """A saga's live region: summary, error, actions (for an admin), steps, timeline, input."""
     refresh = SAGA_REFRESH_SECONDS if saga.status.is_active else 0
     ended = "" if saga.status.is_active else f"<span>took <b>{took(_span(saga))}</b></span>"
     summary = (
@@ -243,7 +245,7 @@ def live_saga(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
     return (
         f'<div id=live data-refresh="{refresh}">'
         f"<h1>Saga <span class=id>{escape(saga.saga_id)}</span></h1>{summary}{error}"
-        f"{_actions(saga)}<h2>Steps</h2>{_steps(saga.steps)}"
+        f"{_actions(saga) if can_act else ''}<h2>Steps</h2>{_steps(saga.steps)}"
         f"<h2>Timeline</h2><ol class=timeline>{rows}</ol>"
         f"<details><summary>Input</summary><pre>{escape(_pretty(saga.input))}</pre></details>"
         "</div>"
