@@ -137,8 +137,9 @@ class SqliteSessions:
         )
 
     async def prune(self, credentials: Collection[str], *, now: float) -> int:
-        marks = ", ".join("?" * len(credentials)) or "NULL"
-        sql = f"DELETE FROM sagakit_sessions WHERE expires_at <= ? OR credential NOT IN ({marks})"
+        marks = ", ".join("?" * len(credentials))
+        stale = f"credential NOT IN ({marks})" if credentials else "credential = credential"
+        sql = f"DELETE FROM sagakit_sessions WHERE expires_at <= ? OR {stale}"
         count: int = await self.db.write(
             lambda conn: conn.execute(sql, (now, *credentials)).rowcount
         )
