@@ -3,7 +3,7 @@
 The commands work on the database itself, so they need no API process. ``retry`` and
 ``cancel`` drive the saga's compensation in this process when no other process holds it,
 with a progress bar, until it ends or ``--timeout`` runs out; then a worker carries on.
-Every action is recorded in the saga's history with the actor ``CLI (<user>)``.
+Every action is recorded in the saga's history with the actor ``cli:<user>``.
 
 Exit codes: 0 done; 1 unknown saga, wrong state, or the saga did not end as asked; 2 usage.
 """
@@ -64,7 +64,7 @@ def _user() -> str:
 
 def actor() -> str:
     """Who the history says acted: the CLI and the user running it."""
-    return f"CLI ({_user()})"
+    return f"cli:{_user()}"
 
 
 # -- arguments ------------------------------------------------------------------------------
