@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
-from pydantic import BeforeValidator, JsonValue
+from pydantic import AfterValidator, BeforeValidator, JsonValue
 from starlette.responses import Response
 
 from sagakit.api.access import Admin, log_action, operator
@@ -29,6 +29,8 @@ from sagakit.api.schemas import (
     SagaSummary,
     SignalOut,
     StepOut,
+    Text,
+    plain_json,
 )
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
 
@@ -126,6 +128,7 @@ async def list_sagas(
     name: Annotated[
         str | None,
         Query(min_length=1, max_length=200, description="only sagas of this name, e.g. checkout"),
+        Text,
     ] = None,
     business_key: Annotated[
         str | None,
@@ -134,6 +137,7 @@ async def list_sagas(
             max_length=200,
             description="only sagas started with this business key (for checkout: the order id)",
         ),
+        Text,
     ] = None,
     created_after: Annotated[
         Instant,
@@ -211,7 +215,9 @@ async def signal_saga(
     who: Admin,
     request: Request,
     payload: Annotated[
-        JsonValue, Body(description="any JSON: the waiting step's result", examples=[{"ok": 1}])
+        JsonValue,
+        Body(description="any JSON: the waiting step's result", examples=[{"ok": 1}]),
+        AfterValidator(plain_json),
     ] = None,
 ) -> SignalOut:
     """Deliver the external signal `name` to a `running` saga (admin): a webhook's landing.

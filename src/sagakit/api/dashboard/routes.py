@@ -17,12 +17,14 @@ from typing import Annotated, Final
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import AfterValidator
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from sagakit.api.access import client_address, role_of
 from sagakit.api.dashboard import views
 from sagakit.api.dashboard.auth import check_operator, principal_of
 from sagakit.api.deps import AppSettings, SagaId, Service
+from sagakit.api.schemas import FORBIDDEN_CHARACTERS, plain_text
 from sagakit.api.sessions import COOKIE, sessions_of
 from sagakit.api.throttle import SignInThrottle
 from sagakit.records import SagaStatus
@@ -32,7 +34,7 @@ logger = logging.getLogger("sagakit.auth")
 
 FRAGMENT_HEADER: Final = "x-dashboard-fragment"
 MAX_REASON: Final = 500
-Text = Annotated[str, Query(max_length=64)]
+Text = Annotated[str, Query(max_length=64), AfterValidator(plain_text)]
 
 
 def _csp(nonce: str) -> str:
@@ -222,7 +224,10 @@ async def resolve(saga_id: SagaId, request: Request, service: Service) -> Respon
     """Mark a failed saga compensated by hand, with the operator's reason."""
     who = await check_operator(request, "resolve", saga_id)
     reason = " ".join((await _form(request)).get("reason", "").split())
-    if not reason or len(reason) > MAX_REASON:
-        raise HTTPException(status_code=422, detail=f"a reason of 1 to {MAX_REASON} characters")
+    if not reason or len(reason) > MAX_REASON or FORBIDDEN_CHARACTERS.search(reason):
+        raise HTTPException(
+            status_code=422,
+            detail=f"a reason of 1 to {MAX_REASON} characters, no control characters",
+        )
     await service.orchestrator.resolve(saga_id, actor=who.actor, reason=reason)
     return _back_to(saga_id)
