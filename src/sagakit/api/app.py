@@ -65,8 +65,11 @@ def create_app_from_env() -> FastAPI:
     Each process ``serve --workers N`` starts builds its app here, and sets its logging up
     as the ``sagakit`` command does.
     """
+    from sagakit.cli import limits_of
     from sagakit.observability.logs import configure_logging
+    from sagakit.server import configure
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    configure(limits_of(settings))
     return create_app(settings)
