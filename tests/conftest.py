@@ -52,7 +52,7 @@ async def _build_template(name: str) -> None:
         await db.migrate("sagas", "sagakit.store.migrations.postgres")
         await PostgresShop(db).migrate()
         await PostgresSessions(db).db.migrate(
-            SESSIONS, "sagakit.store.migrations.sessions.postgres"
+            SESSIONS, "sagakit.store.migrations.operations.postgres"
         )
     finally:
         await db.close()

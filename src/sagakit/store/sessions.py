@@ -16,7 +16,8 @@ from typing import Final, Protocol
 from sagakit.errors import StoreError
 from sagakit.store.base import SagaStore
 
-COMPONENT: Final = "sessions"
+#: The migration component of the operator's tables (sessions, the readiness probe).
+COMPONENT: Final = "operations"
 COLUMNS: Final = "id_digest, role, label, credential, created_at, expires_at"
 
 
@@ -203,11 +204,11 @@ async def open_sessions(store: SagaStore) -> SessionStore:
     if kind == "SqliteStore":
         sqlite = SqliteSessions(db)
         await asyncio.to_thread(
-            sqlite.db.migrate, COMPONENT, "sagakit.store.migrations.sessions.sqlite"
+            sqlite.db.migrate, COMPONENT, "sagakit.store.migrations.operations.sqlite"
         )
         return sqlite
     if kind == "PostgresStore":
         postgres = PostgresSessions(db)
-        await postgres.db.migrate(COMPONENT, "sagakit.store.migrations.sessions.postgres")
+        await postgres.db.migrate(COMPONENT, "sagakit.store.migrations.operations.postgres")
         return postgres
     raise StoreError(f"no session table for {kind}")
