@@ -17,6 +17,7 @@ import getpass
 import os
 import re
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import SagaInstance, SagaStatus, StepStatus
 from sagakit.settings import Settings
 from sagakit.store import SagaStore, open_store
+from sagakit.store.activity import stuck_reason, stuck_rule
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 POLL_SECONDS: Final = 0.1
@@ -190,7 +192,7 @@ async def list_sagas(args: argparse.Namespace, settings: Settings) -> int:
         )
         counts = await store.count_by_status()
     if page.sagas:
-        console().print(saga_table(page.sagas))
+        console().print(saga_table(page.sagas, stuck_rule(settings)))
     else:
         say("no sagas match")
     tally = [part for s, n in counts.items() for part in ("  ", status_text(s), f" {n}")]
@@ -208,7 +210,7 @@ async def show_saga(args: argparse.Namespace, settings: Settings) -> int:
             raise SagaNotFound(f"no saga {args.saga_id!r}")
         events = await store.events(args.saga_id)
     out = console()
-    out.print(header(saga))
+    out.print(header(saga, stuck_reason(saga, time.time(), stuck_rule(settings))))
     out.print(steps_table(saga))
     out.print(events_table(events))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Final
 
@@ -17,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord, StepStatus
+from sagakit.store.activity import StuckRule, stuck_reason
 
 #: The colour of each saga or step status (step statuses share most of the names).
 STYLE_OF: Final = {
@@ -63,8 +65,8 @@ def duration(step: StepRecord) -> str:
     return f"{ms:.1f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
 
 
-def saga_table(sagas: tuple[SagaInstance, ...]) -> Table:
-    """Sagas, one a row."""
+def saga_table(sagas: tuple[SagaInstance, ...], rule: StuckRule | None = None) -> Table:
+    """Sagas, one a row; a stuck one's status says so."""
     table = Table("saga", "name", "key", "status", "failed step", "error", "created (UTC)")
     table.columns[0].no_wrap = True
     for saga in sagas:
@@ -72,12 +74,19 @@ def saga_table(sagas: tuple[SagaInstance, ...]) -> Table:
             Text(saga.saga_id),
             Text(saga.name),
             Text(saga.business_key or ""),
-            status_text(saga.status),
+            _status(saga, rule),
             Text(saga.failed_step or ""),
             Text(saga.error or ""),
             when(saga.created_at),
         )
     return table
+
+
+def _status(saga: SagaInstance, rule: StuckRule | None) -> Text:
+    text = status_text(saga.status)
+    if rule is not None and stuck_reason(saga, time.time(), rule):
+        text.append(" stuck", style="bold red")
+    return text
 
 
 def steps_table(saga: SagaInstance) -> Table:
@@ -111,8 +120,8 @@ def events_table(events: list[SagaEvent]) -> Table:
     return table
 
 
-def header(saga: SagaInstance) -> Table:
-    """A saga's own fields, one a line."""
+def header(saga: SagaInstance, stuck: str | None = None) -> Table:
+    """A saga's own fields, one a line (who drives it, and whether it is stuck)."""
     grid = Table.grid(padding=(0, 2))
     fields = [
         ("saga", Text(saga.saga_id)),
@@ -123,6 +132,10 @@ def header(saga: SagaInstance) -> Table:
         ("error", Text(saga.error or "")),
         ("created", Text(when(saga.created_at, precise=True))),
         ("updated", Text(when(saga.updated_at, precise=True))),
+        ("owner", Text(saga.owner or "")),
+        ("lease expires", Text(when(saga.lease_until, precise=True))),
+        ("last progress", Text(when(saga.updated_at, precise=True))),
+        ("stuck", Text(stuck or "no", style="bold red" if stuck else "")),
         ("input", Text(orjson.dumps(saga.input).decode())),
     ]
     for name, value in fields:

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=15.0, gt=0)
     #: How often a worker looks for sagas whose driver went away.
     poll_seconds: float = Field(default=1.0, gt=0)
+    #: An active saga with no progress for this long is shown (and counted) as stuck.
+    stuck_after_seconds: float = Field(default=300.0, gt=0)
     demo_data: bool = True
     #: Run the checkout's actions as local actions of the store (effect and step record in
     #: one transaction). Off, each action commits on its own first, as a remote participant's

@@ -130,7 +130,7 @@ async def test_cancel_of_a_running_saga_answers_202_and_it_ends_compensated(
     response = await client.post(f"/sagas/{saga_id}/cancel", headers=ADMIN)
 
     assert response.status_code == 202
-    assert json_of(response) == {"saga_id": saga_id, "status": "running"}
+    assert json_of(response) == {"saga_id": saga_id, "status": "running", "note": None}
     gated.gate.opened.set()
     saga = await settled_saga(client, saga_id)
     assert (saga["status"], saga["error"]) == ("compensated", "cancelled by an operator")
@@ -216,6 +216,11 @@ async def test_resolve_of_a_failed_saga_answers_200_with_the_saga_compensated(
         "failed_step",
         "created_at",
         "updated_at",
+        "owner",
+        "lease_expires_at",
+        "last_progress_at",
+        "stuck",
+        "stuck_reason",
     }
     assert (body["saga_id"], body["name"], body["status"]) == (saga_id, FRAGILE, "compensated")
     saga = await saga_of(client, saga_id)

@@ -8,11 +8,12 @@ from fastapi import APIRouter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from sagakit.api.deps import Service
+from sagakit.api.deps import AppSettings, Service
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import Error
 from sagakit.errors import StoreError
 from sagakit.observability.metrics import exposition
+from sagakit.store.activity import activity, stuck_rule
 from sagakit.store.readiness import applied_versions, probe_write, schema_problems
 
 router = APIRouter(tags=["operations"])
@@ -57,12 +58,14 @@ async def readyz(service: Service) -> Response:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(service: Service) -> Response:
-    """Prometheus text: saga and step counters and durations, and sagas by status.
+async def metrics(service: Service, settings: AppSettings) -> Response:
+    """Prometheus text: saga and step counters and durations, sagas by status, stuck ones.
 
     Counters and histograms add up every process of ``serve --workers N``; the sagas in each
-    status are read from the store.
+    status, the oldest active saga's age and the stuck sagas per name are read from the store.
     """
     counts = await service.store.count_by_status()
-    text = exposition(service.instruments.metrics, counts)
+    now = time.time()
+    active = await activity(service.store, now, stuck_rule(settings))
+    text = exposition(service.instruments.metrics, counts, active, now)
     return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ client's address and recorded in the saga's history with the actor ``api:admin``
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
@@ -15,7 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, JsonValue
 from starlette.responses import Response
 
 from sagakit.api.access import Admin, log_action, operator
-from sagakit.api.deps import SagaId, Service
+from sagakit.api.deps import AppSettings, SagaId, Service
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import (
     ID_PATTERN,
@@ -33,6 +34,7 @@ from sagakit.api.schemas import (
     plain_json,
 )
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
+from sagakit.store.activity import StuckRule, stuck_reason, stuck_rule
 
 READ_ERRORS: Final[dict[int | str, dict[str, object]]] = {
     401: {"model": Error, "description": "no valid token"},
@@ -50,8 +52,9 @@ def iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat()
 
 
-def summary(saga: SagaInstance) -> SagaSummary:
+def summary(saga: SagaInstance, rule: StuckRule | None = None) -> SagaSummary:
     """A saga as a listing shows it."""
+    reason = stuck_reason(saga, time.time(), rule or StuckRule())
     return SagaSummary(
         saga_id=saga.saga_id,
         name=saga.name,
@@ -61,6 +64,11 @@ def summary(saga: SagaInstance) -> SagaSummary:
         failed_step=saga.failed_step,
         created_at=iso(saga.created_at),
         updated_at=iso(saga.updated_at),
+        owner=saga.owner,
+        lease_expires_at=iso(saga.lease_until) if saga.lease_until else None,
+        last_progress_at=iso(saga.updated_at),
+        stuck=reason is not None,
+        stuck_reason=reason,
     )
 
 
@@ -71,10 +79,10 @@ def duration_ms(step: StepRecord) -> float | None:
     return round((step.finished_at - step.started_at) * 1000, 3)
 
 
-def detail(saga: SagaInstance, events: list[SagaEvent]) -> SagaOut:
+def detail(saga: SagaInstance, events: list[SagaEvent], rule: StuckRule) -> SagaOut:
     """A saga with its input, steps and history."""
     return SagaOut(
-        **summary(saga).model_dump(),
+        **summary(saga, rule).model_dump(),
         input=saga.input,
         steps=[
             StepOut(
@@ -98,12 +106,16 @@ def detail(saga: SagaInstance, events: list[SagaEvent]) -> SagaOut:
 
 
 @router.get("/sagas/{saga_id}", responses={404: {"model": Error}})
-async def get_saga(saga_id: SagaId, service: Service) -> SagaOut:
-    """A saga with its input, its steps and its history of events."""
+async def get_saga(saga_id: SagaId, service: Service, settings: AppSettings) -> SagaOut:
+    """A saga with its input, its steps and its history of events.
+
+    `owner`, `lease_expires_at` and `last_progress_at` say who drives it and whether it
+    moves; `stuck` is true when it is active but nobody moves it (see `stuck_reason`).
+    """
     saga = await service.store.get(saga_id)
     if saga is None:
         raise HTTPException(status_code=404, detail=f"saga {saga_id!r} not found")
-    return detail(saga, await service.store.events(saga_id))
+    return detail(saga, await service.store.events(saga_id), stuck_rule(settings))
 
 
 def _instant(value: object) -> object:
@@ -124,6 +136,7 @@ Instant = Annotated[datetime | None, BeforeValidator(_instant)]
 )
 async def list_sagas(
     service: Service,
+    settings: AppSettings,
     status: Annotated[SagaStatus | None, Query(description="only sagas in this status")] = None,
     name: Annotated[
         str | None,
@@ -176,7 +189,7 @@ async def list_sagas(
     )
     counts = await service.store.count_by_status()
     return SagaPageOut(
-        sagas=[summary(s) for s in page.sagas],
+        sagas=[summary(s, stuck_rule(settings)) for s in page.sagas],
         next_cursor=page.next_cursor,
         counts={s.value: n for s, n in counts.items()},
     )
@@ -248,7 +261,21 @@ async def cancel_saga(saga_id: SagaId, service: Service, who: Admin, request: Re
     """
     log_action(request, who, "cancel", saga_id)
     saga = await service.orchestrator.cancel(saga_id, actor=who.actor)
-    return CancelOut(saga_id=saga.saga_id, status=saga.status.value)
+    return CancelOut(
+        saga_id=saga.saga_id,
+        status=saga.status.value,
+        note=waiting_note(saga, service.orchestrator.owner),
+    )
+
+
+def waiting_note(saga: SagaInstance, me: str) -> str | None:
+    """What an action waits for when another process holds ``saga``'s lease, or ``None``."""
+    if saga.owner is None or saga.owner == me or saga.lease_until is None:
+        return None
+    return (
+        f"held by {saga.owner}: it acts at its next step; if that process is gone, a worker"
+        f" takes the saga over when the lease runs out at {iso(saga.lease_until)}"
+    )
 
 
 @router.post(

@@ -184,6 +184,19 @@ class SagaSummary(BaseModel):
     failed_step: str | None
     created_at: str
     updated_at: str
+    owner: str | None = Field(
+        description="the process driving the saga (host:pid:...), null when nobody holds it"
+    )
+    lease_expires_at: str | None = Field(
+        description="when the owner's lease runs out unless renewed; then another process"
+        " takes the saga over"
+    )
+    last_progress_at: str = Field(description="when the saga last recorded a transition")
+    stuck: bool = Field(
+        description="active, and its lease expired with no process taking it, or no progress"
+        " for SAGAKIT_STUCK_AFTER_SECONDS"
+    )
+    stuck_reason: str | None = Field(description="why it is stuck, when it is")
 
 
 class SagaOut(SagaSummary):
@@ -226,6 +239,11 @@ class CancelOut(BaseModel):
 
     saga_id: str
     status: str
+    note: str | None = Field(
+        default=None,
+        description="when another process holds the saga: who, and when its lease runs out"
+        " (if that process is gone, the cancel takes effect once a worker takes it over)",
+    )
 
 
 class ResolveIn(Strict):

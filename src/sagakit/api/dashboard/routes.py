@@ -28,6 +28,7 @@ from sagakit.api.schemas import FORBIDDEN_CHARACTERS, plain_text
 from sagakit.api.sessions import COOKIE, sessions_of
 from sagakit.api.throttle import SignInThrottle
 from sagakit.records import SagaStatus
+from sagakit.store.activity import stuck_rule
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 logger = logging.getLogger("sagakit.auth")
@@ -90,6 +91,7 @@ def _instant(text: str) -> float | None:
 async def saga_list(
     request: Request,
     service: Service,
+    settings: AppSettings,
     status: SagaStatus | None = None,
     name: Text = "",
     key: Text = "",
@@ -120,15 +122,18 @@ async def saga_list(
         cursor=cursor,
     )
     counts = await service.store.count_by_status()
+    rule = stuck_rule(settings)
     if _wants_fragment(request):
-        return _fragment(views.live_list(page, counts, filters))
+        return _fragment(views.live_list(page, counts, filters, rule))
     notice = f"Not a date and time, ignored: {', '.join(unreadable)}" if unreadable else ""
-    body = views.saga_list(page, counts, filters, notice)
+    body = views.saga_list(page, counts, filters, notice, rule)
     return _html("Sagas", body, signed=True)
 
 
 @router.get("/sagas/{saga_id}", response_class=HTMLResponse)
-async def saga_page(saga_id: SagaId, request: Request, service: Service) -> Response:
+async def saga_page(
+    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
+) -> Response:
     """One saga: summary, actions, steps and the timeline of its attempts and compensations."""
     principal = await principal_of(request)
     if principal is None:
@@ -138,9 +143,10 @@ async def saga_page(saga_id: SagaId, request: Request, service: Service) -> Resp
         body = f"<h1>No saga {escape(saga_id)}</h1>"
         return _html("Not found", body, signed=True, status=404)
     events = await service.store.events(saga_id)
+    rule = stuck_rule(settings)
     if _wants_fragment(request):
-        return _fragment(views.live_saga(saga, events, can_act=principal.is_admin))
-    body = views.saga_page(saga, events, can_act=principal.is_admin)
+        return _fragment(views.live_saga(saga, events, can_act=principal.is_admin, rule=rule))
+    body = views.saga_page(saga, events, can_act=principal.is_admin, rule=rule)
     return _html(f"Saga {saga.saga_id}", body, signed=True)
 
 

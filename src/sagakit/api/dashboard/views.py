@@ -6,6 +6,7 @@ while it says ``data-refresh``; the routes answer that copy alone when asked for
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import orjson
 from sagakit.api.dashboard.assets import SCRIPT, STYLE
 from sagakit.api.dashboard.timeline import Kind, Row, timeline
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
+from sagakit.store.activity import StuckRule, stuck_reason
 from sagakit.store.base import SagaPage
 
 LIST_REFRESH_SECONDS = 5
@@ -130,11 +132,16 @@ def sign_in(message: str = "") -> str:
 
 
 def saga_list(
-    sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters, notice: str
+    sagas: SagaPage,
+    counts: Mapping[SagaStatus, int],
+    filters: ListFilters,
+    notice: str,
+    rule: StuckRule,
 ) -> str:
     """The list page's body: the filter form, then the live counts and table."""
     note = f'<p class="notice">{escape(notice)}</p>' if notice else ""
-    return f"<h1>Sagas</h1>{note}{_filter_form(filters)}{live_list(sagas, counts, filters)}"
+    live = live_list(sagas, counts, filters, rule)
+    return f"<h1>Sagas</h1>{note}{_filter_form(filters)}{live}"
 
 
 def _filter_form(filters: ListFilters) -> str:
@@ -162,7 +169,9 @@ def _filter_form(filters: ListFilters) -> str:
     )
 
 
-def live_list(sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters) -> str:
+def live_list(
+    sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters, rule: StuckRule
+) -> str:
     """The list's live region: counts by status (links that filter) and a page of sagas."""
     everything = filters.url(status=None, cursor=None)
     chips = [_chip("all", sum(counts.values()), everything, on=filters.status is None)]
@@ -171,7 +180,8 @@ def live_list(sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFi
         count = counts.get(status, 0)
         alert = status is SagaStatus.FAILED and count > 0
         chips.append(_chip(status.value, count, url, on=filters.status is status, alert=alert))
-    rows = "".join(_row(saga) for saga in sagas.sagas)
+    now = time.time()
+    rows = "".join(_row(saga, stuck_reason(saga, now, rule)) for saga in sagas.sagas)
     table = (
         "<table class=sagas><thead><tr><th>Saga</th><th>Name</th><th>Order</th><th>Status</th>"
         "<th>Failed step · error</th><th>Started (UTC)</th><th>Took</th></tr></thead>"
@@ -197,7 +207,13 @@ def _chip(label: str, count: int, url: str, *, on: bool, alert: bool = False) ->
     return f'<a{attribute} href="{escape(url)}">{label} <b>{count}</b></a>'
 
 
-def _row(saga: SagaInstance) -> str:
+def _stuck_badge(reason: str | None) -> str:
+    if reason is None:
+        return ""
+    return f' <span class="status stuck" title="{escape(reason)}">stuck</span>'
+
+
+def _row(saga: SagaInstance, stuck: str | None) -> str:
     failure = (
         f"{escape(saga.failed_step)} · <span class=err>{escape(saga.error or '')}</span>"
         if saga.failed_step
@@ -207,7 +223,7 @@ def _row(saga: SagaInstance) -> str:
     return (
         f'<tr><td class=mono><a href="/dashboard/sagas/{saga.saga_id}">{saga.saga_id[:12]}</a>'
         f"</td><td>{escape(saga.name)}</td><td>{escape(saga.business_key or '')}</td>"
-        f"<td>{badge(saga.status.value)}</td><td>{failure}</td>"
+        f"<td>{badge(saga.status.value)}{_stuck_badge(stuck)}</td><td>{failure}</td>"
         f"<td class=num>{when(saga.created_at)}</td><td class=num>{duration}</td></tr>"
     )
 
@@ -215,13 +231,17 @@ def _row(saga: SagaInstance) -> str:
 # -- one saga ----------------------------------------------------------------------------------
 
 
-def saga_page(saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool) -> str:
+def saga_page(
+    saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool, rule: StuckRule
+) -> str:
     """A saga's page body: a link back, then its live region."""
-    live = live_saga(saga, events, can_act=can_act)
+    live = live_saga(saga, events, can_act=can_act, rule=rule)
     return f'<p><a href="/dashboard">← All sagas</a></p>{live}'
 
 
-def live_saga(saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool) -> str:
+def live_saga(
+    saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool, rule: StuckRule
+) -> str:
     """A saga's live region: summary, error, actions (for an admin), steps, timeline, input."""
     refresh = SAGA_REFRESH_SECONDS if saga.status.is_active else 0
     ended = "" if saga.status.is_active else f"<span>took <b>{took(_span(saga))}</b></span>"
@@ -244,11 +264,31 @@ def live_saga(saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool)
     rows = "".join(_timeline_row(row) for row in timeline(events, active=saga.status.is_active))
     return (
         f'<div id=live data-refresh="{refresh}">'
-        f"<h1>Saga <span class=id>{escape(saga.saga_id)}</span></h1>{summary}{error}"
+        f"<h1>Saga <span class=id>{escape(saga.saga_id)}</span></h1>{summary}"
+        f"{_holder(saga, stuck_reason(saga, time.time(), rule))}{error}"
         f"{_actions(saga) if can_act else ''}<h2>Steps</h2>{_steps(saga.steps)}"
         f"<h2>Timeline</h2><ol class=timeline>{rows}</ol>"
         f"<details><summary>Input</summary><pre>{escape(_pretty(saga.input))}</pre></details>"
         "</div>"
+    )
+
+
+def _holder(saga: SagaInstance, stuck: str | None) -> str:
+    """Who drives an active saga, until when, its last progress; a callout when stuck."""
+    if not saga.status.is_active:
+        return ""
+    lease = f"{when(saga.lease_until)} UTC" if saga.lease_until else "-"
+    line = (
+        f"<p class=summary><span>owner <b class=mono>{escape(saga.owner or 'none')}</b></span>"
+        f"<span>lease until <b>{lease}</b></span>"
+        f"<span>last progress <b>{when(saga.updated_at)}</b> UTC</span></p>"
+    )
+    if stuck is None:
+        return line
+    return (
+        f"{line}<div class='callout stuck'><b>Stuck</b>: {escape(stuck)}. Check that a"
+        " <code>sagakit serve</code> or <code>sagakit worker</code> runs on this database;"
+        " one takes the saga over once its lease has run out.</div>"
     )
 
 
