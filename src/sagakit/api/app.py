@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sagakit.api import catalog, checkout, dashboard, health, sagas
 from sagakit.api.errors import install_error_handlers
 from sagakit.api.limits import BodySizeLimit
-from sagakit.api.request_id import RequestId
+from sagakit.api.observe import Observe
 from sagakit.api.responses import JSONResponse
 from sagakit.api.sessions import Sessions
 from sagakit.api.throttle import SignInThrottle
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sign_in_throttle = SignInThrottle()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
-    app.add_middleware(RequestId)  # added last, so outermost: a 413 carries an id too
+    app.add_middleware(Observe)  # added last, so outermost: a 413 is logged and counted too
     for module in (checkout, catalog, sagas, health, dashboard):
         app.include_router(module.router)
     return app

@@ -105,6 +105,25 @@ class SagaMetrics:
             registry=r,
         )
 
+        self.http_requests = Counter(
+            "sagakit_http_requests",
+            "HTTP requests answered, by route (path template), method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "sagakit_http_request_duration_seconds",
+            "From a request's arrival to the end of its answer",
+            ["route", "method"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+
+    def http(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and observe how long it took."""
+        self.http_requests.labels(route, method, str(status)).inc()
+        self.http_seconds.labels(route, method).observe(seconds)
+
     def __call__(self, instance: SagaInstance, events: Sequence[SagaEvent]) -> None:
         """Count ``events``, just made durable for ``instance``."""
         saga = instance.name
