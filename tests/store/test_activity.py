@@ -26,10 +26,12 @@ async def test_a_live_lease_is_not_stuck_an_expired_one_is_and_silence_is(
     assert (await activity(store, now, RULE)).stuck_by_name == {"order": 0, "refund": 0}
     later = now + 40
     reason = stuck_reason(saga, later, RULE)
-    assert reason is not None and reason.startswith("the lease of owner-a expired at")
+    assert reason is not None
+    assert reason.startswith("the lease of owner-a expired at")
     assert (await activity(store, later, RULE)).stuck_by_name == {"order": 1, "refund": 1}
     silent = stuck_reason(saga.evolve(owner=None, lease_until=None), now + 700, RULE)
-    assert silent is not None and silent.startswith("no progress since")
+    assert silent is not None
+    assert silent.startswith("no progress since")
 
 
 async def test_the_oldest_active_saga_is_the_first_started_still_active(store: SagaStore) -> None:
