@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
@@ -25,9 +25,20 @@ from sagakit.server import Limits, bind, configure
 from sagakit.settings import Settings
 from sagakit.startup import EXIT_SETTINGS, StartupFault, check_database, port_fault
 
+#: The command's help: plain text (the module's docstring is reStructuredText).
+HELP: Final = (
+    "sagakit: a durable saga orchestrator and its checkout service. Commands: serve (the"
+    " checkout API with a worker), worker (a worker alone), participant (one checkout"
+    " participant as a service), sagas (list, show, retry, cancel, resolve sagas)."
+)
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sagakit", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sagakit",
+        description=HELP,
+        epilog="Exit codes: 0 done, 1 refused, 2 bad usage or settings, 3 a --timeout ran out.",
+    )
     parser.add_argument(
         "--debug", action="store_true", help="print the traceback of a fault at start"
     )

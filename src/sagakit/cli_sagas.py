@@ -5,7 +5,8 @@ The commands work on the database itself, so they need no API process. ``retry``
 with a progress bar, until it ends or ``--timeout`` runs out; then a worker carries on.
 Every action is recorded in the saga's history with the actor ``cli:<user>``.
 
-Exit codes: 0 done; 1 unknown saga, wrong state, or the saga did not end as asked; 2 usage.
+Exit codes: 0 done; 1 refused (unknown saga, wrong state, or the saga did not end as
+asked); 2 bad usage or settings (no database there); 3 ``--timeout`` ran out first.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sagas = commands.add_parser(
         "sagas",
         help="list, show, retry, cancel or resolve sagas",
-        description=__doc__,
+        description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = sagas.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -146,14 +147,37 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     resolve.add_argument("--reason", required=True, type=_reason, help="why, for the history")
 
 
+#: Exit codes: done, refused (what the API answers 404 or 409), a setting or the
+#: environment (no database there, an unreachable server), a ``--timeout`` that ran out.
+EXIT_DONE: Final = 0
+EXIT_REFUSED: Final = 1
+EXIT_SETTINGS: Final = 2
+EXIT_TIMEOUT: Final = 3
+
+
+#: The command's help: the module's docstring without its reStructuredText markup.
+HELP: Final = """sagakit sagas: list, show, retry, cancel and resolve saga instances from a shell.
+
+The commands work on the database itself, so they need no API process. retry and
+cancel drive the saga's compensation in this process when no other process holds it,
+with a progress bar, until it ends or --timeout runs out; then a worker carries on.
+Every action is recorded in the saga's history with the actor cli:<user>.
+
+Exit codes: 0 done; 1 refused (unknown saga, wrong state, or the saga did not end as
+asked); 2 bad usage or settings (no database there); 3 --timeout ran out first."""
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Carry out ``sagakit sagas ACTION``; the exit code."""
     command = COMMANDS[args.action]
     try:
         return asyncio.run(command(args, settings))
+    except StoreError as exc:
+        print(f"sagakit: {exc.message} (--database-url / SAGAKIT_DATABASE_URL)", file=sys.stderr)
+        return EXIT_SETTINGS
     except SagakitError as exc:
         print(f"sagakit: {exc.message}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -282,7 +306,7 @@ async def follow(orchestrator: SagaOrchestrator, saga_id: str, timeout: float) -
 
 
 def outcome(saga: SagaInstance, timeout: float) -> int:
-    """Print where the saga ended; 0 when it compensated or goes on elsewhere, else 1."""
+    """Print where the saga ended: 0 compensated, 3 still going after ``timeout``, else 1."""
     if saga.status is SagaStatus.COMPENSATED:
         say(f"saga {saga.saga_id} is ", status_text(saga.status))
         return 0
@@ -292,7 +316,7 @@ def outcome(saga: SagaInstance, timeout: float) -> int:
             status_text(saga.status),
             f" after {timeout:g}s; a worker (sagakit serve or sagakit worker) will finish it",
         )
-        return 0
+        return EXIT_TIMEOUT
     if saga.status is SagaStatus.COMPLETED:
         why = "it finished before its driver saw the request"
     else:

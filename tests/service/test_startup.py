@@ -100,3 +100,15 @@ def test_a_bad_setting_value_is_bad_usage_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "port" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["sagas", "--help"], ["serve", "--help"]])
+def test_help_is_plain_text_and_names_every_command(tmp_path: Path, args: list[str]) -> None:
+    """No reStructuredText markup; the top help names all four commands and the exit codes."""
+    result = sagakit(*args, cwd=tmp_path)
+    assert result.returncode == 0
+    assert "``" not in result.stdout
+    if args == ["--help"]:
+        for command in ("serve", "worker", "participant", "sagas"):
+            assert command in result.stdout.split("positional arguments")[0]
+        assert "3 a --timeout ran out" in result.stdout

@@ -377,7 +377,7 @@ async def test_sagas_cancel_of_an_abandoned_saga_takes_it_over_and_compensates_i
     assert types[-1] == "saga_compensated"
 
 
-async def test_sagas_cancel_that_outlasts_its_timeout_exits_0_and_leaves_it_to_a_worker(
+async def test_sagas_cancel_that_outlasts_its_timeout_exits_3_and_leaves_it_to_a_worker(
     url: str, store: SqliteStore
 ) -> None:
     """With ``--timeout`` run out the CLI says the saga is still running, and lets go."""
@@ -387,7 +387,7 @@ async def test_sagas_cancel_that_outlasts_its_timeout_exits_0_and_leaves_it_to_a
     finally:
         inventory.opened.set()
 
-    assert ran.code == 0, ran.err
+    assert ran.code == 3, ran.err
     assert lines_with(ran.out, saga_id, "still running after 0.5s")
     assert (await orchestrator.wait(saga_id, 5.0)).status is SagaStatus.COMPENSATED
 
@@ -485,11 +485,12 @@ async def test_sagas_with_bad_arguments_exits_2_with_the_usage(url: str, args: l
     assert "usage: sagakit sagas" in ran.err
 
 
-async def test_sagas_on_a_missing_database_exits_1_and_creates_no_file(tmp_path: Path) -> None:
-    """Pointed at an SQLite file that does not exist, the CLI says so and creates nothing."""
+async def test_sagas_on_a_missing_database_exits_2_and_creates_no_file(tmp_path: Path) -> None:
+    """A setting fault: an SQLite file that does not exist is named, and nothing is created."""
     path = tmp_path / "absent.db"
 
     ran = await sagakit("list", "--database-url", f"sqlite:///{path}")
 
-    assert ran == Ran(1, "", f"sagakit: no database at {path}\n")
+    setting = "(--database-url / SAGAKIT_DATABASE_URL)"
+    assert ran == Ran(2, "", f"sagakit: no database at {path} {setting}\n")
     assert not path.exists()
