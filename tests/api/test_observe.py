@@ -48,3 +48,25 @@ async def test_metrics_count_requests_by_route_method_and_status_with_latency(
     assert sample(text, rf'sagakit_http_requests_total\{{{route},status="404"\}}') == 1
     count = rf"sagakit_http_request_duration_seconds_count\{{{route}\}}"
     assert sample(text, count) == 3
+
+
+async def test_one_info_line_says_how_each_saga_ended(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A completed and a compensated checkout each log one info line: outcome, duration, step."""
+    caplog.set_level(logging.INFO, logger="sagakit.sagas")
+    done = (await client.post("/checkout/order1")).json()["saga_id"]
+    undone = (await client.post("/checkout/order3")).json()["saga_id"]
+
+    endings = {
+        getattr(r, "saga_id", None): r
+        for r in caplog.records
+        if r.name == "sagakit.sagas" and hasattr(r, "outcome")
+    }
+    assert set(endings) == {done, undone}
+    assert endings[done].levelno == logging.INFO
+    assert getattr(endings[done], "outcome", None) == "completed"
+    assert getattr(endings[undone], "outcome", None) == "compensated"
+    assert getattr(endings[undone], "failed_step", None) == "shipping"
+    assert getattr(endings[done], "duration_ms", -1) >= 0
+    assert getattr(endings[done], "saga", None) == "checkout"
