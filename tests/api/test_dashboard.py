@@ -512,3 +512,19 @@ async def test_list_filtered_by_start_time_shows_only_sagas_started_in_range(
     assert all(saga_id[:12] in past for saga_id in ids.values())
     assert "Not a date and time, ignored: yesterday" in garbled
     assert all(saga_id[:12] in garbled for saga_id in ids.values())
+
+
+async def test_dashboard_counts_follow_the_filters(client: httpx.AsyncClient) -> None:
+    """The status chips count the sagas the name and key filters match, not all of them."""
+    await demo_checkouts(client)
+    await sign_in(client)
+
+    everything = (await client.get("/dashboard")).text
+    one_order = (await client.get("/dashboard", params={"key": "order3"})).text
+    nothing = (await client.get("/dashboard", params={"name": "nothing"})).text
+
+    assert re.search(r">all <b>3</b>", everything)
+    assert re.search(r">all <b>1</b>", one_order)
+    assert re.search(r">compensated <b>1</b>", one_order)
+    assert re.search(r">completed <b>0</b>", one_order)
+    assert re.search(r">all <b>0</b>", nothing)

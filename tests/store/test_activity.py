@@ -6,7 +6,7 @@ import time
 
 from sagakit.records import SagaStatus
 from sagakit.store import SagaStore
-from sagakit.store.activity import StuckRule, activity, stuck_reason
+from sagakit.store.activity import Filters, StuckRule, activity, count_matching, stuck_reason
 from tests.store.test_store import instance, put, stored
 
 RULE = StuckRule(stuck_after=600.0, grace=5.0)
@@ -48,3 +48,28 @@ async def test_a_parked_saga_waiting_for_its_deadline_is_not_stuck() -> None:
     """No owner and a lease (deadline) still ahead: it waits on purpose, however long."""
     saga = instance("p", owner=None).evolve(lease_until=time.time() + 86400, updated_at=0.0)
     assert stuck_reason(saga, time.time(), RULE) is None
+
+
+async def test_counts_follow_the_filters_on_every_store(store: SagaStore) -> None:
+    """Name, key and creation time narrow the counts; every status is listed, zeros too."""
+    await put(store, instance("a", name="order", business_key="k1"))
+    await put(store, instance("b", name="order", business_key="k2"))
+    await put(store, instance("c", name="refund", status=SagaStatus.COMPLETED, owner=None))
+    zero = dict.fromkeys(SagaStatus, 0)
+    created = (await stored(store, "a")).created_at
+
+    assert await count_matching(store, Filters(name="order")) == {**zero, SagaStatus.RUNNING: 2}
+    assert await count_matching(store, Filters(business_key="k2")) == {
+        **zero,
+        SagaStatus.RUNNING: 1,
+    }
+    assert await count_matching(store, Filters(name="refund")) == {
+        **zero,
+        SagaStatus.COMPLETED: 1,
+    }
+    assert await count_matching(store, Filters(created_after=created + 3600)) == zero
+    assert await count_matching(store, Filters(created_before=created + 3600)) == {
+        **zero,
+        SagaStatus.RUNNING: 2,
+        SagaStatus.COMPLETED: 1,
+    }

@@ -34,7 +34,7 @@ from sagakit.api.schemas import (
     plain_json,
 )
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
-from sagakit.store.activity import StuckRule, stuck_reason, stuck_rule
+from sagakit.store.activity import Filters, StuckRule, count_matching, stuck_reason, stuck_rule
 
 READ_ERRORS: Final[dict[int | str, dict[str, object]]] = {
     401: {"model": Error, "description": "no valid token"},
@@ -174,20 +174,27 @@ async def list_sagas(
 ) -> SagaPageOut:
     """A page of sagas, newest first, that match every filter given.
 
-    `counts` holds how many sagas are in each status over all sagas, whatever the filters.
+    `counts` holds how many sagas are in each status among those matching every filter but
+    `status` (so the counts of the other statuses stay in sight).
     For the next page pass `next_cursor` back as `cursor`, with the same filters; it is null
     on the last page.
     """
-    page = await service.store.list_sagas(
-        status=status,
+    filters = Filters(
         name=name,
         business_key=business_key,
         created_after=created_after.timestamp() if created_after else None,
         created_before=created_before.timestamp() if created_before else None,
+    )
+    page = await service.store.list_sagas(
+        status=status,
+        name=filters.name,
+        business_key=filters.business_key,
+        created_after=filters.created_after,
+        created_before=filters.created_before,
         limit=limit,
         cursor=cursor,
     )
-    counts = await service.store.count_by_status()
+    counts = await count_matching(service.store, filters)
     return SagaPageOut(
         sagas=[summary(s, stuck_rule(settings)) for s in page.sagas],
         next_cursor=page.next_cursor,

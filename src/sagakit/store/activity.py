@@ -129,3 +129,77 @@ async def _scan(store: SagaStore, now: float, rule: StuckRule) -> Activity:
             if cursor is None:
                 break
     return Activity(oldest_created_at=oldest, stuck_by_name=stuck)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filters:
+    """A listing's filters other than its status (what its counts follow)."""
+
+    name: str | None = None
+    business_key: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Whether no filter is set (the store's own count answers then)."""
+        return not (self.name or self.business_key or self.created_after or self.created_before)
+
+
+COUNT_MATCHING = (
+    "SELECT status, count(*) FROM saga_instances"
+    " WHERE ({p1} IS NULL OR name = {p1}) AND ({p2} IS NULL OR business_key = {p2})"
+    " AND ({p3} IS NULL OR created_at >= {p3}) AND ({p4} IS NULL OR created_at < {p4})"
+    " GROUP BY status"
+)
+
+
+async def count_matching(store: SagaStore, filters: Filters) -> dict[SagaStatus, int]:
+    """How many sagas match ``filters`` in each status (every status, zeros included)."""
+    if filters.empty:
+        return await store.count_by_status()
+    counts = dict.fromkeys(SagaStatus, 0)
+    params = (filters.name, filters.business_key, filters.created_after, filters.created_before)
+    kind = type(store).__name__
+    db = getattr(store, "db", None)
+    if kind == "SqliteStore":
+        from sagakit.store.sqlite_db import SqliteDatabase
+
+        assert isinstance(db, SqliteDatabase)
+        sql = COUNT_MATCHING.format(p1="?1", p2="?2", p3="?3", p4="?4")
+
+        def work(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            return list(conn.execute(sql, params).fetchall())
+
+        rows = await db.read(work)
+    elif kind == "PostgresStore":
+        from sagakit.store.postgres_db import PostgresDatabase
+
+        assert isinstance(db, PostgresDatabase)
+        sql = COUNT_MATCHING.format(p1="$1::text", p2="$2::text", p3="$3::float8", p4="$4::float8")
+        async with db.connection("saga counts") as conn:
+            rows = [(r[0], r[1]) for r in await conn.fetch(sql, *params)]
+    else:
+        rows = await _count_scan(store, filters)
+    for status, count in rows:
+        counts[SagaStatus(status)] = int(count)
+    return counts
+
+
+async def _count_scan(store: SagaStore, filters: Filters) -> list[tuple[str, int]]:
+    tally: dict[str, int] = {}
+    cursor: str | None = None
+    while True:
+        page = await store.list_sagas(
+            name=filters.name,
+            business_key=filters.business_key,
+            created_after=filters.created_after,
+            created_before=filters.created_before,
+            limit=500,
+            cursor=cursor,
+        )
+        for saga in page.sagas:
+            tally[saga.status.value] = tally.get(saga.status.value, 0) + 1
+        cursor = page.next_cursor
+        if cursor is None:
+            return list(tally.items())

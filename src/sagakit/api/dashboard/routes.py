@@ -28,7 +28,7 @@ from sagakit.api.schemas import FORBIDDEN_CHARACTERS, plain_text
 from sagakit.api.sessions import COOKIE, sessions_of
 from sagakit.api.throttle import SignInThrottle
 from sagakit.records import SagaStatus
-from sagakit.store.activity import stuck_rule
+from sagakit.store.activity import Filters, count_matching, stuck_rule
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 logger = logging.getLogger("sagakit.auth")
@@ -121,7 +121,15 @@ async def saga_list(
         limit=50,
         cursor=cursor,
     )
-    counts = await service.store.count_by_status()
+    counts = await count_matching(
+        service.store,
+        Filters(
+            name=filters.name or None,
+            business_key=filters.key or None,
+            created_after=after,
+            created_before=before,
+        ),
+    )
     rule = stuck_rule(settings)
     if _wants_fragment(request):
         return _fragment(views.live_list(page, counts, filters, rule))
