@@ -26,6 +26,16 @@ async def sign_in(client: httpx.AsyncClient) -> None:
     assert client.cookies.get("sagakit_session")
 
 
+def refused_on_the_page(response: httpx.Response, status: int, saga_id: str) -> str:
+    """Check a refused action answers the saga's page with a message above it; the message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    found = re.search(r'<p class="notice refused" role="alert">([^<]+)</p>', response.text)
+    assert found, response.text
+    assert saga_id in response.text
+    return found.group(1)
+
+
 def actor_of(client: httpx.AsyncClient) -> str:
     """How the history names the client's session: ``dashboard:`` and the id's first 8."""
     return f"dashboard:{client.cookies['sagakit_session'][:8]}"
@@ -272,16 +282,16 @@ async def test_dashboard_retry_from_this_origin_resumes_the_saga(
     assert retries == [f"retry requested by {actor_of(client)}"]
 
 
-async def test_dashboard_retry_of_a_saga_that_is_not_failed_answers_409(
+async def test_dashboard_retry_of_a_saga_that_is_not_failed_shows_why_with_409(
     client: httpx.AsyncClient,
 ) -> None:
-    """Retrying a completed saga from the dashboard answers 409 and changes nothing."""
+    """Retrying a completed saga answers its page with the reason (409); nothing changes."""
     saga_id = (await demo_checkouts(client))["order1"]
     await sign_in(client)
 
     response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=SAME_ORIGIN)
 
-    error_of(response, 409)
+    refused_on_the_page(response, 409, saga_id)
     assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "completed"
 
 
@@ -344,14 +354,16 @@ async def test_dashboard_cancel_from_this_origin_compensates_the_running_saga(
     ]
 
 
-async def test_dashboard_cancel_of_a_finished_saga_answers_409(client: httpx.AsyncClient) -> None:
-    """Cancelling a completed saga from the dashboard answers 409 and changes nothing."""
+async def test_dashboard_cancel_of_a_finished_saga_shows_why_with_409(
+    client: httpx.AsyncClient,
+) -> None:
+    """Cancelling a completed saga answers its page with the reason (409); nothing changes."""
     saga_id = (await demo_checkouts(client))["order1"]
     await sign_in(client)
 
     response = await client.post(f"/dashboard/sagas/{saga_id}/cancel", headers=SAME_ORIGIN)
 
-    error_of(response, 409)
+    refused_on_the_page(response, 409, saga_id)
     assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "completed"
 
 
@@ -406,7 +418,7 @@ async def test_dashboard_resolve_without_a_usable_reason_answers_422(
         f"/dashboard/sagas/{saga_id}/resolve", data={"reason": reason}, headers=SAME_ORIGIN
     )
 
-    assert "reason" in error_of(response, 422)
+    assert "reason" in refused_on_the_page(response, 422, saga_id)
     assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "failed"
 
 

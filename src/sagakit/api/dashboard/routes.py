@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html import escape
 from typing import Annotated, Final
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import AfterValidator
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -24,16 +25,21 @@ from sagakit.api.access import client_address, role_of
 from sagakit.api.dashboard import views
 from sagakit.api.dashboard.auth import check_operator, principal_of
 from sagakit.api.deps import AppSettings, SagaId, Service
+from sagakit.api.errors import status_of
 from sagakit.api.schemas import FORBIDDEN_CHARACTERS, plain_text
 from sagakit.api.sessions import COOKIE, sessions_of
 from sagakit.api.throttle import SignInThrottle
-from sagakit.records import SagaStatus
+from sagakit.errors import SagakitError
+from sagakit.records import SagaInstance, SagaStatus
+from sagakit.shop.service import CheckoutService
 from sagakit.store.activity import Filters, count_matching, stuck_rule
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 logger = logging.getLogger("sagakit.auth")
 
 FRAGMENT_HEADER: Final = "x-dashboard-fragment"
+#: An operator action, given who acts.
+Action = Callable[[str], Awaitable[SagaInstance]]
 MAX_REASON: Final = 500
 Text = Annotated[str, Query(max_length=64), AfterValidator(plain_text)]
 
@@ -217,31 +223,70 @@ def _back_to(saga_id: str) -> Response:
     return RedirectResponse(f"/dashboard/sagas/{saga_id}", status_code=303)
 
 
+async def _act(
+    request: Request, service: CheckoutService, saga_id: str, action: str, run: Action
+) -> Response:
+    """Check the operator, run the action; back to the saga's page, or the page with why not."""
+    who = await check_operator(request, action, saga_id)
+    try:
+        await run(who.actor)
+    except SagakitError as exc:
+        return await _refused(request, service, saga_id, exc.message, status_of(exc))
+    return _back_to(saga_id)
+
+
+async def _refused(
+    request: Request, service: CheckoutService, saga_id: str, message: str, status: int
+) -> Response:
+    """The saga's page again, with the reason the action was refused above it."""
+    notice = f'<p class="notice refused" role="alert">{escape(message)}</p>'
+    saga = await service.store.get(saga_id)
+    if saga is None:
+        return _html(
+            "Refused", f"{notice}<h1>No saga {escape(saga_id)}</h1>", signed=True, status=status
+        )
+    events = await service.store.events(saga_id)
+    rule = stuck_rule(request.app.state.settings)
+    body = notice + views.saga_page(saga, events, can_act=True, rule=rule)
+    return _html(f"Saga {saga_id}", body, signed=True, status=status)
+
+
 @router.post("/sagas/{saga_id}/retry")
 async def retry(saga_id: SagaId, request: Request, service: Service) -> Response:
     """Resume a failed saga's compensation."""
-    who = await check_operator(request, "retry", saga_id)
-    await service.orchestrator.retry(saga_id, actor=who.actor)
-    return _back_to(saga_id)
+    return await _act(
+        request,
+        service,
+        saga_id,
+        "retry",
+        lambda actor: service.orchestrator.retry(saga_id, actor=actor),
+    )
 
 
 @router.post("/sagas/{saga_id}/cancel")
 async def cancel(saga_id: SagaId, request: Request, service: Service) -> Response:
     """Ask a running saga to stop and compensate what it did."""
-    who = await check_operator(request, "cancel", saga_id)
-    await service.orchestrator.cancel(saga_id, actor=who.actor)
-    return _back_to(saga_id)
+    return await _act(
+        request,
+        service,
+        saga_id,
+        "cancel",
+        lambda actor: service.orchestrator.cancel(saga_id, actor=actor),
+    )
 
 
 @router.post("/sagas/{saga_id}/resolve")
 async def resolve(saga_id: SagaId, request: Request, service: Service) -> Response:
     """Mark a failed saga compensated by hand, with the operator's reason."""
-    who = await check_operator(request, "resolve", saga_id)
     reason = " ".join((await _form(request)).get("reason", "").split())
     if not reason or len(reason) > MAX_REASON or FORBIDDEN_CHARACTERS.search(reason):
-        raise HTTPException(
-            status_code=422,
-            detail=f"a reason of 1 to {MAX_REASON} characters, no control characters",
-        )
-    await service.orchestrator.resolve(saga_id, actor=who.actor, reason=reason)
-    return _back_to(saga_id)
+        await check_operator(request, "resolve", saga_id)
+        message = f"A reason of 1 to {MAX_REASON} characters, no control characters, is needed."
+        return await _refused(request, service, saga_id, message, 422)
+    return await _act(
+        request,
+        service,
+        saga_id,
+        "resolve",
+        lambda actor: service.orchestrator.resolve(saga_id, actor=actor, reason=reason),
+    )
