@@ -540,3 +540,48 @@ async def test_dashboard_counts_follow_the_filters(client: httpx.AsyncClient) ->
     assert re.search(r">compensated <b>1</b>", one_order)
     assert re.search(r">completed <b>0</b>", one_order)
     assert re.search(r">all <b>0</b>", nothing)
+
+
+class Quick(Step):
+    """Succeeds at once."""
+
+    name = "quick"
+
+    async def do(self, ctx: StepContext) -> JSON:
+        return None
+
+
+def page_ids(html: str) -> list[str]:
+    """The (shortened) saga ids a list page shows, in order."""
+    return re.findall(r'<a href="/dashboard/sagas/([0-9a-f]+)">', html)
+
+
+def link(html: str, label: str) -> str | None:
+    """The href of the pager link whose text starts with ``label``, if there is one."""
+    found = re.search(rf'<a href="([^"]+)">{re.escape(label)}', html)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+async def test_dashboard_pages_go_older_then_newer_and_back_to_the_newest(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """120 sagas: older, older, then newer twice comes back to the first page; newest too."""
+    orchestrator: SagaOrchestrator = app.state.service.orchestrator
+    orchestrator.register(Saga("quick", [Quick()]))
+    for n in range(120):
+        await orchestrator.wait((await orchestrator.start("quick", {"n": n})).saga_id, 5.0)
+    await sign_in(client)
+
+    first = (await client.get("/dashboard", params={"name": "quick"})).text
+    assert link(first, "← Newer") is None
+    second = (await client.get(str(link(first, "Older →")))).text
+    third = (await client.get(str(link(second, "Older →")))).text
+    assert link(third, "Older →") is None
+    back = (await client.get(str(link(third, "← Newer")))).text
+    front = (await client.get(str(link(back, "← Newer")))).text
+    newest = (await client.get(str(link(third, "« Newest")))).text
+
+    assert [len(page_ids(p)) for p in (first, second, third)] == [50, 50, 20]
+    assert page_ids(back) == page_ids(second)
+    assert page_ids(front) == page_ids(first) == page_ids(newest)
+    assert "name=quick" in str(link(third, "← Newer"))

@@ -104,6 +104,7 @@ async def saga_list(
     created_after: Text = "",
     created_before: Text = "",
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    trail: Annotated[str, Query(pattern=r"^[0-9,]{0,1000}$")] = "",
 ) -> Response:
     """The sagas, newest first, with counts per status and filters; or the sign-in form."""
     if await principal_of(request) is None:
@@ -115,6 +116,7 @@ async def saga_list(
         created_after=created_after,
         created_before=created_before,
         cursor=cursor,
+        trail=tuple(trail.split(",")) if trail and cursor else (),
     )
     after, before = _instant(created_after), _instant(created_before)
     unreadable = [t for t, v in ((created_after, after), (created_before, before)) if t and not v]

@@ -22,6 +22,8 @@ from sagakit.store.activity import StuckRule, stuck_reason
 from sagakit.store.base import SagaPage
 
 LIST_REFRESH_SECONDS = 5
+#: How many newer pages the list remembers the way back to.
+MAX_TRAIL = 50
 SAGA_REFRESH_SECONDS = 2
 
 
@@ -35,6 +37,21 @@ class ListFilters:
     created_after: str = ""
     created_before: str = ""
     cursor: str | None = None
+    #: The cursors of the newer pages seen on the way here, oldest first ("" is the first
+    #: page): the way back, since a cursor only leads to older sagas.
+    trail: tuple[str, ...] = ()
+
+    def older(self, cursor: str) -> str:
+        """The next (older) page's URL."""
+        trail = (*self.trail, self.cursor or "")[-MAX_TRAIL:]
+        return self.url(cursor=cursor, trail=trail)
+
+    def newer(self) -> str | None:
+        """The previous (newer) page's URL, or ``None`` on the first page."""
+        if self.cursor is None:
+            return None
+        back = self.trail[-1] if self.trail else ""
+        return self.url(cursor=back or None, trail=self.trail[:-1])
 
     def url(self, **changes: object) -> str:
         """The list's URL with these filters, ``changes`` applied."""
@@ -46,6 +63,7 @@ class ListFilters:
             "created_after": current.created_after,
             "created_before": current.created_before,
             "cursor": current.cursor or "",
+            "trail": ",".join(current.trail) if current.cursor else "",
         }
         text = urlencode({k: v for k, v in query.items() if v})
         return f"/dashboard?{text}" if text else "/dashboard"
@@ -189,16 +207,25 @@ def live_list(
         if rows
         else "<p class=empty>No saga matches.</p>"
     )
-    more = (
-        f'<p class=pager><a href="{escape(filters.url(cursor=sagas.next_cursor))}">Older →</a></p>'
-        if sagas.next_cursor
-        else ""
-    )
+    more = _pager(filters, sagas.next_cursor)
     return (
         f'<div id=live data-refresh="{LIST_REFRESH_SECONDS}">'
         f'<nav class=counts aria-label="sagas by status">{"".join(chips)}</nav>'
         f"{table}{more}</div>"
     )
+
+
+def _pager(filters: ListFilters, next_cursor: str | None) -> str:
+    """Links to the first, the newer and the older page, those that lead somewhere."""
+    links = []
+    newer = filters.newer()
+    if newer is not None:
+        first = filters.url(cursor=None, trail=())
+        links.append(f'<a href="{escape(first)}">« Newest</a>')
+        links.append(f'<a href="{escape(newer)}">← Newer</a>')
+    if next_cursor:
+        links.append(f'<a href="{escape(filters.older(next_cursor))}">Older →</a>')
+    return f"<p class=pager>{' '.join(links)}</p>" if links else ""
 
 
 def _chip(label: str, count: int, url: str, *, on: bool, alert: bool = False) -> str:
