@@ -585,3 +585,53 @@ async def test_dashboard_pages_go_older_then_newer_and_back_to_the_newest(
     assert page_ids(back) == page_ids(second)
     assert page_ids(front) == page_ids(first) == page_ids(newest)
     assert "name=quick" in str(link(third, "← Newer"))
+
+
+async def test_a_resolved_saga_and_its_steps_read_as_resolved(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Resolved by hand: the page says so, and the step left uncompensated reads resolved."""
+    saga_id, _ = await failed_saga(app)
+    await sign_in(client)
+    resolved = await client.post(
+        f"/sagas/{saga_id}/resolve", json={"reason": "refunded by hand"}, headers=ADMIN
+    )
+    assert resolved.status_code == 200
+
+    page = (await client.get(f"/dashboard/sagas/{saga_id}")).text
+    steps = page.split("<table class=steps>")[1].split("</table>")[0]
+
+    assert "resolved by hand" in page
+    assert 'class="status resolved"' in steps
+    assert "compensating" not in steps
+    assert "undo is &lt;broken&gt;" not in steps  # no longer the step's current error
+
+
+def test_a_step_error_shows_only_while_it_is_current() -> None:
+    """A step that succeeded after a retry, or was compensated, shows no last error."""
+    from sagakit.api.dashboard.parts import steps_table
+    from sagakit.records import StepRecord, StepStatus
+
+    def step(status: StepStatus) -> StepRecord:
+        return StepRecord(index=0, name="pay", status=status, attempts=2, error="timed out")
+
+    assert "timed out" not in steps_table([step(StepStatus.SUCCEEDED)])
+    assert "timed out" not in steps_table([step(StepStatus.COMPENSATED)])
+    assert "timed out" in steps_table([step(StepStatus.FAILED)])
+    assert "timed out" in steps_table([step(StepStatus.COMPENSATING)])
+
+
+def test_the_saga_error_is_hidden_while_an_operators_retry_runs() -> None:
+    """Compensating again after ``operator_retry``: the old error is not the current one."""
+    from sagakit.api.dashboard.parts import current_error
+    from sagakit.records import SagaEvent, SagaInstance, SagaStatus
+
+    saga = SagaInstance(
+        saga_id="s", name="n", version=1, status=SagaStatus.COMPENSATING, input={}, steps=()
+    ).evolve(error="refund refused")
+    failed = [SagaEvent(type="saga_failed")]
+    retried = [*failed, SagaEvent(type="operator_retry")]
+
+    assert current_error(saga, failed) == "refund refused"
+    assert current_error(saga, retried) is None
+    assert current_error(saga.evolve(status=SagaStatus.FAILED), retried) == "refund refused"

@@ -35,6 +35,7 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 font-weight:600;white-space:nowrap;background:var(--off-bg);color:var(--off)}
 .completed,.succeeded{background:var(--ok-bg);color:var(--ok)}
 .compensated{background:var(--warn-bg);color:var(--warn)}
+.resolved,.resolved-by-hand{background:var(--warn-bg);color:var(--warn)}
 .failed,.error,.gave-up,.stuck{background:var(--bad-bg);color:var(--bad)}
 .running,.compensating,.pending-cancel{background:var(--run-bg);color:var(--run)}
 nav.counts{display:flex;flex-wrap:wrap;gap:.4rem;margin:.25rem 0 1rem}

@@ -16,8 +16,9 @@ from urllib.parse import urlencode
 import orjson
 
 from sagakit.api.dashboard.assets import SCRIPT, STYLE
+from sagakit.api.dashboard.parts import badge, current_error, holder, steps_table, when
 from sagakit.api.dashboard.timeline import Kind, Row, timeline
-from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
+from sagakit.records import SagaEvent, SagaInstance, SagaStatus
 from sagakit.store.activity import StuckRule, stuck_reason
 from sagakit.store.base import SagaPage
 
@@ -72,18 +73,6 @@ class ListFilters:
 # -- small pieces ------------------------------------------------------------------------
 
 
-def badge(value: str) -> str:
-    """A status or result as a coloured pill."""
-    return f'<span class="status {escape(value.replace(" ", "-"))}">{escape(value)}</span>'
-
-
-def when(at: float | None) -> str:
-    """A timestamp as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
-    if at is None:
-        return ""
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def clock(at: float) -> str:
     """A timestamp's time of day to the millisecond (UTC)."""
     return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
@@ -101,11 +90,6 @@ def took(seconds: float | None) -> str:
     if minutes < 60:
         return f"{minutes} min {secs} s"
     return f"{minutes // 60} h {minutes % 60} min"
-
-
-def _compact(value: object, limit: int = 160) -> str:
-    text = orjson.dumps(value).decode()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- the page around everything --------------------------------------------------------------
@@ -272,8 +256,12 @@ def live_saga(
     """A saga's live region: summary, error, actions (for an admin), steps, timeline, input."""
     refresh = SAGA_REFRESH_SECONDS if saga.status.is_active else 0
     ended = "" if saga.status.is_active else f"<span>took <b>{took(_span(saga))}</b></span>"
+    resolved = saga.status is SagaStatus.COMPENSATED and any(
+        e.type == "operator_resolved" for e in events
+    )
+    mark = badge("resolved by hand") if resolved else ""
     summary = (
-        f"<p class=summary>{badge(saga.status.value)}<span><b>{escape(saga.name)}</b>"
+        f"<p class=summary>{badge(saga.status.value)}{mark}<span><b>{escape(saga.name)}</b>"
         f" v{saga.version}</span><span>order <b>{escape(saga.business_key or '-')}</b></span>"
         f"<span>started <b>{when(saga.created_at)}</b> UTC</span>{ended}</p>"
     )
@@ -282,40 +270,22 @@ def live_saga(
         if saga.status is SagaStatus.FAILED
         else f"{saga.failed_step or 'a step'} failed"
     )
+    shown = current_error(saga, events)
     error = (
-        f'<div class="callout {saga.status.value}"><b>{escape(label)}</b>: '
-        f"{escape(saga.error)}</div>"
-        if saga.error
+        f'<div class="callout {saga.status.value}"><b>{escape(label)}</b>: {escape(shown)}</div>'
+        if shown
         else ""
     )
     rows = "".join(_timeline_row(row) for row in timeline(events, active=saga.status.is_active))
     return (
         f'<div id=live data-refresh="{refresh}">'
         f"<h1>Saga <span class=id>{escape(saga.saga_id)}</span></h1>{summary}"
-        f"{_holder(saga, stuck_reason(saga, time.time(), rule))}{error}"
-        f"{_actions(saga) if can_act else ''}<h2>Steps</h2>{_steps(saga.steps)}"
+        f"{holder(saga, stuck_reason(saga, time.time(), rule))}{error}"
+        f"{_actions(saga) if can_act else ''}"
+        f"<h2>Steps</h2>{steps_table(saga.steps, resolved=resolved)}"
         f"<h2>Timeline</h2><ol class=timeline>{rows}</ol>"
         f"<details><summary>Input</summary><pre>{escape(_pretty(saga.input))}</pre></details>"
         "</div>"
-    )
-
-
-def _holder(saga: SagaInstance, stuck: str | None) -> str:
-    """Who drives an active saga, until when, its last progress; a callout when stuck."""
-    if not saga.status.is_active:
-        return ""
-    lease = f"{when(saga.lease_until)} UTC" if saga.lease_until else "-"
-    line = (
-        f"<p class=summary><span>owner <b class=mono>{escape(saga.owner or 'none')}</b></span>"
-        f"<span>lease until <b>{lease}</b></span>"
-        f"<span>last progress <b>{when(saga.updated_at)}</b> UTC</span></p>"
-    )
-    if stuck is None:
-        return line
-    return (
-        f"{line}<div class='callout stuck'><b>Stuck</b>: {escape(stuck)}. Check that a"
-        " <code>sagakit serve</code> or <code>sagakit worker</code> runs on this database;"
-        " one takes the saga over once its lease has run out.</div>"
     )
 
 
@@ -350,21 +320,6 @@ def _actions(saga: SagaInstance) -> str:
     if saga.cancel_requested and saga.status.is_active:
         return "<div class='callout info'>Cancellation requested: compensating.</div>"
     return f"<div class=actions>{''.join(forms)}</div>" if forms else ""
-
-
-def _steps(steps: Sequence[StepRecord]) -> str:
-    rows = "".join(
-        f"<tr><td>{escape(s.name)}</td><td>{badge(s.status.value)}</td>"
-        f"<td class=num>{s.attempts}</td><td class=num>{s.compensation_attempts}</td>"
-        f"<td>{'' if s.result is None else f'<code>{escape(_compact(s.result))}</code>'}</td>"
-        f"<td>{escape(s.error or '')}</td></tr>"
-        for s in steps
-    )
-    return (
-        "<table class=steps><thead><tr><th>Step</th><th>Status</th><th>Attempts</th>"
-        "<th>Compensations</th><th>Result</th><th>Last error</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-    )
 
 
 def _timeline_row(row: Row) -> str:
