@@ -635,3 +635,48 @@ def test_the_saga_error_is_hidden_while_an_operators_retry_runs() -> None:
     assert current_error(saga, failed) == "refund refused"
     assert current_error(saga, retried) is None
     assert current_error(saga.evolve(status=SagaStatus.FAILED), retried) == "refund refused"
+
+
+async def test_bulk_retry_retries_every_failed_saga_the_filters_match_once_confirmed(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Two failed sagas of one name: the list offers to retry both; posting retries them."""
+    from tests.api.support import FRAGILE, fragile_saga
+
+    saga, set_up = fragile_saga()
+    orchestrator: SagaOrchestrator = app.state.service.orchestrator
+    orchestrator.register(saga)
+    ids = []
+    for n in range(2):
+        started = await orchestrator.start(FRAGILE, {"n": n})
+        ids.append((await orchestrator.wait(started.saga_id, 5.0)).saga_id)
+    set_up.broken = False
+    await sign_in(client)
+
+    listing = (await client.get("/dashboard", params={"name": FRAGILE})).text
+    other = (await client.get("/dashboard", params={"name": "checkout"})).text
+    posted = await client.post(
+        "/dashboard/retry-failed", data={"name": FRAGILE}, headers=SAME_ORIGIN
+    )
+    after = (await client.get(posted.headers["location"])).text
+    ended = [(await settled_saga(client, i))["status"] for i in ids]
+
+    assert "Retry all 2 failed sagas" in listing
+    assert 'data-confirm="Retry the compensation of 2 failed sagas' in listing
+    assert "Retry all" not in other
+    assert posted.status_code == 303
+    assert "retried=2" in posted.headers["location"]
+    assert "Retry started for 2 failed sagas." in after
+    assert ended == ["compensated", "compensated"]
+
+
+async def test_bulk_retry_from_another_origin_or_a_viewer_is_refused(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The bulk action needs an admin and a same-origin request, like the others."""
+    await failed_saga(app)
+    await sign_in(client)
+    elsewhere = await client.post("/dashboard/retry-failed", headers={"Origin": "http://evil"})
+    assert elsewhere.status_code == 403
+    page = json_of(await client.get("/sagas", params={"status": "failed"}, headers=ADMIN))
+    assert len(page["sagas"]) == 1  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from pydantic import AfterValidator
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from sagakit.api.access import client_address, role_of
-from sagakit.api.dashboard import views
+from sagakit.api.dashboard import bulk, views
 from sagakit.api.dashboard.auth import check_operator, principal_of
 from sagakit.api.deps import AppSettings, SagaId, Service
 from sagakit.api.errors import status_of
@@ -105,9 +105,11 @@ async def saga_list(
     created_before: Text = "",
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
     trail: Annotated[str, Query(pattern=r"^[0-9,]{0,1000}$")] = "",
+    retried: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> Response:
     """The sagas, newest first, with counts per status and filters; or the sign-in form."""
-    if await principal_of(request) is None:
+    principal = await principal_of(request)
+    if principal is None:
         return _signed_out(request)
     filters = views.ListFilters(
         status=status,
@@ -142,7 +144,9 @@ async def saga_list(
     if _wants_fragment(request):
         return _fragment(views.live_list(page, counts, filters, rule))
     notice = f"Not a date and time, ignored: {', '.join(unreadable)}" if unreadable else ""
-    body = views.saga_list(page, counts, filters, notice, rule)
+    if retried is not None:
+        notice = f"Retry started for {retried} failed saga{'' if retried == 1 else 's'}."
+    body = views.saga_list(page, counts, filters, notice, rule, can_act=principal.is_admin)
     return _html("Sagas", body, signed=True)
 
 
@@ -292,3 +296,6 @@ async def resolve(saga_id: SagaId, request: Request, service: Service) -> Respon
         "resolve",
         lambda actor: service.orchestrator.resolve(saga_id, actor=actor, reason=reason),
     )
+
+
+router.include_router(bulk.router)

@@ -139,11 +139,36 @@ def saga_list(
     filters: ListFilters,
     notice: str,
     rule: StuckRule,
+    *,
+    can_act: bool = False,
 ) -> str:
-    """The list page's body: the filter form, then the live counts and table."""
+    """The list page's body: the filter form, a bulk retry (for an admin), the live list."""
     note = f'<p class="notice">{escape(notice)}</p>' if notice else ""
     live = live_list(sagas, counts, filters, rule)
-    return f"<h1>Sagas</h1>{note}{_filter_form(filters)}{live}"
+    failed = counts.get(SagaStatus.FAILED, 0)
+    bulk = _bulk_retry(filters, failed) if can_act and failed else ""
+    return f"<h1>Sagas</h1>{note}{_filter_form(filters)}{bulk}{live}"
+
+
+def _bulk_retry(filters: ListFilters, failed: int) -> str:
+    """A button that retries every failed saga these filters match, once confirmed."""
+    hidden = "".join(
+        f'<input type=hidden name={name} value="{escape(value)}">'
+        for name, value in (
+            ("name", filters.name),
+            ("key", filters.key),
+            ("created_after", filters.created_after),
+            ("created_before", filters.created_before),
+        )
+        if value
+    )
+    sagas = "saga" if failed == 1 else "sagas"
+    return (
+        "<form class=bulk method=post action=/dashboard/retry-failed "
+        f'data-confirm="Retry the compensation of {failed} failed {sagas} matching these'
+        f' filters?">{hidden}<button type=submit>Retry all {failed} failed {sagas}</button>'
+        "</form>"
+    )
 
 
 def _filter_form(filters: ListFilters) -> str:
