@@ -9,6 +9,9 @@
   and ``client``.
 - **Metrics**: ``sagakit_http_requests_total`` by route, method and status, and
   ``sagakit_http_request_duration_seconds`` by route and method.
+- **Trace context**: when traces are exported, a W3C ``traceparent`` (and ``tracestate``)
+  the caller sent becomes the current context while the request is handled, so the saga a
+  checkout starts is a child of the caller's span (OpenTelemetry is imported only then).
 
 One middleware rather than several: each layer costs every request a call and a closure.
 """
@@ -18,10 +21,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from contextvars import Token
+
+    from opentelemetry.context import Context
 
 from sagakit.records import new_id
 
@@ -39,6 +47,26 @@ def _incoming(scope: Scope) -> str | None:
             text = value.decode("latin-1")
             return text if VALID.fullmatch(text) else None
     return None
+
+
+TRACE_HEADERS: Final = (b"traceparent", b"tracestate")
+
+
+def _continue_trace(scope: Scope) -> Token[Context] | None:
+    """Attach the caller's trace context, when traces are on and it sent one; the token."""
+    carrier = {
+        name.decode(): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in TRACE_HEADERS
+    }
+    if "traceparent" not in carrier or "app" not in scope:
+        return None
+    service = getattr(scope["app"].state, "service", None)
+    if service is None or service.instruments.tracer is None:
+        return None
+    from opentelemetry import context, propagate
+
+    return context.attach(propagate.extract(carrier))
 
 
 def route_of(scope: Scope) -> str:
@@ -69,11 +97,16 @@ class Observe:
             await send(message)
 
         started = time.perf_counter()
+        token = _continue_trace(scope)
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
                 self._observe(scope, status[0], time.perf_counter() - started)
+                if token is not None:
+                    from opentelemetry import context
+
+                    context.detach(token)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route, method = route_of(scope), scope["method"]
