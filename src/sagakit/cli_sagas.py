@@ -37,6 +37,7 @@ from sagakit.cli_tables import (
     console,
     events_table,
     header,
+    logs_above,
     saga_table,
     say,
     status_text,
@@ -279,14 +280,17 @@ async def follow(orchestrator: SagaOrchestrator, saga_id: str, timeout: float) -
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn())
     screen = console(stderr=True)
     # A bar is for a person watching: in a log or a pipe it would only add noise.
-    with Progress(
-        *columns,
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=screen,
-        transient=True,
-        disable=not screen.is_terminal,
-    ) as progress:
+    with (
+        Progress(
+            *columns,
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=screen,
+            transient=True,
+            disable=not screen.is_terminal,
+        ) as progress,
+        logs_above(progress),
+    ):
         task = progress.add_task(f"saga {saga_id}", total=None)
         while True:
             saga = await orchestrator.store.get(saga_id)

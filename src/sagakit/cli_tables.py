@@ -6,14 +6,19 @@ that nothing a step wrote can be read as console markup.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TextIO
 
 import orjson
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
@@ -141,3 +146,41 @@ def header(saga: SagaInstance, stuck: str | None = None) -> Table:
     for name, value in fields:
         grid.add_row(Text(name, style="bold"), value)
     return grid
+
+
+@contextlib.contextmanager
+def logs_above(progress: Progress) -> Iterator[None]:
+    """Print log lines above the progress bar rather than through it, while it shows.
+
+    The log handlers write to the stderr they were given at start; the bar's console prints
+    each line above itself. Handlers writing to a terminal's stderr go through it meanwhile.
+    """
+    if progress.disable:
+        yield
+        return
+    moved: list[tuple[logging.StreamHandler[TextIO], TextIO]] = []
+    for handler in logging.getLogger().handlers:
+        # The bar's console may have put a proxy in sys.stderr already: its file counts.
+        stderr = (sys.__stderr__, sys.stderr, getattr(sys.stderr, "rich_proxied_file", None))
+        if isinstance(handler, logging.StreamHandler) and handler.stream in stderr:
+            previous = handler.setStream(_ConsoleStream(progress))
+            if previous is not None:
+                moved.append((handler, previous))
+    try:
+        yield
+    finally:
+        for handler, stream in moved:
+            handler.setStream(stream)
+
+
+class _ConsoleStream(io.TextIOBase):
+    """A text stream whose lines the progress bar's console prints above the bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def write(self, text: str) -> int:
+        line = text.rstrip("\n")
+        if line:
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return len(text)

@@ -494,3 +494,37 @@ async def test_sagas_on_a_missing_database_exits_2_and_creates_no_file(tmp_path:
     setting = "(--database-url / SAGAKIT_DATABASE_URL)"
     assert ran == Ran(2, "", f"sagakit: no database at {path} {setting}\n")
     assert not path.exists()
+
+
+def test_log_lines_go_above_the_progress_bar_not_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the bar shows, a log line is printed by its console; after, stderr has it again."""
+    import io
+    import logging
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from sagakit.cli_tables import logs_above
+
+    err, screen = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    handler = logging.StreamHandler(err)
+    log = logging.getLogger("sagakit.test.bar")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        progress = Progress(console=Console(file=screen, force_terminal=True, width=80))
+        with progress, logs_above(progress):
+            progress.add_task("saga s1", total=2)
+            log.info("retrying step payment")
+        log.info("after the bar")
+    finally:
+        root.removeHandler(handler)
+
+    assert "retrying step payment" in screen.getvalue()
+    assert "retrying step payment" not in err.getvalue()
+    assert handler.stream is err
+    assert "after the bar" in err.getvalue()
