@@ -16,14 +16,13 @@ import traceback
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from sagakit import cli_sagas
-from sagakit.server import Limits, bind, configure
+from sagakit.server import bind, configure, limits_of
 from sagakit.settings import Settings
-from sagakit.startup import EXIT_SETTINGS, StartupFault, check_database, port_fault
+from sagakit.startup import EXIT_SETTINGS, StartupFault, check_database, port_fault, redacted
 
 #: The command's help: plain text (the module's docstring is reStructuredText).
 HELP: Final = (
@@ -130,16 +129,6 @@ def _configure_logging(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
-def limits_of(settings: Settings) -> Limits:
-    """The connection limits the settings ask for."""
-    return Limits(
-        header_timeout=settings.header_timeout_seconds,
-        body_timeout=settings.body_timeout_seconds,
-        keep_alive=settings.keep_alive_seconds,
-        max_connections=settings.max_connections,
-    )
-
-
 def serve(settings: Settings) -> None:
     """Run the API (and its worker) under uvicorn until SIGTERM or SIGINT.
 
@@ -176,7 +165,7 @@ def _run_uvicorn(uvicorn: ModuleType, settings: Settings, sock: socket.socket) -
     }
     configure(limits_of(settings))
     if settings.workers == 1:
-        from sagakit.api.app import create_app
+        from sagakit.service import create_app
 
         server = uvicorn.Server(uvicorn.Config(create_app(settings), **common))
         server.run(sockets=[sock])
@@ -195,7 +184,7 @@ def _run_uvicorn(uvicorn: ModuleType, settings: Settings, sock: socket.socket) -
     metrics_dir = prepare_multiprocess_dir()
     try:
         config = uvicorn.Config(
-            "sagakit.api.app:create_app_from_env",
+            "sagakit.service:create_app_from_env",
             factory=True,
             workers=settings.workers,
             **common,
@@ -208,7 +197,7 @@ def _run_uvicorn(uvicorn: ModuleType, settings: Settings, sock: socket.socket) -
 
 async def run_worker(settings: Settings) -> None:
     """Run a worker alone until SIGTERM or SIGINT, then hand its sagas back."""
-    from sagakit.shop.service import running_service
+    from sagakit.service import running_service
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -225,7 +214,7 @@ def run_participant(kind: str, settings: Settings, port: int | None, transport: 
     """Run one participant service under uvicorn until SIGTERM or SIGINT."""
     import uvicorn
 
-    from sagakit.participants.service import DEFAULT_PORTS, KINDS, create_participant_app
+    from sagakit.api.participants import DEFAULT_PORTS, KINDS, create_participant_app
 
     participant = next(k for k in KINDS if k == kind)
     uvicorn.run(
@@ -238,15 +227,6 @@ def run_participant(kind: str, settings: Settings, port: int | None, transport: 
         log_level=settings.log_level,
         log_config=None,
     )
-
-
-def redacted(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def tune_garbage_collector() -> None:

@@ -332,10 +332,10 @@ def outcome(saga: SagaInstance, timeout: float) -> int:
 @contextlib.asynccontextmanager
 async def orchestrating(settings: Settings) -> AsyncIterator[SagaOrchestrator]:
     """The orchestrator the service runs (same sagas, same store), without its worker."""
-    from sagakit.shop.service import running_service
+    from sagakit.service import running_service
 
     _require_database(settings.database_url)
-    quiet = settings.model_copy(update={"demo_data": False, "crash_at": None})
+    quiet = settings.model_copy(update={"demo_data": False})
     async with running_service(quiet, worker=False) as service:
         try:
             yield service.orchestrator

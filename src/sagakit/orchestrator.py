@@ -21,6 +21,7 @@ from sagakit.records import (
     SagaEvent,
     SagaInstance,
     SagaStatus,
+    StartResult,
     StepRecord,
     StepStatus,
     new_id,
@@ -30,6 +31,7 @@ from sagakit.run import SagaRun
 from sagakit.saga import Saga
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
+from sagakit.unit import BACKWARD, LocalUnit, fits
 
 logger = logging.getLogger("sagakit")
 
@@ -75,6 +77,7 @@ class SagaOrchestrator:
         clock: Clock = now,
         probe: Probe | None = None,
         listeners: Iterable[Listener] = (),
+        one_unit: bool | None = None,
     ) -> None:
         self.store = store
         self.owner = owner or new_owner_id()
@@ -84,6 +87,10 @@ class SagaOrchestrator:
         #: test's ``FakeClock.time`` makes deadlines pass without waiting).
         self.clock = clock
         self._probe = probe or _no_probe
+        #: Run a saga whose steps are all local as one transaction (``sagakit.unit``). By
+        #: default only without a probe: crash tests at a step's points test the
+        #: per-transition writes, unless they ask for the unit.
+        self.one_unit = probe is None if one_unit is None else one_unit
         self.listeners: list[Listener] = list(listeners)
         self._sagas: dict[tuple[str, int], Saga] = {}
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
@@ -206,21 +213,42 @@ class SagaOrchestrator:
             fence=1,
         )
         event = SagaEvent(type="saga_started", step=first, attempt=1)
-        result = await self.store.start(
-            instance,
-            event,
-            lease_seconds=self.lease_seconds,
-            outbox=saga.opening_messages(saga_id, input) if saga.senders else (),
-        )
-        if result.created:
-            self.notify(result.instance, (event,))
-            self.drive(result.instance, fresh=True)
-        elif not _same_json(result.instance.input, input):
+        if self.one_unit and fits(saga):
+            result = await self._start_unit(saga, instance, event)
+        else:
+            result = await self.store.start(
+                instance,
+                event,
+                lease_seconds=self.lease_seconds,
+                outbox=saga.opening_messages(saga_id, input) if saga.senders else (),
+            )
+            if result.created:
+                self.notify(result.instance, (event,))
+                self.drive(result.instance, start_at=0)
+        if not result.created and not _same_json(result.instance.input, input):
             raise BusinessKeyConflict(
                 f"business key {business_key!r} of saga {name!r} was started with another input"
                 f" (saga {result.instance.saga_id})"
             )
         return SagaHandle(instance=result.instance, created=result.created, orchestrator=self)
+
+    async def _start_unit(
+        self, saga: Saga, instance: SagaInstance, event: SagaEvent
+    ) -> StartResult:
+        """Start ``instance`` and run as much of it as is local in the same transaction."""
+        unit = LocalUnit(saga, instance, self.store, self.clock, self._probe)
+        result = await self.store.start_unit(
+            instance, event, lease_seconds=self.lease_seconds, plan=unit.plan()
+        )
+        if not result.created:
+            return result
+        current = unit.instance(result.instance)
+        self.notify(current, (event, *unit.events))
+        unit.tell_compensated()
+        if unit.resume_at is not None:
+            start_at = None if unit.resume_at == BACKWARD else unit.resume_at
+            self.drive(current, start_at=start_at, delay=unit.delay)
+        return StartResult(instance=current, created=True)
 
     def notify(self, instance: SagaInstance, events: Sequence[SagaEvent]) -> None:
         """Tell every listener about a durable transition; a failing listener is logged."""
@@ -267,16 +295,21 @@ class SagaOrchestrator:
 
     # -- driving -------------------------------------------------------------------------
 
-    def drive(self, instance: SagaInstance, *, fresh: bool = False) -> asyncio.Task[SagaInstance]:
+    def drive(
+        self, instance: SagaInstance, *, start_at: int | None = None, delay: float = 0.0
+    ) -> asyncio.Task[SagaInstance]:
         """Drive ``instance`` (which this orchestrator must own) in a background task.
 
-        ``fresh`` says the first step's start was just recorded by :meth:`start`, so its
-        first attempt runs without another write.
+        ``start_at`` names a step whose start was just recorded (by :meth:`start`), so its
+        first attempt runs without another write; otherwise the drive resumes from the
+        stored state, as after a crash. ``delay`` is a retry's backoff, waited first.
         """
         existing = self._running.get(instance.saga_id)
         if existing is not None and not existing.done():
             return existing
-        task = asyncio.create_task(self._drive(instance, fresh), name=f"saga-{instance.saga_id}")
+        task = asyncio.create_task(
+            self._drive(instance, start_at, delay), name=f"saga-{instance.saga_id}"
+        )
         self._running[instance.saga_id] = task
         task.add_done_callback(lambda t: self._forget(instance.saga_id, t))
         return task
@@ -296,13 +329,17 @@ class SagaOrchestrator:
         """The ids of the instances this orchestrator is driving right now."""
         return frozenset(self._running)
 
-    async def _drive(self, instance: SagaInstance, fresh: bool) -> SagaInstance:
+    async def _drive(
+        self, instance: SagaInstance, start_at: int | None, delay: float = 0.0
+    ) -> SagaInstance:
         saga = self.definition(instance.name, instance.version)
+        if delay:
+            await self._sleep(delay)
         while True:
             run = SagaRun(self, saga, instance)
             self._runs[instance.saga_id] = run
             if run.status is SagaStatus.RUNNING:
-                await (run.run_from(0) if fresh else run.forward())
+                await (run.forward() if start_at is None else run.run_from(start_at))
             if run.status is SagaStatus.COMPENSATING:
                 await run.backward()
             waiting = run.parked
@@ -318,7 +355,7 @@ class SagaOrchestrator:
             )
             if claimed is None:
                 return run.instance
-            instance, fresh = claimed, False
+            instance, start_at = claimed, None
 
     async def signal(self, saga_id: str, name: str, payload: JSON = None) -> bool:
         """Deliver the external signal ``name`` with ``payload`` to the saga ``saga_id``.

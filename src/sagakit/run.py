@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sagakit")
 
 #: Extra runs a step recorded as started gets when it is recovered after a crash, beyond
-#: its retry policy: a crash is not the step's failure (DESIGN 1.2.5: it runs again).
+#: its retry policy: a crash is not the step's failure (docs/semantics.md, guarantee 5).
 CRASH_ALLOWANCE: Final = 1
 #: The "deadline" of a step that waits for ever (epoch seconds, some million years away):
 #: a parked saga is claimable only when its lease has passed, so it needs a finite one.
@@ -50,7 +50,7 @@ COMPENSATION_FAILED: Final = "compensation of "
 current_step: ContextVar[StepContext | None] = ContextVar("sagakit_current_step", default=None)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """A one-line description of an exception for the history."""
     if isinstance(exc, TimeoutError):
         return "step timed out"
@@ -432,7 +432,7 @@ class SagaRun:
             await self.reject(index, exc.message)
             return index
         except Exception as exc:  # transient or unknown: the retry policy decides
-            await self.failed_attempt(index, _describe(exc))
+            await self.failed_attempt(index, describe(exc))
             return index
         self.orch._probe("after_do", step.name)
         try:
@@ -476,7 +476,7 @@ class SagaRun:
             return index
         except Exception as exc:  # transient or unknown: nothing was applied
             self.steps.restore(saved)
-            await self.failed_attempt(index, _describe(exc))
+            await self.failed_attempt(index, describe(exc))
             return index
         self.orch._probe("after_do", step.name)
         return following
@@ -627,7 +627,7 @@ class SagaRun:
             try:
                 await self.call(step, self.context(index, attempt), step.compensate)
             except Exception as exc:  # compensations are retried whatever failed
-                if not await self.compensation_failed(index, _describe(exc)):
+                if not await self.compensation_failed(index, describe(exc)):
                     return False
                 continue
             self.orch._probe("after_compensate", step.name)

@@ -26,6 +26,8 @@ from typing import Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from sagakit.settings import Settings
+
 logger = logging.getLogger("sagakit.server")
 
 #: Open files kept back from connections: the database, log files, the listening socket.
@@ -57,6 +59,16 @@ class Limits:
 
 
 _limits = Limits()
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The connection limits the settings ask for."""
+    return Limits(
+        header_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        keep_alive=settings.keep_alive_seconds,
+        max_connections=settings.max_connections,
+    )
 
 
 def configure(limits: Limits) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 from sagakit.errors import StoreError
 from sagakit.settings import Settings
@@ -23,9 +24,16 @@ class StartupFault(Exception):
         self.message = message
 
 
-def _redacted(url: str) -> str:
-    from sagakit.cli import redacted
+def redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
+
+def _redacted(url: str) -> str:
     try:
         return redacted(url)
     except ValueError:

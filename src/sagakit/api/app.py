@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
@@ -15,7 +16,7 @@ from sagakit.api.responses import JSONResponse
 from sagakit.api.sessions import Sessions
 from sagakit.api.throttle import SignInThrottle
 from sagakit.settings import Settings
-from sagakit.shop.service import running_service
+from sagakit.shop.checkout import CheckoutService
 from sagakit.store.sessions import open_sessions
 
 DESCRIPTION = """
@@ -28,13 +29,16 @@ Every error answers JSON with an `error` message. The operator's routes (`/sagas
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The checkout service's app; its lifespan opens the store and runs a worker."""
-    settings = settings or Settings()
+#: Opens the checkout service for the app's lifetime (``sagakit.service.running_service``).
+RunningService = Callable[[Settings], AbstractAsyncContextManager[CheckoutService]]
+
+
+def create_app(settings: Settings, running: RunningService) -> FastAPI:
+    """The checkout service's app; its lifespan runs ``running(settings)`` (store, worker)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_service(settings) as service:
+        async with running(settings) as service:
             app.state.service = service
             app.state.sessions = Sessions(await open_sessions(service.store), settings)
             await app.state.sessions.prune()
@@ -57,19 +61,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (checkout, catalog, sagas, health, dashboard):
         app.include_router(module.router)
     return app
-
-
-def create_app_from_env() -> FastAPI:
-    """The app configured from ``SAGAKIT_*`` variables (for ``uvicorn --factory``).
-
-    Each process ``serve --workers N`` starts builds its app here, and sets its logging up
-    as the ``sagakit`` command does.
-    """
-    from sagakit.cli import limits_of
-    from sagakit.observability.logs import configure_logging
-    from sagakit.server import configure
-
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
-    configure(limits_of(settings))
-    return create_app(settings)

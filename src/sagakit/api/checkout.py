@@ -37,7 +37,9 @@ async def checkout(
 
     Every checkout of the same order joins that order's one saga, so an order is never
     charged twice. Waits up to ``SAGAKIT_CHECKOUT_WAIT_SECONDS`` for the outcome, then
-    answers 202; ``?wait=false`` answers 202 at once.
+    answers 202; ``?wait=false`` answers at once: 202 while the saga runs on, or its
+    outcome if it has already ended (an in-process checkout runs whole, as one
+    transaction, before it is acknowledged).
     """
     outcome = await service.checkout(
         order_id, wait_seconds=settings.checkout_wait_seconds if wait else 0.0

@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request
 from sagakit.api.access import admin
 from sagakit.api.schemas import ID_PATTERN
 from sagakit.settings import Settings
-from sagakit.shop.service import CheckoutService
+from sagakit.shop.checkout import CheckoutService
 
 # Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a thread pool, which
 # costs a thread hop per request for what is an attribute read.

@@ -170,15 +170,10 @@ class PostgresShop:
 
     async def refund(self, key: str) -> bool:
         async with self.db.transaction("refund") as conn:
-            if await conn.fetchval(CLAIM_PAYMENT, key, "", 0, "voided", now()) is not None:
-                return False
-            seen = await conn.fetchrow(SELECT_PAYMENT, key)
-            assert seen is not None
-            if seen["status"] != "charged":
-                return False
-            await conn.execute(CREDIT, seen["amount"], seen["user_id"])
-            await conn.execute(SET_PAYMENT, "refunded", now(), key)
-            return True
+            return await _refund(conn, key)
+
+    def local_refund(self, store: object, key: str) -> PostgresAction | None:
+        return self._local_undo(store, lambda conn: _refund(conn, key))
 
     # -- inventory -----------------------------------------------------------------------
 
@@ -193,17 +188,10 @@ class PostgresShop:
 
     async def release(self, key: str) -> bool:
         async with self.db.transaction("release") as conn:
-            claimed = await conn.fetchval(CLAIM_RESERVATION, key, "", "{}", "voided", now())
-            if claimed is not None:
-                return False
-            seen = await conn.fetchrow(SELECT_RESERVATION, key)
-            assert seen is not None
-            if seen["status"] != "reserved":
-                return False
-            lines: dict[str, int] = orjson.loads(seen["lines"])
-            await conn.executemany(PUT_STOCK, [(qty, item) for item, qty in lines.items()])
-            await conn.execute(SET_RESERVATION, "released", now(), key)
-            return True
+            return await _release(conn, key)
+
+    def local_release(self, store: object, key: str) -> PostgresAction | None:
+        return self._local_undo(store, lambda conn: _release(conn, key))
 
     # -- shipping ------------------------------------------------------------------------
 
@@ -236,14 +224,22 @@ class PostgresShop:
 
     async def cancel_shipment(self, key: str) -> bool:
         async with self.db.transaction("cancel shipment") as conn:
-            if await conn.fetchval(CLAIM_SHIPMENT, key, "", "", "voided", now()) is not None:
-                return False
-            seen = await conn.fetchrow(SELECT_SHIPMENT, key)
-            assert seen is not None
-            if seen["status"] != "shipped":
-                return False
-            await conn.execute(SET_SHIPMENT, "cancelled", now(), key)
-            return True
+            return await _cancel_shipment(conn, key)
+
+    def local_cancel_shipment(self, store: object, key: str) -> PostgresAction | None:
+        return self._local_undo(store, lambda conn: _cancel_shipment(conn, key))
+
+    def _local_undo(
+        self, store: object, operation: Callable[[Connection], Awaitable[bool]]
+    ) -> PostgresAction | None:
+        """A compensation as a local action of ``store``, if the shop lives in its database."""
+        if not isinstance(store, PostgresStore) or store.db is not self.db:
+            return None
+
+        async def run(conn: Connection) -> JSON:
+            return await operation(conn)
+
+        return PostgresAction(self.db, run)
 
     # -- demo data and checks ------------------------------------------------------------
 
@@ -344,3 +340,43 @@ async def _insert_order(
     return Order(
         order_id=order_id, user_id=user_id, items=dict(ordered), address=address, total=total
     )
+
+
+async def _refund(conn: Connection, key: str) -> bool:
+    """Undo the charge ``key`` (or leave a tombstone); whether money moved."""
+    if await conn.fetchval(CLAIM_PAYMENT, key, "", 0, "voided", now()) is not None:
+        return False
+    seen = await conn.fetchrow(SELECT_PAYMENT, key)
+    assert seen is not None
+    if seen["status"] != "charged":
+        return False
+    await conn.execute(CREDIT, seen["amount"], seen["user_id"])
+    await conn.execute(SET_PAYMENT, "refunded", now(), key)
+    return True
+
+
+async def _release(conn: Connection, key: str) -> bool:
+    """Put the reservation ``key`` back (or leave a tombstone); whether stock moved."""
+    claimed = await conn.fetchval(CLAIM_RESERVATION, key, "", "{}", "voided", now())
+    if claimed is not None:
+        return False
+    seen = await conn.fetchrow(SELECT_RESERVATION, key)
+    assert seen is not None
+    if seen["status"] != "reserved":
+        return False
+    lines: dict[str, int] = orjson.loads(seen["lines"])
+    await conn.executemany(PUT_STOCK, [(qty, item) for item, qty in lines.items()])
+    await conn.execute(SET_RESERVATION, "released", now(), key)
+    return True
+
+
+async def _cancel_shipment(conn: Connection, key: str) -> bool:
+    """Cancel the shipment ``key`` (or leave a tombstone); whether one was."""
+    if await conn.fetchval(CLAIM_SHIPMENT, key, "", "", "voided", now()) is not None:
+        return False
+    seen = await conn.fetchrow(SELECT_SHIPMENT, key)
+    assert seen is not None
+    if seen["status"] != "shipped":
+        return False
+    await conn.execute(SET_SHIPMENT, "cancelled", now(), key)
+    return True

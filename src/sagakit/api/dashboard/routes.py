@@ -31,7 +31,7 @@ from sagakit.api.sessions import COOKIE, sessions_of
 from sagakit.api.throttle import SignInThrottle
 from sagakit.errors import SagakitError
 from sagakit.records import SagaInstance, SagaStatus
-from sagakit.shop.service import CheckoutService
+from sagakit.shop.checkout import CheckoutService
 from sagakit.store.activity import Filters, count_matching, stuck_rule
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)

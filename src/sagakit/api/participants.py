@@ -16,13 +16,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
 from pydantic import Field
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from sagakit.api.errors import install_error_handlers
 from sagakit.api.responses import JSONResponse
@@ -39,7 +37,7 @@ from sagakit.api.schemas import (
 )
 from sagakit.errors import StoreError
 from sagakit.settings import Settings
-from sagakit.shop import demo
+from sagakit.shop import commands, demo
 from sagakit.shop.base import ShopStore
 from sagakit.shop.errors import AlreadyExists
 from sagakit.shop.records import Item, User
@@ -122,47 +120,6 @@ async def load_demo_data(kind: Kind, shop: ShopStore) -> int:
     return loaded
 
 
-@dataclass(slots=True)
-class FaultHooks:
-    """Tests only: faults on the first command of each (path, key), from the settings.
-
-    ``slow_seconds`` delays it before it is applied (past the caller's timeout, so the
-    caller retries while it is still pending); ``drop_replies`` applies it and then drops
-    the connection in the middle of the answer (the reply is lost after the effect).
-    """
-
-    slow_seconds: float = 0.0
-    drop_replies: bool = False
-    seen: set[tuple[str, str]] = field(default_factory=set)
-
-    def first(self, path: str, key: str) -> bool:
-        """Whether this is the first command for ``key`` on ``path`` (and remember it)."""
-        if (path, key) in self.seen:
-            return False
-        self.seen.add((path, key))
-        return True
-
-    async def run(
-        self, request: Request, key: str, command: Callable[[], Awaitable[Response]]
-    ) -> Response:
-        """Run ``command``, with this command's faults if it is the key's first."""
-        first = (self.slow_seconds > 0 or self.drop_replies) and self.first(request.url.path, key)
-        if first and self.slow_seconds > 0:
-            await asyncio.sleep(self.slow_seconds)
-        response = await command()
-        return DroppedReply() if first and self.drop_replies else response
-
-
-class DroppedReply(Response):
-    """Starts a 200 answer, then breaks off: the server closes the connection mid-reply."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]}
-        )
-        raise ConnectionAbortedError("test hook: the reply is dropped after the effect")
-
-
 def refusal(message: str) -> Response:
     """A business refusal: the command applied nothing and will not."""
     return JSONResponse({"error": message}, status_code=409)
@@ -173,37 +130,21 @@ def _shop(request: Request) -> ShopStore:
     return shop
 
 
-def _hooks(request: Request) -> FaultHooks:
-    hooks: FaultHooks = request.app.state.hooks
-    return hooks
-
-
 async def _action(
     request: Request,
-    key: str,
     apply: Callable[[ShopStore], Awaitable[str | None]],
     answer: dict[str, object],
 ) -> Response:
-    """Run an action command under the fault hooks: ``answer``, or 409 with its refusal."""
-
-    async def command() -> Response:
-        rejection = await apply(_shop(request))
-        if rejection:
-            return refusal(rejection)
-        return JSONResponse(answer)
-
-    return await _hooks(request).run(request, key, command)
+    """Run an action command: ``answer``, or 409 with its refusal."""
+    rejection = await apply(_shop(request))
+    if rejection:
+        return refusal(rejection)
+    return JSONResponse(answer)
 
 
-async def _undo(
-    request: Request, key: str, undo: Callable[[ShopStore], Awaitable[bool]]
-) -> Response:
-    """Run a compensation under the fault hooks: ``{"undone": ...}``."""
-
-    async def command() -> Response:
-        return JSONResponse({"undone": await undo(_shop(request))})
-
-    return await _hooks(request).run(request, key, command)
+async def _undo(request: Request, undo: Callable[[ShopStore], Awaitable[bool]]) -> Response:
+    """Run a compensation: ``{"undone": ...}``."""
+    return JSONResponse({"undone": await undo(_shop(request))})
 
 
 def payment_router() -> APIRouter:
@@ -215,7 +156,6 @@ def payment_router() -> APIRouter:
         """Debit the amount once per key; 409 when the balance does not cover it."""
         return await _action(
             request,
-            key,
             lambda shop: shop.charge(key, body.user_id, body.amount),
             {"payment_id": key, "amount": body.amount},
         )
@@ -223,7 +163,7 @@ def payment_router() -> APIRouter:
     @router.post("/payment/refund")
     async def refund(key: Key, request: Request) -> Response:
         """Refund the charge ``key`` once (or leave a tombstone if it never came)."""
-        return await _undo(request, key, lambda shop: shop.refund(key))
+        return await _undo(request, lambda shop: shop.refund(key))
 
     @router.get("/users/{user_id}")
     async def get_user(user_id: Id, request: Request) -> UserOut:
@@ -251,7 +191,6 @@ def inventory_router() -> APIRouter:
         """Reserve every line once per key; 409 when one is short."""
         return await _action(
             request,
-            key,
             lambda shop: shop.reserve(key, body.order_id, body.lines),
             {"reservation_id": key},
         )
@@ -259,7 +198,7 @@ def inventory_router() -> APIRouter:
     @router.post("/inventory/release")
     async def release(key: Key, request: Request) -> Response:
         """Put the reservation ``key`` back once (or leave a tombstone)."""
-        return await _undo(request, key, lambda shop: shop.release(key))
+        return await _undo(request, lambda shop: shop.release(key))
 
     @router.get("/items/{item_id}")
     async def get_item(item_id: Id, request: Request) -> ItemOut:
@@ -288,7 +227,6 @@ def shipping_router() -> APIRouter:
         """Record the shipment once per key; 409 for a blank address."""
         return await _action(
             request,
-            key,
             lambda shop: shop.ship(key, body.order_id, body.address),
             {"shipment_id": key},
         )
@@ -296,7 +234,7 @@ def shipping_router() -> APIRouter:
     @router.post("/shipping/cancel")
     async def cancel(key: Key, request: Request) -> Response:
         """Cancel the shipment ``key`` once (or leave a tombstone)."""
-        return await _undo(request, key, lambda shop: shop.cancel_shipment(key))
+        return await _undo(request, lambda shop: shop.cancel_shipment(key))
 
     return router
 
@@ -328,9 +266,9 @@ def create_participant_app(
                 logger.info("loaded %d demo records into the %s participant", loaded, kind)
             app.state.shop = shop
             if transport == "amqp":
-                from sagakit.participants.amqp import consuming
+                from sagakit.transports.amqp.consumer import consuming
 
-                async with consuming(kind, settings, shop):
+                async with consuming(kind, settings, commands.handlers(shop)):
                     yield
             else:
                 yield
@@ -342,10 +280,6 @@ def create_participant_app(
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=JSONResponse,
-    )
-    app.state.hooks = FaultHooks(
-        slow_seconds=settings.participant_slow_seconds,
-        drop_replies=settings.participant_drop_replies,
     )
     install_error_handlers(app)
     app.include_router(ROUTERS[kind]())

@@ -14,9 +14,9 @@ from sagakit.errors import StepFailed
 from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON, SagaEvent, SagaInstance, SagaStatus, StepStatus
 from sagakit.saga import Saga, Step, StepContext, WaitFor
-from tests.unit.test_local_actions import Effect, _no_wait, db_store, effects
-from tests.unit.test_local_actions import Store as LocalStore
-from tests.unit.test_orchestrator import (
+from tests.engine.test_local_actions import Effect, _no_wait, db_store, effects
+from tests.engine.test_local_actions import Store as LocalStore
+from tests.engine.test_orchestrator import (
     SAGA,
     Call,
     Crash,

@@ -1,4 +1,4 @@
-"""``sagakit sagas ...`` in a subprocess, against SQLite files these tests prepare.
+"""``sagakit sagas ...``, the installed command, against SQLite files these tests prepare.
 
 The CLI knows the service's sagas (``checkout``), so the tests make ``checkout`` sagas in the
 states they need with stand-in steps of the same names: the CLI then resumes them with the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,11 @@ from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON, JSONObject, SagaInstance, SagaStatus
 from sagakit.retry import RetryPolicy
 from sagakit.saga import Saga, Step, StepContext
+from sagakit.service import running_service
 from sagakit.settings import Settings
-from sagakit.shop.participants import CHECKOUT
-from sagakit.shop.service import running_service
+from sagakit.shop.local_participants import CHECKOUT
 from sagakit.store.sqlite import SqliteStore
+from tests.processes import INSTALLED
 
 ORDER: Final[JSONObject] = {
     "order_id": "order1",
@@ -54,11 +54,9 @@ def environment() -> dict[str, str]:
 
 
 async def sagakit(*args: str) -> Ran:
-    """Run ``python -m sagakit.cli sagas ARGS`` to its end."""
+    """Run the installed ``sagakit sagas ARGS`` to its end."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sagakit.cli",
+        *INSTALLED,
         "sagas",
         *args,
         stdin=asyncio.subprocess.DEVNULL,

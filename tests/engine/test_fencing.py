@@ -17,8 +17,8 @@ from sagakit.errors import LeaseLost
 from sagakit.records import JSON, SagaEvent, SagaStatus, StepStatus, Transition
 from sagakit.saga import StepContext
 from sagakit.store import SagaStore
+from tests.engine.test_orchestrator import SAGA, Call, Harness, Journal, Scripted
 from tests.history import Event, violations
-from tests.unit.test_orchestrator import SAGA, Call, Harness, Journal, Scripted
 
 LEASE = 0.2
 #: Long enough for a lease of ``LEASE`` seconds to run out, on the host's or the database's clock.

@@ -1,4 +1,4 @@
-"""The orchestrator's rules (DESIGN.md 1.2), each in its own test, against every store."""
+"""The orchestrator's rules (docs/semantics.md), each in its own test, against every store."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from sagakit.orchestrator import Probe, SagaOrchestrator
 from sagakit.records import JSON, SagaInstance, SagaStatus, StepStatus
 from sagakit.saga import WaitFor
 from sagakit.store import SagaStore
-from tests.unit.test_orchestrator import SAGA, Crash, Gated, Harness, crash_at, harness, quiet
+from tests.engine.test_orchestrator import SAGA, Crash, Gated, Harness, crash_at, harness, quiet
 
 __all__ = ["harness"]  # the fixture, imported so that pytest finds it here
 
@@ -138,12 +138,13 @@ async def test_signal_to_an_unknown_saga_raises_saga_not_found(harness: Harness)
 
 async def test_deadline_passing_without_a_signal_compensates_the_saga(harness: Harness) -> None:
     """Recovery notices the passed deadline; the wait gives up and ``reserve`` is compensated."""
-    orch = saga_with_wait(harness, deadline=0.05)
+    # Long enough that a loaded machine still parks the saga before the deadline passes.
+    orch = saga_with_wait(harness, deadline=1.0)
     started = await orch.start(SAGA, {"order_id": "o-1"})
     saga_id = started.instance.saga_id
     await parked(harness.store, saga_id, orch)
     early = await orch.recover()
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(1.1)
 
     late = await orch.recover()
     done = await orch.wait(saga_id, timeout=5.0)

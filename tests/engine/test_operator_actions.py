@@ -9,7 +9,7 @@ import pytest
 from sagakit.errors import InvalidTransition, SagaNotFound, StepFailed
 from sagakit.records import SagaStatus, StepStatus
 from sagakit.retry import RetryPolicy
-from tests.unit.test_orchestrator import SAGA, Gated, Harness, harness, statuses
+from tests.engine.test_orchestrator import SAGA, Gated, Harness, harness, statuses
 
 __all__ = ["harness"]  # the fixture, imported so that pytest finds it here
 

@@ -10,7 +10,7 @@ from sagakit.errors import UnknownSaga
 from sagakit.orchestrator import Probe, SagaOrchestrator
 from sagakit.records import SagaStatus
 from sagakit.saga import Saga, Step
-from tests.unit.test_orchestrator import SAGA, Crash, Harness, crash_at, harness, quiet
+from tests.engine.test_orchestrator import SAGA, Crash, Harness, crash_at, harness, quiet
 
 __all__ = ["harness"]  # the fixture, imported so that pytest finds it here
 

@@ -20,7 +20,7 @@ from sagakit.store.base import SagaStore
 from sagakit.store.postgres import PostgresStore
 from sagakit.store.sqlite import SqliteStore
 from sagakit.testing import CrashAt, wait_through_crashes
-from tests.unit.test_local_actions import Effect, Store, db_store
+from tests.engine.test_local_actions import Effect, Store, db_store
 
 __all__ = ["db_store"]  # the fixture, for the tests below
 
