@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import orjson
@@ -27,24 +27,20 @@ from sagakit.records import (
     new_id,
     now,
 )
-from sagakit.run import SagaRun
+
+# Sleep, Clock, Listener and Probe are the engine's: defined beside the run that uses them
+# and exported from here, where users have always found them.
+from sagakit.run import Clock as Clock
+from sagakit.run import Collaborators, SagaRun
+from sagakit.run import Listener as Listener
+from sagakit.run import Probe as Probe
+from sagakit.run import Sleep as Sleep
 from sagakit.saga import Saga
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
 from sagakit.unit import BACKWARD, LocalUnit, fits
 
 logger = logging.getLogger("sagakit")
-
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
-#: Told of every transition once it is durable: the instance as it now stands and the
-#: events just recorded. Metrics, logs and traces listen here; the engine knows none of them.
-Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
-#: Called at named points of the state machine (``before_do``, ``after_do``,
-#: ``before_compensate``, ``after_compensate``; ``before_wait`` and ``after_wait`` around
-#: parking a waiting step, ``after_signal`` once a signal is stored) with the step's (or
-#: signal's) name; tests use it to crash.
-Probe = Callable[[str, str], None]
 
 DEFAULT_LEASE_SECONDS: Final = 15.0
 
@@ -98,6 +94,16 @@ class SagaOrchestrator:
         self._runs: dict[str, SagaRun] = {}
         #: Claims of our own we handed to a live driver: saga id -> (fence, revision claimed).
         self._adopted: dict[str, tuple[int, int]] = {}
+        #: What each run works with: it owns these rather than reading this object.
+        self._collaborators = Collaborators(
+            store=store,
+            clock=clock,
+            sleep=sleep,
+            probe=self._probe,
+            listeners=self.listeners,
+            notify=self.notify,
+            adoption=self.adoption,
+        )
         for saga in sagas:
             self.register(saga)
 
@@ -336,7 +342,7 @@ class SagaOrchestrator:
         if delay:
             await self._sleep(delay)
         while True:
-            run = SagaRun(self, saga, instance)
+            run = SagaRun(self._collaborators, saga, instance)
             self._runs[instance.saga_id] = run
             if run.status is SagaStatus.RUNNING:
                 await (run.forward() if start_at is None else run.run_from(start_at))

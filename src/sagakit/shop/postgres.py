@@ -40,11 +40,12 @@ INSERT_ITEM: Final = (
 SELECT_ORDER: Final = (
     "SELECT o.order_id, o.user_id, o.address, o.total,"
     " (SELECT s.status FROM saga_instances s WHERE s.name = 'checkout'"
-    "  AND s.business_key = o.order_id ORDER BY s.seq DESC LIMIT 1) AS saga_status"
+    "  AND s.business_key = o.order_id ORDER BY s.seq DESC LIMIT 1) AS saga_status,"
+    " ARRAY(SELECT l.item_id FROM order_lines l WHERE l.order_id = o.order_id"
+    "  ORDER BY l.item_id) AS line_items,"
+    " ARRAY(SELECT l.qty FROM order_lines l WHERE l.order_id = o.order_id"
+    "  ORDER BY l.item_id) AS line_qtys"
     " FROM orders o WHERE o.order_id = $1"
-)
-SELECT_ORDER_LINES: Final = (
-    "SELECT item_id, qty FROM order_lines WHERE order_id = $1 ORDER BY item_id"
 )
 INSERT_ORDER: Final = (
     "INSERT INTO orders (order_id, user_id, address, total, created_at)"
@@ -143,10 +144,10 @@ class PostgresShop:
 
     async def get_order(self, order_id: str) -> Order | None:
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(SELECT_ORDER, order_id)
-            if row is None:
-                return None
-            lines = {r["item_id"]: r["qty"] for r in await conn.fetch(SELECT_ORDER_LINES, order_id)}
+            row = await conn.fetchrow(SELECT_ORDER, order_id)  # one round trip, lines too
+        if row is None:
+            return None
+        lines = dict(zip(row["line_items"], row["line_qtys"], strict=True))
         saga_status = SagaStatus(row["saga_status"]) if row["saga_status"] else None
         return Order(
             order_id=row["order_id"],
@@ -293,10 +294,15 @@ async def _reserve(conn: Connection, key: str, order_id: str, lines: dict[str, i
         assert seen is not None
         return replayed(seen["status"], "reserved", NOT_ENOUGH_STOCK)
     try:
-        async with conn.transaction():  # a savepoint: all lines or none
-            for item_id, qty in sorted(lines.items()):
-                if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
-                    raise _Rollback
+        if len(lines) == 1:  # nothing to undo if its one line is refused: no savepoint
+            ((item_id, qty),) = lines.items()
+            if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
+                raise _Rollback
+        else:
+            async with conn.transaction():  # a savepoint: all lines or none
+                for item_id, qty in sorted(lines.items()):
+                    if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
+                        raise _Rollback
     except _Rollback:
         await conn.execute(SET_RESERVATION, "rejected", now(), key)
         return NOT_ENOUGH_STOCK
