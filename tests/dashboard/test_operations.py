@@ -19,6 +19,8 @@ WATCHER = {
     "SAGAKIT_ADMIN_TOKEN": TOKEN,
     "SAGAKIT_VIEWER_TOKENS": VIEWER_TOKEN,
     "SAGAKIT_POLL_SECONDS": "3600",
+    # Long enough that the watcher's first recovery poll cannot take the saga over.
+    "SAGAKIT_LEASE_SECONDS": "120",
     "SAGAKIT_STUCK_AFTER_SECONDS": "2",
     "SAGAKIT_LOG_FORMAT": "json",
 }
