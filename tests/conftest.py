@@ -20,6 +20,8 @@ from sagakit.shop.postgres import PostgresShop
 from sagakit.store import MemoryStore, SagaStore
 from sagakit.store.postgres import PostgresStore
 from sagakit.store.postgres_db import PostgresDatabase
+from sagakit.store.sessions import COMPONENT as SESSIONS
+from sagakit.store.sessions import PostgresSessions
 from sagakit.store.sqlite import SqliteStore
 
 BACKENDS = ["memory", "sqlite", "postgres"]
@@ -49,6 +51,9 @@ async def _build_template(name: str) -> None:
     try:
         await db.migrate("sagas", "sagakit.store.migrations.postgres")
         await PostgresShop(db).migrate()
+        await PostgresSessions(db).db.migrate(
+            SESSIONS, "sagakit.store.migrations.operations.postgres"
+        )
     finally:
         await db.close()
 

@@ -169,9 +169,11 @@ class ServeProcess(SagakitProcess):
         self.url = f"http://127.0.0.1:{port}"
 
     def client(self, timeout: float = 60.0) -> httpx.AsyncClient:
-        """A client for this server with room for 200 requests at once (close it)."""
+        """An admin's client of this server, room for 200 requests at once (close it)."""
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        return httpx.AsyncClient(base_url=self.url, timeout=timeout, limits=limits)
+        return httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, limits=limits, headers=ADMIN_HEADERS
+        )
 
     async def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
         """Return once ``GET /healthz`` answers 200; fail if the process dies first."""

@@ -10,18 +10,37 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
+import traceback
 from collections.abc import Sequence
-from urllib.parse import urlsplit, urlunsplit
+from types import ModuleType
+from typing import Any, Final
 
 from pydantic import ValidationError
 
 from sagakit import cli_sagas
+from sagakit.server import bind, configure, limits_of
 from sagakit.settings import Settings
+from sagakit.startup import EXIT_SETTINGS, StartupFault, check_database, port_fault, redacted
+
+#: The command's help: plain text (the module's docstring is reStructuredText).
+HELP: Final = (
+    "sagakit: a durable saga orchestrator and its checkout service. Commands: serve (the"
+    " checkout API with a worker), worker (a worker alone), participant (one checkout"
+    " participant as a service), sagas (list, show, retry, cancel, resolve sagas)."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sagakit", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sagakit",
+        description=HELP,
+        epilog="Exit codes: 0 done, 1 refused, 2 bad usage or settings, 3 a --timeout ran out.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of a fault at start"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the checkout API with a worker")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -30,6 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="API processes (default 1)")
     serve.add_argument(
         "--no-demo-data", action="store_true", help="do not load the demo users, items, orders"
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        dest="header_timeout_seconds",
+        help="seconds a client has to send a request's headers (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        dest="body_timeout_seconds",
+        help="seconds a client has to send a request's body (default 30)",
+    )
+    serve.add_argument(
+        "--keep-alive",
+        type=float,
+        dest="keep_alive_seconds",
+        help="seconds an idle connection is kept open (default 5)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections per process; past it the longest-idle is closed"
+        " (default: the open-files limit less 128)",
     )
     worker = commands.add_parser("worker", help="run a worker alone: recovery and retries")
     worker.add_argument("--database-url", help="sqlite:///path (default ./sagakit.db)")
@@ -62,7 +105,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Flags first, then ``SAGAKIT_*`` variables, then defaults."""
     flags = {
         name: value
-        for name in ("host", "port", "database_url", "workers")
+        for name in (
+            "host",
+            "port",
+            "database_url",
+            "workers",
+            "header_timeout_seconds",
+            "body_timeout_seconds",
+            "keep_alive_seconds",
+            "max_connections",
+        )
         if (value := getattr(args, name, None)) is not None
     }
     if getattr(args, "no_demo_data", False):
@@ -78,43 +130,66 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Run the API (and its worker) under uvicorn until SIGTERM or SIGINT."""
+    """Run the API (and its worker) under uvicorn until SIGTERM or SIGINT.
+
+    The port is bound first, then the database is opened (created, migrated): a start that
+    fails on either leaves nothing behind. Only then does uvicorn start the app.
+    """
     import uvicorn
 
-    if not settings.admin_token:
-        token = secrets.token_urlsafe(18)
-        settings = settings.model_copy(update={"admin_token": token})
-        print(
-            f"sagakit: SAGAKIT_ADMIN_TOKEN is not set; this run's admin token: {token}",
-            file=sys.stderr,
-        )
-    common = {
-        "host": settings.host,
-        "port": settings.port,
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        raise port_fault(settings, exc) from exc
+    try:
+        check_database(settings)
+        if not settings.admin_token:
+            token = secrets.token_urlsafe(18)
+            settings = settings.model_copy(update={"admin_token": token})
+            print(
+                f"sagakit: SAGAKIT_ADMIN_TOKEN is not set; this run's admin token: {token}",
+                file=sys.stderr,
+            )
+        _run_uvicorn(uvicorn, settings, sock)
+    finally:
+        sock.close()
+
+
+def _run_uvicorn(uvicorn: ModuleType, settings: Settings, sock: socket.socket) -> None:
+    common: dict[str, Any] = {
         "access_log": False,
         "log_level": settings.log_level,
         "log_config": None,  # uvicorn's lines go through our structlog handler
+        "http": "sagakit.server:GuardedProtocol",
+        "timeout_keep_alive": settings.keep_alive_seconds,
     }
+    configure(limits_of(settings))
     if settings.workers == 1:
         from sagakit.service import create_app
 
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), **common))
+        server.run(sockets=[sock])
+        if not server.started:
+            raise StartupFault("the service did not start: see the error logged above")
         return
-    # Several processes: each builds its app from the environment.
+    # Several processes: each builds its app from the environment (and its limits there).
     for name, value in settings.model_dump().items():
         if value is not None:
             os.environ[f"SAGAKIT_{name.upper()}"] = str(value)
+    from uvicorn.supervisors import Multiprocess
+
     from sagakit.observability.multiproc import prepare_multiprocess_dir
 
     # Before the processes start, so that their metrics are added up at every scrape.
     metrics_dir = prepare_multiprocess_dir()
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             "sagakit.service:create_app_from_env",
             factory=True,
             workers=settings.workers,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
+        Multiprocess(config, sockets=[sock]).run()
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -154,15 +229,6 @@ def run_participant(kind: str, settings: Settings, port: int | None, transport: 
     )
 
 
-def redacted(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def tune_garbage_collector() -> None:
     """Fewer, cheaper collections for a long-running server.
 
@@ -188,14 +254,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     _configure_logging(settings)
     tune_garbage_collector()
-    if args.command == "serve":
-        serve(settings)
-    elif args.command == "participant":
-        run_participant(args.kind, settings, args.port, args.transport)
-    elif args.command == "sagas":
-        sys.exit(cli_sagas.run(args, settings))
-    else:
-        asyncio.run(run_worker(settings))
+    try:
+        if args.command == "serve":
+            serve(settings)
+        elif args.command == "participant":
+            run_participant(args.kind, settings, args.port, args.transport)
+        elif args.command == "sagas":
+            sys.exit(cli_sagas.run(args, settings))
+        else:
+            check_database(settings)
+            asyncio.run(run_worker(settings))
+    except StartupFault as fault:
+        if args.debug:
+            traceback.print_exc()
+        print(f"sagakit: {fault.message}", file=sys.stderr)
+        sys.exit(EXIT_SETTINGS)
 
 
 if __name__ == "__main__":

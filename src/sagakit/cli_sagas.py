@@ -3,9 +3,10 @@
 The commands work on the database itself, so they need no API process. ``retry`` and
 ``cancel`` drive the saga's compensation in this process when no other process holds it,
 with a progress bar, until it ends or ``--timeout`` runs out; then a worker carries on.
-Every action is recorded in the saga's history with the actor ``CLI (<user>)``.
+Every action is recorded in the saga's history with the actor ``cli:<user>``.
 
-Exit codes: 0 done; 1 unknown saga, wrong state, or the saga did not end as asked; 2 usage.
+Exit codes: 0 done; 1 refused (unknown saga, wrong state, or the saga did not end as
+asked); 2 bad usage or settings (no database there); 3 ``--timeout`` ran out first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import getpass
 import os
 import re
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +37,7 @@ from sagakit.cli_tables import (
     console,
     events_table,
     header,
+    logs_above,
     saga_table,
     say,
     status_text,
@@ -45,6 +48,7 @@ from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import SagaInstance, SagaStatus, StepStatus
 from sagakit.settings import Settings
 from sagakit.store import SagaStore, open_store
+from sagakit.store.activity import stuck_reason, stuck_rule
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 POLL_SECONDS: Final = 0.1
@@ -64,7 +68,7 @@ def _user() -> str:
 
 def actor() -> str:
     """Who the history says acted: the CLI and the user running it."""
-    return f"CLI ({_user()})"
+    return f"cli:{_user()}"
 
 
 # -- arguments ------------------------------------------------------------------------------
@@ -125,7 +129,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sagas = commands.add_parser(
         "sagas",
         help="list, show, retry, cancel or resolve sagas",
-        description=__doc__,
+        description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = sagas.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -144,14 +148,37 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     resolve.add_argument("--reason", required=True, type=_reason, help="why, for the history")
 
 
+#: Exit codes: done, refused (what the API answers 404 or 409), a setting or the
+#: environment (no database there, an unreachable server), a ``--timeout`` that ran out.
+EXIT_DONE: Final = 0
+EXIT_REFUSED: Final = 1
+EXIT_SETTINGS: Final = 2
+EXIT_TIMEOUT: Final = 3
+
+
+#: The command's help: the module's docstring without its reStructuredText markup.
+HELP: Final = """sagakit sagas: list, show, retry, cancel and resolve saga instances from a shell.
+
+The commands work on the database itself, so they need no API process. retry and
+cancel drive the saga's compensation in this process when no other process holds it,
+with a progress bar, until it ends or --timeout runs out; then a worker carries on.
+Every action is recorded in the saga's history with the actor cli:<user>.
+
+Exit codes: 0 done; 1 refused (unknown saga, wrong state, or the saga did not end as
+asked); 2 bad usage or settings (no database there); 3 --timeout ran out first."""
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Carry out ``sagakit sagas ACTION``; the exit code."""
     command = COMMANDS[args.action]
     try:
         return asyncio.run(command(args, settings))
+    except StoreError as exc:
+        print(f"sagakit: {exc.message} (--database-url / SAGAKIT_DATABASE_URL)", file=sys.stderr)
+        return EXIT_SETTINGS
     except SagakitError as exc:
         print(f"sagakit: {exc.message}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -190,7 +217,7 @@ async def list_sagas(args: argparse.Namespace, settings: Settings) -> int:
         )
         counts = await store.count_by_status()
     if page.sagas:
-        console().print(saga_table(page.sagas))
+        console().print(saga_table(page.sagas, stuck_rule(settings)))
     else:
         say("no sagas match")
     tally = [part for s, n in counts.items() for part in ("  ", status_text(s), f" {n}")]
@@ -208,7 +235,7 @@ async def show_saga(args: argparse.Namespace, settings: Settings) -> int:
             raise SagaNotFound(f"no saga {args.saga_id!r}")
         events = await store.events(args.saga_id)
     out = console()
-    out.print(header(saga))
+    out.print(header(saga, stuck_reason(saga, time.time(), stuck_rule(settings))))
     out.print(steps_table(saga))
     out.print(events_table(events))
     return 0
@@ -253,14 +280,17 @@ async def follow(orchestrator: SagaOrchestrator, saga_id: str, timeout: float) -
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn())
     screen = console(stderr=True)
     # A bar is for a person watching: in a log or a pipe it would only add noise.
-    with Progress(
-        *columns,
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=screen,
-        transient=True,
-        disable=not screen.is_terminal,
-    ) as progress:
+    with (
+        Progress(
+            *columns,
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=screen,
+            transient=True,
+            disable=not screen.is_terminal,
+        ) as progress,
+        logs_above(progress),
+    ):
         task = progress.add_task(f"saga {saga_id}", total=None)
         while True:
             saga = await orchestrator.store.get(saga_id)
@@ -280,7 +310,7 @@ async def follow(orchestrator: SagaOrchestrator, saga_id: str, timeout: float) -
 
 
 def outcome(saga: SagaInstance, timeout: float) -> int:
-    """Print where the saga ended; 0 when it compensated or goes on elsewhere, else 1."""
+    """Print where the saga ended: 0 compensated, 3 still going after ``timeout``, else 1."""
     if saga.status is SagaStatus.COMPENSATED:
         say(f"saga {saga.saga_id} is ", status_text(saga.status))
         return 0
@@ -290,7 +320,7 @@ def outcome(saga: SagaInstance, timeout: float) -> int:
             status_text(saga.status),
             f" after {timeout:g}s; a worker (sagakit serve or sagakit worker) will finish it",
         )
-        return 0
+        return EXIT_TIMEOUT
     if saga.status is SagaStatus.COMPLETED:
         why = "it finished before its driver saw the request"
     else:

@@ -6,17 +6,24 @@ that nothing a step wrote can be read as console markup.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import sys
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TextIO
 
 import orjson
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord, StepStatus
+from sagakit.store.activity import StuckRule, stuck_reason
 
 #: The colour of each saga or step status (step statuses share most of the names).
 STYLE_OF: Final = {
@@ -63,8 +70,8 @@ def duration(step: StepRecord) -> str:
     return f"{ms:.1f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
 
 
-def saga_table(sagas: tuple[SagaInstance, ...]) -> Table:
-    """Sagas, one a row."""
+def saga_table(sagas: tuple[SagaInstance, ...], rule: StuckRule | None = None) -> Table:
+    """Sagas, one a row; a stuck one's status says so."""
     table = Table("saga", "name", "key", "status", "failed step", "error", "created (UTC)")
     table.columns[0].no_wrap = True
     for saga in sagas:
@@ -72,12 +79,19 @@ def saga_table(sagas: tuple[SagaInstance, ...]) -> Table:
             Text(saga.saga_id),
             Text(saga.name),
             Text(saga.business_key or ""),
-            status_text(saga.status),
+            _status(saga, rule),
             Text(saga.failed_step or ""),
             Text(saga.error or ""),
             when(saga.created_at),
         )
     return table
+
+
+def _status(saga: SagaInstance, rule: StuckRule | None) -> Text:
+    text = status_text(saga.status)
+    if rule is not None and stuck_reason(saga, time.time(), rule):
+        text.append(" stuck", style="bold red")
+    return text
 
 
 def steps_table(saga: SagaInstance) -> Table:
@@ -111,8 +125,8 @@ def events_table(events: list[SagaEvent]) -> Table:
     return table
 
 
-def header(saga: SagaInstance) -> Table:
-    """A saga's own fields, one a line."""
+def header(saga: SagaInstance, stuck: str | None = None) -> Table:
+    """A saga's own fields, one a line (who drives it, and whether it is stuck)."""
     grid = Table.grid(padding=(0, 2))
     fields = [
         ("saga", Text(saga.saga_id)),
@@ -123,8 +137,50 @@ def header(saga: SagaInstance) -> Table:
         ("error", Text(saga.error or "")),
         ("created", Text(when(saga.created_at, precise=True))),
         ("updated", Text(when(saga.updated_at, precise=True))),
+        ("owner", Text(saga.owner or "")),
+        ("lease expires", Text(when(saga.lease_until, precise=True))),
+        ("last progress", Text(when(saga.updated_at, precise=True))),
+        ("stuck", Text(stuck or "no", style="bold red" if stuck else "")),
         ("input", Text(orjson.dumps(saga.input).decode())),
     ]
     for name, value in fields:
         grid.add_row(Text(name, style="bold"), value)
     return grid
+
+
+@contextlib.contextmanager
+def logs_above(progress: Progress) -> Iterator[None]:
+    """Print log lines above the progress bar rather than through it, while it shows.
+
+    The log handlers write to the stderr they were given at start; the bar's console prints
+    each line above itself. Handlers writing to a terminal's stderr go through it meanwhile.
+    """
+    if progress.disable:
+        yield
+        return
+    moved: list[tuple[logging.StreamHandler[TextIO], TextIO]] = []
+    for handler in logging.getLogger().handlers:
+        # The bar's console may have put a proxy in sys.stderr already: its file counts.
+        stderr = (sys.__stderr__, sys.stderr, getattr(sys.stderr, "rich_proxied_file", None))
+        if isinstance(handler, logging.StreamHandler) and handler.stream in stderr:
+            previous = handler.setStream(_ConsoleStream(progress))
+            if previous is not None:
+                moved.append((handler, previous))
+    try:
+        yield
+    finally:
+        for handler, stream in moved:
+            handler.setStream(stream)
+
+
+class _ConsoleStream(io.TextIOBase):
+    """A text stream whose lines the progress bar's console prints above the bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def write(self, text: str) -> int:
+        line = text.rstrip("\n")
+        if line:
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return len(text)

@@ -15,11 +15,17 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./sagakit.db"
     admin_token: str | None = None
+    #: Comma-separated bearer tokens that may read the operator surface but change nothing.
+    viewer_tokens: str = ""
+    #: How long a dashboard session lasts after its sign-in.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 366)
     checkout_wait_seconds: float = Field(default=10.0, ge=0, le=3600)
     #: How long a process may go silent before another takes its sagas over.
     lease_seconds: float = Field(default=15.0, gt=0)
     #: How often a worker looks for sagas whose driver went away.
     poll_seconds: float = Field(default=1.0, gt=0)
+    #: An active saga with no progress for this long is shown (and counted) as stuck.
+    stuck_after_seconds: float = Field(default=300.0, gt=0)
     demo_data: bool = True
     #: Run the checkout's actions as local actions of the store (effect and step record in
     #: one transaction). Off, each action commits on its own first, as a remote participant's
@@ -32,6 +38,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    #: Seconds a client has to send a request's headers (from connecting, or from the
+    #: previous answer on a kept-alive connection), however slowly they trickle in.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    #: Seconds a client has to send a request's body, once its headers are in.
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: Seconds an idle kept-alive connection stays open.
+    keep_alive_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: Open connections per process; past it the longest-idle one is closed. Unset: the
+    #: open-files limit less 128.
+    max_connections: int | None = Field(default=None, ge=1, le=1_000_000)
     log_level: str = "info"
     #: ``json`` (one object a line, for production) or ``console`` (for a person); unset:
     #: ``console`` when stderr is a terminal, ``json`` otherwise.

@@ -375,7 +375,7 @@ async def test_sagas_cancel_of_an_abandoned_saga_takes_it_over_and_compensates_i
     assert types[-1] == "saga_compensated"
 
 
-async def test_sagas_cancel_that_outlasts_its_timeout_exits_0_and_leaves_it_to_a_worker(
+async def test_sagas_cancel_that_outlasts_its_timeout_exits_3_and_leaves_it_to_a_worker(
     url: str, store: SqliteStore
 ) -> None:
     """With ``--timeout`` run out the CLI says the saga is still running, and lets go."""
@@ -385,7 +385,7 @@ async def test_sagas_cancel_that_outlasts_its_timeout_exits_0_and_leaves_it_to_a
     finally:
         inventory.opened.set()
 
-    assert ran.code == 0, ran.err
+    assert ran.code == 3, ran.err
     assert lines_with(ran.out, saga_id, "still running after 0.5s")
     assert (await orchestrator.wait(saga_id, 5.0)).status is SagaStatus.COMPENSATED
 
@@ -483,11 +483,46 @@ async def test_sagas_with_bad_arguments_exits_2_with_the_usage(url: str, args: l
     assert "usage: sagakit sagas" in ran.err
 
 
-async def test_sagas_on_a_missing_database_exits_1_and_creates_no_file(tmp_path: Path) -> None:
-    """Pointed at an SQLite file that does not exist, the CLI says so and creates nothing."""
+async def test_sagas_on_a_missing_database_exits_2_and_creates_no_file(tmp_path: Path) -> None:
+    """A setting fault: an SQLite file that does not exist is named, and nothing is created."""
     path = tmp_path / "absent.db"
 
     ran = await sagakit("list", "--database-url", f"sqlite:///{path}")
 
-    assert ran == Ran(1, "", f"sagakit: no database at {path}\n")
+    setting = "(--database-url / SAGAKIT_DATABASE_URL)"
+    assert ran == Ran(2, "", f"sagakit: no database at {path} {setting}\n")
     assert not path.exists()
+
+
+def test_log_lines_go_above_the_progress_bar_not_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the bar shows, a log line is printed by its console; after, stderr has it again."""
+    import io
+    import logging
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from sagakit.cli_tables import logs_above
+
+    err, screen = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    handler = logging.StreamHandler(err)
+    log = logging.getLogger("sagakit.test.bar")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        progress = Progress(console=Console(file=screen, force_terminal=True, width=80))
+        with progress, logs_above(progress):
+            progress.add_task("saga s1", total=2)
+            log.info("retrying step payment")
+        log.info("after the bar")
+    finally:
+        root.removeHandler(handler)
+
+    assert "retrying step payment" in screen.getvalue()
+    assert "retrying step payment" not in err.getvalue()
+    assert handler.stream is err
+    assert "after the bar" in err.getvalue()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from sagakit.service import create_app
 from sagakit.settings import Settings
-from tests.api.support import TOKEN
+from tests.api.support import ADMIN, TOKEN
 
 Serve = Callable[..., contextlib.AbstractAsyncContextManager[FastAPI]]
 
@@ -35,9 +35,11 @@ def serve(tmp_path: Path) -> Serve:
     return running
 
 
-def client_of(app: FastAPI) -> httpx.AsyncClient:
-    """A client that sends its requests straight to ``app``."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+def client_of(app: FastAPI, headers: Mapping[str, str] = ADMIN) -> httpx.AsyncClient:
+    """A client that sends its requests straight to ``app`` (as the admin, unless told)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=headers
+    )
 
 
 @pytest.fixture
@@ -48,7 +50,14 @@ async def app(serve: Serve) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
+async def stranger(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the running app that sends no token (unless a test adds one)."""
+    async with client_of(app, headers={}) as http:
+        yield http
+
+
+@pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the running app."""
+    """The admin's client of the running app."""
     async with client_of(app) as http:
         yield http

@@ -37,7 +37,7 @@ async def page_of(
     client: httpx.AsyncClient, **params: str | int
 ) -> tuple[list[JsonDict], str | None]:
     """One page of ``GET /sagas``: its sagas and its ``next_cursor``."""
-    response = await client.get("/sagas", params=params)
+    response = await client.get("/sagas", params=params, headers=ADMIN)
     assert response.status_code == 200, response.text
     body = json_of(response)
     assert set(body) == {"sagas", "next_cursor", "counts"}
@@ -51,7 +51,7 @@ async def settled_saga(client: httpx.AsyncClient, saga_id: str, timeout: float =
     """``GET /sagas/{saga_id}`` polled until the saga is no longer running or compensating."""
     async with asyncio.timeout(timeout):
         while True:
-            response = await client.get(f"/sagas/{saga_id}")
+            response = await client.get(f"/sagas/{saga_id}", headers=ADMIN)
             assert response.status_code == 200, response.text
             body = json_of(response)
             if body["status"] not in ("running", "compensating"):

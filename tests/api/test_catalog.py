@@ -103,11 +103,15 @@ NOT_ADMIN = {
 
 @pytest.mark.parametrize(("path", "body", "created"), ADMIN_CREATES, ids=["user", "item"])
 async def test_create_without_the_admin_token_answers_401_and_creates_nothing(
-    client: httpx.AsyncClient, path: str, body: dict[str, object], created: str
+    client: httpx.AsyncClient,
+    stranger: httpx.AsyncClient,
+    path: str,
+    body: dict[str, object],
+    created: str,
 ) -> None:
     """Admin routes refuse a missing or wrong token with 401 and create nothing."""
     responses = {
-        name: await client.post(path, json=body, headers=headers)
+        name: await stranger.post(path, json=body, headers=headers)
         for name, headers in NOT_ADMIN.items()
     }
 

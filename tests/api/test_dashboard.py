@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON
 from sagakit.saga import Saga, Step, StepContext
 from tests.api.conftest import Serve, client_of
-from tests.api.support import TOKEN, Held, error_of, failed_saga, json_of, settled_saga
+from tests.api.support import ADMIN, TOKEN, Held, error_of, failed_saga, json_of, settled_saga
 
 SIGN_IN_FORM = "<form method=post action=/dashboard/login>"
 SAME_ORIGIN = {"Origin": "http://testserver"}
@@ -22,7 +23,29 @@ async def sign_in(client: httpx.AsyncClient) -> None:
     """Sign the client in; the session cookie stays in its jar."""
     response = await client.post("/dashboard/login", data={"token": TOKEN})
     assert response.status_code == 303, response.text
-    assert client.cookies.get("sagakit_admin")
+    assert client.cookies.get("sagakit_session")
+
+
+def refused_on_the_page(response: httpx.Response, status: int, saga_id: str) -> str:
+    """Check a refused action answers the saga's page with a message above it; the message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    found = re.search(r'<p class="notice refused" role="alert">([^<]+)</p>', response.text)
+    assert found, response.text
+    assert saga_id in response.text
+    return found.group(1)
+
+
+def actor_of(client: httpx.AsyncClient) -> str:
+    """How the history names the client's session: ``dashboard:`` and the id's first 8."""
+    return f"dashboard:{client.cookies['sagakit_session'][:8]}"
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser's client: no token of its own, only what signing in puts in its jar."""
+    async with client_of(app, headers={}) as http:
+        yield http
 
 
 async def demo_checkouts(client: httpx.AsyncClient) -> dict[str, str]:
@@ -41,10 +64,10 @@ async def test_dashboard_without_a_cookie_asks_for_the_admin_token(
 
     response = await client.get("/dashboard")
 
-    assert response.status_code == 200
+    assert response.status_code == 401
     assert response.headers["content-type"].startswith("text/html")
     assert SIGN_IN_FORM in response.text
-    assert "Admin token" in response.text
+    assert "Token" in response.text
     assert "type=password name=token" in response.text
     assert not any(saga_id[:12] in response.text for saga_id in ids.values())
 
@@ -57,7 +80,7 @@ async def test_saga_page_without_a_cookie_asks_for_the_admin_token(
 
     response = await client.get(f"/dashboard/sagas/{saga_id}")
 
-    assert response.status_code == 200
+    assert response.status_code == 401
     assert SIGN_IN_FORM in response.text
     assert "Invalid shipping address" not in response.text
 
@@ -70,7 +93,7 @@ async def test_login_with_a_wrong_token_answers_401_and_sets_no_cookie(
         response = await client.post("/dashboard/login", data={"token": token})
 
         assert response.status_code == 401, token
-        assert "That is not the admin token." in response.text
+        assert "That is not a valid token." in response.text
         assert SIGN_IN_FORM in response.text
         assert "set-cookie" not in response.headers
     assert SIGN_IN_FORM in (await client.get("/dashboard")).text
@@ -94,7 +117,7 @@ async def test_login_with_the_right_token_sets_a_strict_httponly_cookie(
     assert response.status_code == 303
     assert response.headers["location"] == "/dashboard"
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith("sagakit_admin=")
+    assert cookie.startswith("sagakit_session=")
     assert "HttpOnly" in cookie
     assert "samesite=strict" in cookie.lower()
     assert TOKEN not in cookie
@@ -206,7 +229,7 @@ async def test_dashboard_retry_signed_out_answers_401(
     response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=SAME_ORIGIN)
 
     error_of(response, 401)
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "failed"
 
 
 CROSS_ORIGIN = {
@@ -233,7 +256,7 @@ async def test_dashboard_retry_from_another_origin_answers_403(
 
     assert {n: r.status_code for n, r in responses.items()} == dict.fromkeys(CROSS_ORIGIN, 403)
     assert {error_of(r, 403) for r in responses.values()} == {"cross-origin request refused"}
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "failed"
 
 
 @pytest.mark.parametrize(
@@ -254,22 +277,22 @@ async def test_dashboard_retry_from_this_origin_resumes_the_saga(
     assert response.status_code == 303
     assert response.headers["location"] == f"/dashboard/sagas/{saga_id}"
     assert (await settled_saga(client, saga_id))["status"] == "compensated"
-    events = (await client.get(f"/sagas/{saga_id}")).json()["events"]
+    events = (await client.get(f"/sagas/{saga_id}", headers=ADMIN)).json()["events"]
     retries = [e["detail"] for e in events if e["type"] == "operator_retry"]
-    assert retries == ["retry requested by dashboard"]
+    assert retries == [f"retry requested by {actor_of(client)}"]
 
 
-async def test_dashboard_retry_of_a_saga_that_is_not_failed_answers_409(
+async def test_dashboard_retry_of_a_saga_that_is_not_failed_shows_why_with_409(
     client: httpx.AsyncClient,
 ) -> None:
-    """Retrying a completed saga from the dashboard answers 409 and changes nothing."""
+    """Retrying a completed saga answers its page with the reason (409); nothing changes."""
     saga_id = (await demo_checkouts(client))["order1"]
     await sign_in(client)
 
     response = await client.post(f"/dashboard/sagas/{saga_id}/retry", headers=SAME_ORIGIN)
 
-    error_of(response, 409)
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "completed"
+    refused_on_the_page(response, 409, saga_id)
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "completed"
 
 
 FRAGMENT = {"X-Dashboard-Fragment": "live"}
@@ -324,22 +347,24 @@ async def test_dashboard_cancel_from_this_origin_compensates_the_running_saga(
     body = await settled_saga(client, saga_id)
     assert body["status"] == "compensated"
     assert body["error"] == "cancelled by an operator"
-    events = json_of(await client.get(f"/sagas/{saga_id}"))["events"]
+    events = json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["events"]
     assert isinstance(events, list)
     assert [e["detail"] for e in events if e["type"] == "operator_cancel"] == [
-        "cancel requested by dashboard"
+        f"cancel requested by {actor_of(client)}"
     ]
 
 
-async def test_dashboard_cancel_of_a_finished_saga_answers_409(client: httpx.AsyncClient) -> None:
-    """Cancelling a completed saga from the dashboard answers 409 and changes nothing."""
+async def test_dashboard_cancel_of_a_finished_saga_shows_why_with_409(
+    client: httpx.AsyncClient,
+) -> None:
+    """Cancelling a completed saga answers its page with the reason (409); nothing changes."""
     saga_id = (await demo_checkouts(client))["order1"]
     await sign_in(client)
 
     response = await client.post(f"/dashboard/sagas/{saga_id}/cancel", headers=SAME_ORIGIN)
 
-    error_of(response, 409)
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "completed"
+    refused_on_the_page(response, 409, saga_id)
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "completed"
 
 
 async def test_saga_page_of_a_failed_saga_asks_a_reason_to_resolve_it(
@@ -372,12 +397,12 @@ async def test_dashboard_resolve_marks_the_failed_saga_compensated_with_its_reas
 
     assert response.status_code == 303
     assert response.headers["location"] == f"/dashboard/sagas/{saga_id}"
-    body = json_of(await client.get(f"/sagas/{saga_id}"))
+    body = json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))
     assert body["status"] == "compensated"
     events = body["events"]
     assert isinstance(events, list)
     assert [e["detail"] for e in events if e["type"] == "operator_resolved"] == [
-        "resolved by dashboard: refunded by hand, ticket 42"
+        f"resolved by {actor_of(client)}: refunded by hand, ticket 42"
     ]
 
 
@@ -393,8 +418,8 @@ async def test_dashboard_resolve_without_a_usable_reason_answers_422(
         f"/dashboard/sagas/{saga_id}/resolve", data={"reason": reason}, headers=SAME_ORIGIN
     )
 
-    assert "reason" in error_of(response, 422)
-    assert json_of(await client.get(f"/sagas/{saga_id}"))["status"] == "failed"
+    assert "reason" in refused_on_the_page(response, 422, saga_id)
+    assert json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["status"] == "failed"
 
 
 @pytest.mark.parametrize("action", ["cancel", "resolve"])
@@ -414,7 +439,7 @@ async def test_dashboard_actions_signed_out_or_from_another_origin_are_refused(
 
     error_of(signed_out, 401)
     assert error_of(elsewhere, 403) == "cross-origin request refused"
-    events = json_of(await client.get(f"/sagas/{saga_id}"))["events"]
+    events = json_of(await client.get(f"/sagas/{saga_id}", headers=ADMIN))["events"]
     assert isinstance(events, list)
     assert not [e for e in events if str(e["type"]).startswith("operator_")]
 
@@ -499,3 +524,159 @@ async def test_list_filtered_by_start_time_shows_only_sagas_started_in_range(
     assert all(saga_id[:12] in past for saga_id in ids.values())
     assert "Not a date and time, ignored: yesterday" in garbled
     assert all(saga_id[:12] in garbled for saga_id in ids.values())
+
+
+async def test_dashboard_counts_follow_the_filters(client: httpx.AsyncClient) -> None:
+    """The status chips count the sagas the name and key filters match, not all of them."""
+    await demo_checkouts(client)
+    await sign_in(client)
+
+    everything = (await client.get("/dashboard")).text
+    one_order = (await client.get("/dashboard", params={"key": "order3"})).text
+    nothing = (await client.get("/dashboard", params={"name": "nothing"})).text
+
+    assert re.search(r">all <b>3</b>", everything)
+    assert re.search(r">all <b>1</b>", one_order)
+    assert re.search(r">compensated <b>1</b>", one_order)
+    assert re.search(r">completed <b>0</b>", one_order)
+    assert re.search(r">all <b>0</b>", nothing)
+
+
+class Quick(Step):
+    """Succeeds at once."""
+
+    name = "quick"
+
+    async def do(self, ctx: StepContext) -> JSON:
+        return None
+
+
+def page_ids(html: str) -> list[str]:
+    """The (shortened) saga ids a list page shows, in order."""
+    return re.findall(r'<a href="/dashboard/sagas/([0-9a-f]+)">', html)
+
+
+def link(html: str, label: str) -> str | None:
+    """The href of the pager link whose text starts with ``label``, if there is one."""
+    found = re.search(rf'<a href="([^"]+)">{re.escape(label)}', html)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+async def test_dashboard_pages_go_older_then_newer_and_back_to_the_newest(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """120 sagas: older, older, then newer twice comes back to the first page; newest too."""
+    orchestrator: SagaOrchestrator = app.state.service.orchestrator
+    orchestrator.register(Saga("quick", [Quick()]))
+    for n in range(120):
+        await orchestrator.wait((await orchestrator.start("quick", {"n": n})).saga_id, 5.0)
+    await sign_in(client)
+
+    first = (await client.get("/dashboard", params={"name": "quick"})).text
+    assert link(first, "← Newer") is None
+    second = (await client.get(str(link(first, "Older →")))).text
+    third = (await client.get(str(link(second, "Older →")))).text
+    assert link(third, "Older →") is None
+    back = (await client.get(str(link(third, "← Newer")))).text
+    front = (await client.get(str(link(back, "← Newer")))).text
+    newest = (await client.get(str(link(third, "« Newest")))).text
+
+    assert [len(page_ids(p)) for p in (first, second, third)] == [50, 50, 20]
+    assert page_ids(back) == page_ids(second)
+    assert page_ids(front) == page_ids(first) == page_ids(newest)
+    assert "name=quick" in str(link(third, "← Newer"))
+
+
+async def test_a_resolved_saga_and_its_steps_read_as_resolved(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Resolved by hand: the page says so, and the step left uncompensated reads resolved."""
+    saga_id, _ = await failed_saga(app)
+    await sign_in(client)
+    resolved = await client.post(
+        f"/sagas/{saga_id}/resolve", json={"reason": "refunded by hand"}, headers=ADMIN
+    )
+    assert resolved.status_code == 200
+
+    page = (await client.get(f"/dashboard/sagas/{saga_id}")).text
+    steps = page.split("<table class=steps>")[1].split("</table>")[0]
+
+    assert "resolved by hand" in page
+    assert 'class="status resolved"' in steps
+    assert "compensating" not in steps
+    assert "undo is &lt;broken&gt;" not in steps  # no longer the step's current error
+
+
+def test_a_step_error_shows_only_while_it_is_current() -> None:
+    """A step that succeeded after a retry, or was compensated, shows no last error."""
+    from sagakit.api.dashboard.parts import steps_table
+    from sagakit.records import StepRecord, StepStatus
+
+    def step(status: StepStatus) -> StepRecord:
+        return StepRecord(index=0, name="pay", status=status, attempts=2, error="timed out")
+
+    assert "timed out" not in steps_table([step(StepStatus.SUCCEEDED)])
+    assert "timed out" not in steps_table([step(StepStatus.COMPENSATED)])
+    assert "timed out" in steps_table([step(StepStatus.FAILED)])
+    assert "timed out" in steps_table([step(StepStatus.COMPENSATING)])
+
+
+def test_the_saga_error_is_hidden_while_an_operators_retry_runs() -> None:
+    """Compensating again after ``operator_retry``: the old error is not the current one."""
+    from sagakit.api.dashboard.parts import current_error
+    from sagakit.records import SagaEvent, SagaInstance, SagaStatus
+
+    saga = SagaInstance(
+        saga_id="s", name="n", version=1, status=SagaStatus.COMPENSATING, input={}, steps=()
+    ).evolve(error="refund refused")
+    failed = [SagaEvent(type="saga_failed")]
+    retried = [*failed, SagaEvent(type="operator_retry")]
+
+    assert current_error(saga, failed) == "refund refused"
+    assert current_error(saga, retried) is None
+    assert current_error(saga.evolve(status=SagaStatus.FAILED), retried) == "refund refused"
+
+
+async def test_bulk_retry_retries_every_failed_saga_the_filters_match_once_confirmed(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Two failed sagas of one name: the list offers to retry both; posting retries them."""
+    from tests.api.support import FRAGILE, fragile_saga
+
+    saga, set_up = fragile_saga()
+    orchestrator: SagaOrchestrator = app.state.service.orchestrator
+    orchestrator.register(saga)
+    ids = []
+    for n in range(2):
+        started = await orchestrator.start(FRAGILE, {"n": n})
+        ids.append((await orchestrator.wait(started.saga_id, 5.0)).saga_id)
+    set_up.broken = False
+    await sign_in(client)
+
+    listing = (await client.get("/dashboard", params={"name": FRAGILE})).text
+    other = (await client.get("/dashboard", params={"name": "checkout"})).text
+    posted = await client.post(
+        "/dashboard/retry-failed", data={"name": FRAGILE}, headers=SAME_ORIGIN
+    )
+    after = (await client.get(posted.headers["location"])).text
+    ended = [(await settled_saga(client, i))["status"] for i in ids]
+
+    assert "Retry all 2 failed sagas" in listing
+    assert 'data-confirm="Retry the compensation of 2 failed sagas' in listing
+    assert "Retry all" not in other
+    assert posted.status_code == 303
+    assert "retried=2" in posted.headers["location"]
+    assert "Retry started for 2 failed sagas." in after
+    assert ended == ["compensated", "compensated"]
+
+
+async def test_bulk_retry_from_another_origin_or_a_viewer_is_refused(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The bulk action needs an admin and a same-origin request, like the others."""
+    await failed_saga(app)
+    await sign_in(client)
+    elsewhere = await client.post("/dashboard/retry-failed", headers={"Origin": "http://evil"})
+    assert elsewhere.status_code == 403
+    page = json_of(await client.get("/sagas", params={"status": "failed"}, headers=ADMIN))
+    assert len(page["sagas"]) == 1  # type: ignore[arg-type]

@@ -20,10 +20,10 @@ async def test_healthz_answers_200_when_the_store_answers(client: httpx.AsyncCli
     assert json_of(response) == {"status": "ok"}
 
 
-async def test_healthz_answers_503_when_the_store_fails(
+async def test_healthz_answers_200_even_when_the_store_fails(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A store whose ping fails makes ``/healthz`` 503 with a JSON error."""
+    """Liveness does not depend on the store: restarting would not bring it back."""
 
     async def down() -> None:
         raise StoreError("disk on fire")
@@ -32,8 +32,8 @@ async def test_healthz_answers_503_when_the_store_fails(
 
     response = await client.get("/healthz")
 
-    assert response.status_code == 503
-    assert json_of(response) == {"error": "store unavailable: disk on fire"}
+    assert response.status_code == 200
+    assert json_of(response) == {"status": "ok"}
 
 
 def gauge(text: str, status: str) -> float:

@@ -212,18 +212,29 @@ async def test_list_sagas_of_an_empty_store_counts_zero_in_every_status(
     assert await counts_of(client) == ZERO_COUNTS
 
 
-async def test_list_sagas_counts_every_status_over_all_sagas_whatever_the_filters(
+async def test_list_sagas_counts_follow_every_filter_but_the_status(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    """``counts`` are over every saga: a filter or a small page changes the list, not them."""
+    """``counts`` follow name, key and time filters; the status filter and the page size not."""
     for order_id in ("order1", "order2", "order3"):
         await checkout(client, order_id)
     await failed_saga(app)
-    want = {**ZERO_COUNTS, "completed": 1, "compensated": 2, "failed": 1}
+    everything = {**ZERO_COUNTS, "completed": 1, "compensated": 2, "failed": 1}
 
-    assert await counts_of(client) == want
-    assert await counts_of(client, status="failed") == want
-    assert await counts_of(client, name="nothing", limit=1) == want
+    assert await counts_of(client) == everything
+    assert await counts_of(client, status="failed", limit=1) == everything
+    assert await counts_of(client, name="checkout") == {
+        **ZERO_COUNTS,
+        "completed": 1,
+        "compensated": 2,
+    }
+    assert await counts_of(client, name="checkout", business_key="order3") == {
+        **ZERO_COUNTS,
+        "compensated": 1,
+    }
+    assert await counts_of(client, name="nothing") == ZERO_COUNTS
+    assert await counts_of(client, created_after="2999-01-01T00:00:00Z") == ZERO_COUNTS
+    assert await counts_of(client, created_before="2999-01-01T00:00:00Z") == everything
     assert len(await ids_of(client, status="failed")) == 1
 
 

@@ -257,12 +257,12 @@ async def test_list_sagas_accepts_the_largest_limit(client: httpx.AsyncClient) -
     ids=["no-token", "wrong-token"],
 )
 async def test_retry_without_the_admin_token_answers_401_and_leaves_the_saga_failed(
-    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str]
+    app: FastAPI, client: httpx.AsyncClient, stranger: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
     """Retry is an admin route: without the right token it answers 401 and changes nothing."""
     saga_id, _ = await failed_saga(app)
 
-    response = await client.post(f"/sagas/{saga_id}/retry", headers=headers)
+    response = await stranger.post(f"/sagas/{saga_id}/retry", headers=headers)
 
     assert response.status_code == 401
     assert "error" in json_of(response)

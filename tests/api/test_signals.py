@@ -80,12 +80,12 @@ async def test_signal_to_an_unknown_saga_answers_404(client: httpx.AsyncClient) 
 
 
 async def test_signal_without_the_admin_token_answers_401_and_stores_nothing(
-    client: httpx.AsyncClient, app: FastAPI
+    stranger: httpx.AsyncClient, app: FastAPI
 ) -> None:
     """Without the token the saga keeps waiting: nothing was delivered."""
     saga_id = await waiting_saga(app)
 
-    response = await client.post(f"/sagas/{saga_id}/signals/approved", json={"manager": "eve"})
+    response = await stranger.post(f"/sagas/{saga_id}/signals/approved", json={"manager": "eve"})
 
     error_of(response, 401)
     assert await app.state.service.orchestrator.store.signals(saga_id) == {}

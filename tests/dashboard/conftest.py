@@ -111,7 +111,9 @@ async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
     server = ServeProcess(port, args, env, tmp_path / "serve.log")
     try:
         await server.wait_healthy()
-        async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as http:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30.0, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as http:
             yield Shop(server, db, http)
         await server.terminate()
     finally:
@@ -164,7 +166,7 @@ async def phone(browser: Browser) -> AsyncIterator[Page]:
 async def sign_in(page: Page, url: str) -> None:
     """Open the dashboard, see the sign-in form, and sign in with the admin token."""
     await page.goto(f"{url}/dashboard")
-    await page.get_by_label("Admin token").fill(TOKEN)
+    await page.get_by_label("Token").fill(TOKEN)
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url(f"{url}/dashboard")
 

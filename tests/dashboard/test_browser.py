@@ -74,8 +74,10 @@ async def test_retry_in_the_dashboard_finishes_a_failed_compensation(
     assert body["status"] == "compensated"
     events = body["events"]
     assert isinstance(events, list)
+    cookies = await desktop.context.cookies()
+    session = next(c["value"] for c in cookies if c["name"] == "sagakit_session")
     assert [e["detail"] for e in events if e["type"] == "operator_retry"] == [
-        "retry requested by dashboard"
+        f"retry requested by dashboard:{session[:8]}"
     ]
     assert await shop.balance("user1") == 100
 

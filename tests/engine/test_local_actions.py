@@ -97,7 +97,8 @@ class Effect(Step):
 
 async def run(store: Store, *steps: Step) -> tuple[SagaOrchestrator, str]:
     """Run a saga of ``steps`` to its end; the orchestrator and the saga's id."""
-    orch = SagaOrchestrator(store, [Saga("local", list(steps))], sleep=_no_wait)
+    # The per-transition path of local actions (the one-unit path has tests of its own).
+    orch = SagaOrchestrator(store, [Saga("local", list(steps))], sleep=_no_wait, one_unit=False)
     started = await orch.start("local", {})
     await orch.wait(started.instance.saga_id, timeout=10.0)
     return orch, started.instance.saga_id

@@ -174,3 +174,41 @@ async def test_an_otlp_endpoint_without_opentelemetry_installed_breaks_nothing(
     assert tools.tracer is None
     assert "OpenTelemetry is not installed" in caplog.text
     assert ended.status is SagaStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("env", "module"),
+    [
+        ({}, "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            },
+            "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        ),
+    ],
+    ids=["default-http", "grpc", "http", "traces-variable-wins"],
+)
+def test_the_otlp_protocol_variable_chooses_grpc_or_http(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], module: str
+) -> None:
+    """``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL=grpc`` exports over gRPC; otherwise over HTTP."""
+    from sagakit.observability import tracing
+
+    for name in tracing.PROTOCOL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    exporter = tracing.span_exporter()
+    assert type(exporter).__module__ == module
+    exporter.shutdown()

@@ -11,17 +11,21 @@ from fastapi import FastAPI
 from sagakit.api import catalog, checkout, dashboard, health, sagas
 from sagakit.api.errors import install_error_handlers
 from sagakit.api.limits import BodySizeLimit
-from sagakit.api.request_id import RequestId
+from sagakit.api.observe import Observe
 from sagakit.api.responses import JSONResponse
+from sagakit.api.sessions import Sessions
+from sagakit.api.throttle import SignInThrottle
 from sagakit.settings import Settings
 from sagakit.shop.checkout import CheckoutService
+from sagakit.store.sessions import open_sessions
 
 DESCRIPTION = """
 A durable checkout: `POST /checkout/{order_id}` runs the `checkout` saga
 (payment → inventory → shipping) and compensates the steps done when one refuses.
 
-Every error answers JSON with an `error` message. Admin routes need
-`Authorization: Bearer <SAGAKIT_ADMIN_TOKEN>`.
+Every error answers JSON with an `error` message. The operator's routes (`/sagas...`) need
+`Authorization: Bearer <token>`: a token of `SAGAKIT_VIEWER_TOKENS` may read them, and
+`SAGAKIT_ADMIN_TOKEN` may do everything (the actions, `POST /users`, `POST /items`).
 """
 
 
@@ -36,6 +40,8 @@ def create_app(settings: Settings, running: RunningService) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running(settings) as service:
             app.state.service = service
+            app.state.sessions = Sessions(await open_sessions(service.store), settings)
+            await app.state.sessions.prune()
             yield
 
     app = FastAPI(
@@ -44,11 +50,14 @@ def create_app(settings: Settings, running: RunningService) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        # No redirect to add or drop a trailing slash: it would be built from the Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.sign_in_throttle = SignInThrottle()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
-    app.add_middleware(RequestId)  # added last, so outermost: a 413 carries an id too
+    app.add_middleware(Observe)  # added last, so outermost: a 413 is logged and counted too
     for module in (checkout, catalog, sagas, health, dashboard):
         app.include_router(module.router)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from sagakit.api.deps import Admin, ItemId, OrderId, Service, UserId
+from sagakit.api.deps import AdminOnly, ItemId, OrderId, Service, UserId
 from sagakit.api.schemas import Error, ItemIn, ItemOut, OrderIn, OrderOut, UserIn, UserOut
 from sagakit.records import new_id
 from sagakit.shop.records import Item, Order, User
@@ -13,6 +13,7 @@ router = APIRouter()
 
 ADMIN_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": Error, "description": "admin token missing or wrong"},
+    403: {"model": Error, "description": "a viewer token: admin only"},
     409: {"model": Error, "description": "id taken"},
     422: {"model": Error, "description": "invalid body"},
 }
@@ -43,7 +44,7 @@ async def get_user(user_id: UserId, service: Service) -> UserOut:
 
 
 @router.post(
-    "/users", tags=["users"], status_code=201, dependencies=[Admin], responses=ADMIN_ERRORS
+    "/users", tags=["users"], status_code=201, dependencies=[AdminOnly], responses=ADMIN_ERRORS
 )
 async def create_user(body: UserIn, service: Service) -> UserOut:
     """Create a user with a balance (admin)."""
@@ -61,7 +62,7 @@ async def get_item(item_id: ItemId, service: Service) -> ItemOut:
 
 
 @router.post(
-    "/items", tags=["items"], status_code=201, dependencies=[Admin], responses=ADMIN_ERRORS
+    "/items", tags=["items"], status_code=201, dependencies=[AdminOnly], responses=ADMIN_ERRORS
 )
 async def create_item(body: ItemIn, service: Service) -> ItemOut:
     """Create an item with its stock and price (admin)."""

@@ -1,18 +1,15 @@
-"""Dependencies shared by the routers: the service, the settings, the admin check."""
+"""Dependencies shared by the routers: the service, the settings, the admin check, ids."""
 
 from __future__ import annotations
 
-import secrets
-from typing import Annotated, Final
+from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, Path, Request
 
+from sagakit.api.access import admin
 from sagakit.api.schemas import ID_PATTERN
 from sagakit.settings import Settings
 from sagakit.shop.checkout import CheckoutService
-
-ADMIN_COOKIE: Final = "sagakit_admin"
-
 
 # Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a thread pool, which
 # costs a thread hop per request for what is an attribute read.
@@ -30,30 +27,10 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-def token_matches(settings: Settings, presented: str | None) -> bool:
-    """Whether ``presented`` is the admin token (compared in constant time)."""
-    expected = settings.admin_token
-    if not expected or not presented:
-        return False
-    return secrets.compare_digest(presented.encode(), expected.encode())
-
-
-async def require_admin(
-    request: Request, settings: Annotated[Settings, Depends(get_settings)]
-) -> None:
-    """Refuse with 401 unless ``Authorization: Bearer <SAGAKIT_ADMIN_TOKEN>`` is sent."""
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token_matches(settings, presented.strip()):
-        raise HTTPException(
-            status_code=401,
-            detail="admin token required: send Authorization: Bearer <SAGAKIT_ADMIN_TOKEN>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
 Service = Annotated[CheckoutService, Depends(get_service)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
-Admin = Depends(require_admin)
+#: For ``dependencies=[...]`` of a route only an admin may call.
+AdminOnly = Depends(admin)
 
 
 def id_path(what: str) -> object:

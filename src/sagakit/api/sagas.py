@@ -1,19 +1,22 @@
 """Saga instances: one with its steps and history, filtered pages of them, operator actions.
 
-The operator's actions (retry, cancel, resolve) and signals need the admin token; each is
-recorded in the saga's history (the operator's with the actor ``admin API``).
+Every route needs a bearer token: a viewer's reads, the admin's everything. The operator's
+actions (retry, cancel, resolve) and signals need the admin token; each is logged with the
+client's address and recorded in the saga's history with the actor ``api:admin``.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query
-from pydantic import BeforeValidator, JsonValue
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
+from pydantic import AfterValidator, BeforeValidator, JsonValue
 from starlette.responses import Response
 
-from sagakit.api.deps import Admin, SagaId, Service
+from sagakit.api.access import Admin, log_action, operator
+from sagakit.api.deps import AppSettings, SagaId, Service
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import (
     ID_PATTERN,
@@ -27,15 +30,19 @@ from sagakit.api.schemas import (
     SagaSummary,
     SignalOut,
     StepOut,
+    Text,
+    plain_json,
 )
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
+from sagakit.store.activity import Filters, StuckRule, count_matching, stuck_reason, stuck_rule
 
-router = APIRouter(tags=["sagas"])
+READ_ERRORS: Final[dict[int | str, dict[str, object]]] = {
+    401: {"model": Error, "description": "no valid token"},
+}
+router = APIRouter(tags=["sagas"], dependencies=[Depends(operator)], responses=READ_ERRORS)
 
-#: Who the history says acted, for every operator action taken through this API.
-ACTOR: Final = "admin API"
 ADMIN_ERRORS: Final[dict[int | str, dict[str, object]]] = {
-    401: {"model": Error, "description": "admin token missing or wrong"},
+    403: {"model": Error, "description": "a viewer token: admin only"},
     404: {"model": Error, "description": "unknown saga"},
 }
 
@@ -45,8 +52,9 @@ def iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat()
 
 
-def summary(saga: SagaInstance) -> SagaSummary:
+def summary(saga: SagaInstance, rule: StuckRule | None = None) -> SagaSummary:
     """A saga as a listing shows it."""
+    reason = stuck_reason(saga, time.time(), rule or StuckRule())
     return SagaSummary(
         saga_id=saga.saga_id,
         name=saga.name,
@@ -56,6 +64,11 @@ def summary(saga: SagaInstance) -> SagaSummary:
         failed_step=saga.failed_step,
         created_at=iso(saga.created_at),
         updated_at=iso(saga.updated_at),
+        owner=saga.owner,
+        lease_expires_at=iso(saga.lease_until) if saga.lease_until else None,
+        last_progress_at=iso(saga.updated_at),
+        stuck=reason is not None,
+        stuck_reason=reason,
     )
 
 
@@ -66,10 +79,10 @@ def duration_ms(step: StepRecord) -> float | None:
     return round((step.finished_at - step.started_at) * 1000, 3)
 
 
-def detail(saga: SagaInstance, events: list[SagaEvent]) -> SagaOut:
+def detail(saga: SagaInstance, events: list[SagaEvent], rule: StuckRule) -> SagaOut:
     """A saga with its input, steps and history."""
     return SagaOut(
-        **summary(saga).model_dump(),
+        **summary(saga, rule).model_dump(),
         input=saga.input,
         steps=[
             StepOut(
@@ -93,12 +106,16 @@ def detail(saga: SagaInstance, events: list[SagaEvent]) -> SagaOut:
 
 
 @router.get("/sagas/{saga_id}", responses={404: {"model": Error}})
-async def get_saga(saga_id: SagaId, service: Service) -> SagaOut:
-    """A saga with its input, its steps and its history of events."""
+async def get_saga(saga_id: SagaId, service: Service, settings: AppSettings) -> SagaOut:
+    """A saga with its input, its steps and its history of events.
+
+    `owner`, `lease_expires_at` and `last_progress_at` say who drives it and whether it
+    moves; `stuck` is true when it is active but nobody moves it (see `stuck_reason`).
+    """
     saga = await service.store.get(saga_id)
     if saga is None:
         raise HTTPException(status_code=404, detail=f"saga {saga_id!r} not found")
-    return detail(saga, await service.store.events(saga_id))
+    return detail(saga, await service.store.events(saga_id), stuck_rule(settings))
 
 
 def _instant(value: object) -> object:
@@ -119,10 +136,12 @@ Instant = Annotated[datetime | None, BeforeValidator(_instant)]
 )
 async def list_sagas(
     service: Service,
+    settings: AppSettings,
     status: Annotated[SagaStatus | None, Query(description="only sagas in this status")] = None,
     name: Annotated[
         str | None,
         Query(min_length=1, max_length=200, description="only sagas of this name, e.g. checkout"),
+        Text,
     ] = None,
     business_key: Annotated[
         str | None,
@@ -131,6 +150,7 @@ async def list_sagas(
             max_length=200,
             description="only sagas started with this business key (for checkout: the order id)",
         ),
+        Text,
     ] = None,
     created_after: Annotated[
         Instant,
@@ -154,22 +174,29 @@ async def list_sagas(
 ) -> SagaPageOut:
     """A page of sagas, newest first, that match every filter given.
 
-    `counts` holds how many sagas are in each status over all sagas, whatever the filters.
+    `counts` holds how many sagas are in each status among those matching every filter but
+    `status` (so the counts of the other statuses stay in sight).
     For the next page pass `next_cursor` back as `cursor`, with the same filters; it is null
     on the last page.
     """
-    page = await service.store.list_sagas(
-        status=status,
+    filters = Filters(
         name=name,
         business_key=business_key,
         created_after=created_after.timestamp() if created_after else None,
         created_before=created_before.timestamp() if created_before else None,
+    )
+    page = await service.store.list_sagas(
+        status=status,
+        name=filters.name,
+        business_key=filters.business_key,
+        created_after=filters.created_after,
+        created_before=filters.created_before,
         limit=limit,
         cursor=cursor,
     )
-    counts = await service.store.count_by_status()
+    counts = await count_matching(service.store, filters)
     return SagaPageOut(
-        sagas=[summary(s) for s in page.sagas],
+        sagas=[summary(s, stuck_rule(settings)) for s in page.sagas],
         next_cursor=page.next_cursor,
         counts={s.value: n for s, n in counts.items()},
     )
@@ -178,17 +205,17 @@ async def list_sagas(
 @router.post(
     "/sagas/{saga_id}/retry",
     status_code=202,
-    dependencies=[Admin],
     response_model=RetryOut,
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not failed"}},
 )
-async def retry_saga(saga_id: SagaId, service: Service) -> Response:
+async def retry_saga(saga_id: SagaId, service: Service, who: Admin, request: Request) -> Response:
     """Resume the compensation of a `failed` saga where it stopped (admin).
 
     This process drives the compensation; the answer comes at once, with the saga
     `compensating`. The history records `operator_retry`.
     """
-    saga = await service.orchestrator.retry(saga_id, actor=ACTOR)
+    log_action(request, who, "retry", saga_id)
+    saga = await service.orchestrator.retry(saga_id, actor=who.actor)
     body = RetryOut(saga_id=saga.saga_id, status=saga.status.value)
     return JSONResponse(body.model_dump(), status_code=202)
 
@@ -199,15 +226,18 @@ SignalName = Annotated[str, Path(pattern=ID_PATTERN, description="the signal's n
 @router.post(
     "/sagas/{saga_id}/signals/{name}",
     status_code=202,
-    dependencies=[Admin],
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not running"}},
 )
 async def signal_saga(
     saga_id: SagaId,
     name: SignalName,
     service: Service,
+    who: Admin,
+    request: Request,
     payload: Annotated[
-        JsonValue, Body(description="any JSON: the waiting step's result", examples=[{"ok": 1}])
+        JsonValue,
+        Body(description="any JSON: the waiting step's result", examples=[{"ok": 1}]),
+        AfterValidator(plain_json),
     ] = None,
 ) -> SignalOut:
     """Deliver the external signal `name` to a `running` saga (admin): a webhook's landing.
@@ -218,6 +248,7 @@ async def signal_saga(
     (`"new": false`). The saga resumes in this process at once; the history records
     `signal_received`.
     """
+    log_action(request, who, f"signal {name}", saga_id)
     new = await service.orchestrator.signal(saga_id, name, payload)
     return SignalOut(saga_id=saga_id, signal=name, new=new)
 
@@ -225,10 +256,9 @@ async def signal_saga(
 @router.post(
     "/sagas/{saga_id}/cancel",
     status_code=202,
-    dependencies=[Admin],
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not running"}},
 )
-async def cancel_saga(saga_id: SagaId, service: Service) -> CancelOut:
+async def cancel_saga(saga_id: SagaId, service: Service, who: Admin, request: Request) -> CancelOut:
     """Ask a `running` saga to stop and compensate the steps it did (admin).
 
     Whichever process drives the saga sees the request at its next step, compensates that
@@ -236,25 +266,42 @@ async def cancel_saga(saga_id: SagaId, service: Service) -> CancelOut:
     with the saga still `running`. The history records `operator_cancel`, then
     `saga_cancelled`.
     """
-    saga = await service.orchestrator.cancel(saga_id, actor=ACTOR)
-    return CancelOut(saga_id=saga.saga_id, status=saga.status.value)
+    log_action(request, who, "cancel", saga_id)
+    saga = await service.orchestrator.cancel(saga_id, actor=who.actor)
+    return CancelOut(
+        saga_id=saga.saga_id,
+        status=saga.status.value,
+        note=waiting_note(saga, service.orchestrator.owner),
+    )
+
+
+def waiting_note(saga: SagaInstance, me: str) -> str | None:
+    """What an action waits for when another process holds ``saga``'s lease, or ``None``."""
+    if saga.owner is None or saga.owner == me or saga.lease_until is None:
+        return None
+    return (
+        f"held by {saga.owner}: it acts at its next step; if that process is gone, a worker"
+        f" takes the saga over when the lease runs out at {iso(saga.lease_until)}"
+    )
 
 
 @router.post(
     "/sagas/{saga_id}/resolve",
-    dependencies=[Admin],
     responses={
         **ADMIN_ERRORS,
         409: {"model": Error, "description": "the saga is not failed"},
         422: {"model": Error, "description": "reason missing, blank or over 1000 characters"},
     },
 )
-async def resolve_saga(saga_id: SagaId, body: ResolveIn, service: Service) -> SagaSummary:
+async def resolve_saga(
+    saga_id: SagaId, body: ResolveIn, service: Service, who: Admin, request: Request
+) -> SagaSummary:
     """Mark a `failed` saga `compensated` by hand, once an operator has undone it (admin).
 
     Nothing is run: this records that the saga's effects were dealt with outside sagakit,
     and why. An order whose checkout was resolved may be checked out again. The history
     records `operator_resolved` with the reason.
     """
-    saga = await service.orchestrator.resolve(saga_id, actor=ACTOR, reason=body.reason)
+    log_action(request, who, "resolve", saga_id)
+    saga = await service.orchestrator.resolve(saga_id, actor=who.actor, reason=body.reason)
     return summary(saga)

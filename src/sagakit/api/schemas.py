@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictInt
 
 ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_AMOUNT: Final = 2**53 - 1
+#: What no text field may hold: control characters (NUL among them) other than tab and
+#: newline, and lone surrogates (no store can encode them). Refused as bad input (422) on
+#: every store, before a database can refuse them as an error of its own.
+FORBIDDEN_CHARACTERS: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def plain_text(value: str) -> str:
+    """``value`` unless it holds a control character or a lone surrogate."""
+    found = FORBIDDEN_CHARACTERS.search(value)
+    if found is not None:
+        raise ValueError(
+            f"control character U+{ord(found.group()):04X} at {found.start()}: text may hold"
+            " no control characters but tab and newline"
+        )
+    return value
+
+
+def plain_json(value: JsonValue) -> JsonValue:
+    """``value`` unless one of its strings or keys holds what :func:`plain_text` refuses."""
+    if isinstance(value, str):
+        plain_text(value)
+    elif isinstance(value, list):
+        for item in value:
+            plain_json(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            plain_text(key)
+            plain_json(item)
+    return value
+
+
+#: A string field that refuses control characters (see ``FORBIDDEN_CHARACTERS``).
+Text = AfterValidator(plain_text)
 
 Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["order1"])]
 Amount = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT, description="minor units")]
@@ -63,7 +97,7 @@ class OrderIn(Strict):
     order_id: Id | None = None
     user_id: Id
     items: Annotated[dict[Id, Quantity], Field(min_length=1, max_length=1000)]
-    address: Annotated[str, Field(max_length=1000)] = ""
+    address: Annotated[str, Field(max_length=1000), Text] = ""
 
 
 class OrderOut(BaseModel):
@@ -150,6 +184,19 @@ class SagaSummary(BaseModel):
     failed_step: str | None
     created_at: str
     updated_at: str
+    owner: str | None = Field(
+        description="the process driving the saga (host:pid:...), null when nobody holds it"
+    )
+    lease_expires_at: str | None = Field(
+        description="when the owner's lease runs out unless renewed; then another process"
+        " takes the saga over"
+    )
+    last_progress_at: str = Field(description="when the saga last recorded a transition")
+    stuck: bool = Field(
+        description="active, and its lease expired with no process taking it, or no progress"
+        " for SAGAKIT_STUCK_AFTER_SECONDS"
+    )
+    stuck_reason: str | None = Field(description="why it is stuck, when it is")
 
 
 class SagaOut(SagaSummary):
@@ -192,6 +239,11 @@ class CancelOut(BaseModel):
 
     saga_id: str
     status: str
+    note: str | None = Field(
+        default=None,
+        description="when another process holds the saga: who, and when its lease runs out"
+        " (if that process is gone, the cancel takes effect once a worker takes it over)",
+    )
 
 
 class ResolveIn(Strict):
@@ -206,4 +258,5 @@ class ResolveIn(Strict):
             description="1 to 1000 characters, not only spaces",
             examples=["refunded by hand in the payment provider's console"],
         ),
+        Text,
     ]

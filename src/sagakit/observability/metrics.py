@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from sagakit.observability.multiproc import multiprocess_dir
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus
+from sagakit.store.activity import Activity
 
 #: Sagas take milliseconds when all goes well and up to half an hour of compensation retries.
 SAGA_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -125,6 +126,19 @@ class SagaMetrics:
             ["saga", "action"],
             registry=r,
         )
+        self.http_requests = Counter(
+            "sagakit_http_requests",
+            "HTTP requests answered, by route (path template), method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "sagakit_http_request_duration_seconds",
+            "From a request's arrival to the end of its answer",
+            ["route", "method"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
 
         self._started = _Children(self.started)
         self._finished = _Children(self.finished)
@@ -134,6 +148,13 @@ class SagaMetrics:
         self._step_seconds = _Children(self.step_seconds)
         self._compensations = _Children(self.compensations)
         self._operator = _Children(self.operator)
+        self._http_requests = _Children(self.http_requests)
+        self._http_seconds = _Children(self.http_seconds)
+
+    def http(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and observe how long it took."""
+        self._http_requests(route, method, str(status)).inc()
+        self._http_seconds(route, method).observe(seconds)
 
     def __call__(self, instance: SagaInstance, events: Sequence[SagaEvent]) -> None:
         """Count ``events``, just made durable for ``instance``."""
@@ -184,8 +205,38 @@ class _SagasByStatus(Collector):
         yield gauge
 
 
-def exposition(metrics: SagaMetrics, counts: Mapping[SagaStatus, int]) -> bytes:
-    """Prometheus text: every process's counters and histograms, and the store's gauge."""
+class _Activity(Collector):
+    """The oldest active saga's age and the stuck sagas per name, from the store."""
+
+    def __init__(self, activity: Activity, now: float) -> None:
+        self.activity = activity
+        self.now = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        oldest = self.activity.oldest_created_at
+        yield GaugeMetricFamily(
+            "sagakit_oldest_active_saga_age_seconds",
+            "Seconds since the oldest running or compensating saga started (0 when none is)",
+            value=0.0 if oldest is None else max(0.0, self.now - oldest),
+        )
+        stuck = GaugeMetricFamily(
+            "sagakit_stuck_sagas",
+            "Active sagas nobody moves: lease expired and not taken over, or no progress for"
+            " SAGAKIT_STUCK_AFTER_SECONDS",
+            labels=["saga"],
+        )
+        for name, count in sorted(self.activity.stuck_by_name.items()):
+            stuck.add_metric([name], count)
+        yield stuck
+
+
+def exposition(
+    metrics: SagaMetrics,
+    counts: Mapping[SagaStatus, int],
+    activity: Activity | None = None,
+    now: float = 0.0,
+) -> bytes:
+    """Prometheus text: every process's counters and histograms, and the store's gauges."""
     registry = CollectorRegistry()
     directory = multiprocess_dir()
     if directory is not None:
@@ -194,4 +245,6 @@ def exposition(metrics: SagaMetrics, counts: Mapping[SagaStatus, int]) -> bytes:
     else:
         registry.register(metrics.registry)
     registry.register(_SagasByStatus(counts))
+    if activity is not None:
+        registry.register(_Activity(activity, now))
     return generate_latest(registry)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
 
 from sagakit.records import SagaEvent, SagaInstance, now
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 #: The events that end a step attempt, and the result each records.
 ATTEMPT_END: Final = {
@@ -181,17 +184,42 @@ def _attributes(event: SagaEvent) -> dict[str, str | int]:
     return attributes
 
 
+#: The variables that choose the OTLP transport, the more specific first.
+PROTOCOL_ENV: Final = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+
+
+def otlp_protocol() -> str:
+    """``grpc`` or ``http/protobuf`` (the default), as the ``OTEL_*`` variables ask."""
+    for name in PROTOCOL_ENV:
+        value = os.environ.get(name, "").strip().lower()
+        if value:
+            return "grpc" if value == "grpc" else "http/protobuf"
+    return "http/protobuf"
+
+
+def span_exporter() -> SpanExporter:
+    """The OTLP span exporter of the protocol asked for (its endpoint from ``OTEL_*`` too)."""
+    if otlp_protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
 def tracer_from_env() -> SagaTracer:
-    """A tracer exporting over OTLP/HTTP, configured by the ``OTEL_*`` variables.
+    """A tracer exporting over OTLP (HTTP, or gRPC with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``).
 
     Raises ``ImportError`` when the ``otel`` extra is not installed.
     """
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "sagakit")})
     provider = SdkTracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(span_exporter()))
     return SagaTracer(provider)

@@ -131,7 +131,9 @@ def create_app_from_env() -> FastAPI:
     as the ``sagakit`` command does.
     """
     from sagakit.observability.logs import configure_logging
+    from sagakit.server import configure, limits_of
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    configure(limits_of(settings))
     return create_app(settings)

@@ -26,8 +26,17 @@ Record: TypeAlias = asyncpg.Record
 SERVER_SETTINGS: Final = {"idle_in_transaction_session_timeout": "10s"}
 #: Seconds to wait for a pooled connection before giving up with ``StoreError``.
 ACQUIRE_TIMEOUT: Final = 30.0
-#: Errors of the driver and the network, turned into StoreError at this boundary.
-DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+#: Errors of the driver and the network, turned into StoreError at this boundary: the
+#: server's (``PostgresError``), the client's misuse or closed connections
+#: (``InterfaceError``), its internal state errors (``InternalClientError``, raised when a
+#: connection is terminated mid-query), and the network's.
+DRIVER_ERRORS: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 MIGRATIONS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS sagakit_migrations (
@@ -143,9 +152,11 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         """Close every connection of the pool."""
-        with wrapped_errors("close"):
-            for conn, channel, notified in self._listeners:
+        for conn, channel, notified in self._listeners:
+            # A listening connection the server terminated is gone already: nothing to undo.
+            with contextlib.suppress(*DRIVER_ERRORS):
                 await conn.remove_listener(channel, notified)
                 await self.pool.release(conn)
-            self._listeners.clear()
+        self._listeners.clear()
+        with wrapped_errors("close"):
             await self.pool.close()

@@ -35,7 +35,8 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 font-weight:600;white-space:nowrap;background:var(--off-bg);color:var(--off)}
 .completed,.succeeded{background:var(--ok-bg);color:var(--ok)}
 .compensated{background:var(--warn-bg);color:var(--warn)}
-.failed,.error,.gave-up{background:var(--bad-bg);color:var(--bad)}
+.resolved,.resolved-by-hand{background:var(--warn-bg);color:var(--warn)}
+.failed,.error,.gave-up,.stuck{background:var(--bad-bg);color:var(--bad)}
 .running,.compensating,.pending-cancel{background:var(--run-bg);color:var(--run)}
 nav.counts{display:flex;flex-wrap:wrap;gap:.4rem;margin:.25rem 0 1rem}
 nav.counts a{display:inline-flex;gap:.4rem;align-items:center;padding:.25rem .7rem;
@@ -75,6 +76,7 @@ border-radius:.5rem}
 .callout{margin:1rem 0;padding:.7rem .9rem;border-left:4px solid var(--bad);
 background:var(--bad-bg);border-radius:.3rem;overflow-wrap:anywhere}
 .callout.compensated{border-color:var(--warn);background:var(--warn-bg)}
+.callout.stuck{border-color:var(--bad);background:var(--bad-bg)}
 .callout.info{border-color:var(--run);background:var(--run-bg)}
 .actions{display:flex;flex-wrap:wrap;gap:.75rem;align-items:flex-end;margin:1rem 0;
 padding:.75rem;border:1px solid var(--line);border-radius:.5rem;background:var(--soft)}

@@ -1,37 +1,31 @@
-"""Who may use the dashboard: a session cookie, and a same-origin check on every action.
+"""Who may use the dashboard: a session (or a bearer token), and a same-origin check on actions.
 
-Signing in sets an HttpOnly, SameSite=Strict cookie holding an HMAC of the admin token
-(never the token itself), so changing the token signs everyone out. Every action (a POST
-that changes a saga) must also come from this origin: its ``Origin`` (or, failing that,
+Signing in with the admin token or a viewer token opens a server-side session (see
+``sagakit.api.sessions``); its cookie is HttpOnly and SameSite=Strict. A viewer sees the
+pages without their buttons. Every action (a POST that changes a saga) needs an admin, and,
+when it comes with a cookie, must come from this origin: its ``Origin`` (or, failing that,
 ``Referer``) must name the host the request was sent to.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 
-from sagakit.api.deps import ADMIN_COOKIE
+from sagakit.api.access import Principal, forbidden, log_action, principal_of_token
+from sagakit.api.sessions import sessions_of
 from sagakit.settings import Settings
 
 
-def cookie_value(settings: Settings) -> str:
-    """The session cookie's value: an HMAC of a fixed label keyed by the admin token."""
-    key = (settings.admin_token or "").encode()
-    return hmac.new(key, b"sagakit-dashboard", hashlib.sha256).hexdigest()
-
-
-def signed_in(request: Request, settings: Settings) -> bool:
-    """Whether the request carries a valid session (never, without an admin token)."""
-    presented = request.cookies.get(ADMIN_COOKIE)
-    return (
-        bool(settings.admin_token)
-        and presented is not None
-        and hmac.compare_digest(presented, cookie_value(settings))
-    )
+async def principal_of(request: Request) -> Principal | None:
+    """Who the request comes from: a bearer token first, else a session cookie."""
+    settings: Settings = request.app.state.settings
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return principal_of_token(settings, token.strip())
+    return await sessions_of(request).principal(request)
 
 
 def same_origin(request: Request) -> bool:
@@ -42,9 +36,14 @@ def same_origin(request: Request) -> bool:
     return urlsplit(source).netloc == request.headers.get("host")
 
 
-def check_operator(request: Request, settings: Settings) -> None:
-    """Refuse an action with 401 without a session, and 403 from another origin."""
-    if not signed_in(request, settings):
+async def check_operator(request: Request, action: str, saga_id: str) -> Principal:
+    """The admin acting, logged; 401 without one, 403 for a viewer or from another origin."""
+    principal = await principal_of(request)
+    if principal is None:
         raise HTTPException(status_code=401, detail="sign in first")
-    if not same_origin(request):
+    if not principal.is_admin:
+        raise forbidden()
+    if principal.actor.startswith("dashboard:") and not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-origin request refused")
+    log_action(request, principal, action, saga_id)
+    return principal

@@ -2,31 +2,46 @@
 
 Pages answer their ``#live`` region alone when the script asks for it with
 ``X-Dashboard-Fragment: live``. Every page forbids framing and inline code other than its
-own (a CSP with a fresh nonce), and is never cached. Actions (retry, cancel, resolve) need
-the session cookie and a same-origin request, and redirect back to the saga's page.
+own (a CSP with a fresh nonce), and is never cached. Without a session (or a bearer token)
+every page answers ``401`` with the sign-in form. Actions (retry, cancel, resolve) need an
+admin and, with a cookie, a same-origin request, and redirect back to the saga's page.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html import escape
 from typing import Annotated, Final
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
+from pydantic import AfterValidator
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from sagakit.api.dashboard import views
-from sagakit.api.dashboard.auth import check_operator, cookie_value, signed_in
-from sagakit.api.deps import ADMIN_COOKIE, AppSettings, SagaId, Service, token_matches
-from sagakit.records import SagaStatus
+from sagakit.api.access import client_address, role_of
+from sagakit.api.dashboard import bulk, views
+from sagakit.api.dashboard.auth import check_operator, principal_of
+from sagakit.api.deps import AppSettings, SagaId, Service
+from sagakit.api.errors import status_of
+from sagakit.api.schemas import FORBIDDEN_CHARACTERS, plain_text
+from sagakit.api.sessions import COOKIE, sessions_of
+from sagakit.api.throttle import SignInThrottle
+from sagakit.errors import SagakitError
+from sagakit.records import SagaInstance, SagaStatus
+from sagakit.shop.checkout import CheckoutService
+from sagakit.store.activity import Filters, count_matching, stuck_rule
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
+logger = logging.getLogger("sagakit.auth")
 
 FRAGMENT_HEADER: Final = "x-dashboard-fragment"
+#: An operator action, given who acts.
+Action = Callable[[str], Awaitable[SagaInstance]]
 MAX_REASON: Final = 500
-Text = Annotated[str, Query(max_length=64)]
+Text = Annotated[str, Query(max_length=64), AfterValidator(plain_text)]
 
 
 def _csp(nonce: str) -> str:
@@ -66,7 +81,7 @@ def _wants_fragment(request: Request) -> bool:
 def _signed_out(request: Request) -> Response:
     if _wants_fragment(request):
         return Response(status_code=401, headers={"cache-control": "no-store"})
-    return _html("Sign in", views.sign_in(), signed=False)
+    return _html("Sign in", views.sign_in(), signed=False, status=401)
 
 
 def _instant(text: str) -> float | None:
@@ -89,9 +104,12 @@ async def saga_list(
     created_after: Text = "",
     created_before: Text = "",
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    trail: Annotated[str, Query(pattern=r"^[0-9,]{0,1000}$")] = "",
+    retried: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> Response:
     """The sagas, newest first, with counts per status and filters; or the sign-in form."""
-    if not signed_in(request, settings):
+    principal = await principal_of(request)
+    if principal is None:
         return _signed_out(request)
     filters = views.ListFilters(
         status=status,
@@ -100,6 +118,7 @@ async def saga_list(
         created_after=created_after,
         created_before=created_before,
         cursor=cursor,
+        trail=tuple(trail.split(",")) if trail and cursor else (),
     )
     after, before = _instant(created_after), _instant(created_before)
     unreadable = [t for t, v in ((created_after, after), (created_before, before)) if t and not v]
@@ -112,11 +131,22 @@ async def saga_list(
         limit=50,
         cursor=cursor,
     )
-    counts = await service.store.count_by_status()
+    counts = await count_matching(
+        service.store,
+        Filters(
+            name=filters.name or None,
+            business_key=filters.key or None,
+            created_after=after,
+            created_before=before,
+        ),
+    )
+    rule = stuck_rule(settings)
     if _wants_fragment(request):
-        return _fragment(views.live_list(page, counts, filters))
+        return _fragment(views.live_list(page, counts, filters, rule))
     notice = f"Not a date and time, ignored: {', '.join(unreadable)}" if unreadable else ""
-    body = views.saga_list(page, counts, filters, notice)
+    if retried is not None:
+        notice = f"Retry started for {retried} failed saga{'' if retried == 1 else 's'}."
+    body = views.saga_list(page, counts, filters, notice, rule, can_act=principal.is_admin)
     return _html("Sagas", body, signed=True)
 
 
@@ -125,16 +155,19 @@ async def saga_page(
     saga_id: SagaId, request: Request, service: Service, settings: AppSettings
 ) -> Response:
     """One saga: summary, actions, steps and the timeline of its attempts and compensations."""
-    if not signed_in(request, settings):
+    principal = await principal_of(request)
+    if principal is None:
         return _signed_out(request)
     saga = await service.store.get(saga_id)
     if saga is None:
         body = f"<h1>No saga {escape(saga_id)}</h1>"
         return _html("Not found", body, signed=True, status=404)
     events = await service.store.events(saga_id)
+    rule = stuck_rule(settings)
     if _wants_fragment(request):
-        return _fragment(views.live_saga(saga, events))
-    return _html(f"Saga {saga.saga_id}", views.saga_page(saga, events), signed=True)
+        return _fragment(views.live_saga(saga, events, can_act=principal.is_admin, rule=rule))
+    body = views.saga_page(saga, events, can_act=principal.is_admin, rule=rule)
+    return _html(f"Saga {saga.saga_id}", body, signed=True)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -143,25 +176,52 @@ async def _form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
+def _throttle(request: Request) -> SignInThrottle:
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    return throttle
+
+
 @router.post("/login")
 async def login(request: Request, settings: AppSettings) -> Response:
-    """Check the admin token from the form and set the session cookie."""
+    """Open a session for the admin or a viewer token from the form, and set its cookie."""
+    address = client_address(request)
+    throttle = _throttle(request)
+    wait = throttle.retry_after(address)
+    if wait is not None:
+        logger.warning("sign-in refused: too many failures", extra={"client": address})
+        body = views.sign_in(f"Too many failed sign-ins: try again in {wait} s.")
+        refused = _html("Sign in", body, signed=False, status=429)
+        refused.headers["retry-after"] = str(wait)
+        return refused
     token = (await _form(request)).get("token", "")
-    if not token_matches(settings, token):
-        body = views.sign_in("That is not the admin token.")
+    role = role_of(settings, token)
+    if role is None:
+        throttle.failed(address)
+        logger.warning("sign-in failed: wrong token", extra={"client": address})
+        body = views.sign_in("That is not a valid token.")
         return _html("Sign in", body, signed=False, status=401)
-    response = RedirectResponse("/dashboard", status_code=303)
-    response.set_cookie(
-        ADMIN_COOKIE, cookie_value(settings), httponly=True, samesite="strict", path="/"
+    session_id, session = await sessions_of(request).open(role, token)
+    logger.info(
+        "signed in as %s",
+        role.value,
+        extra={"client": address, "actor": f"dashboard:{session.label}", "role": role.value},
     )
+    response = RedirectResponse("/dashboard", status_code=303)
+    sessions_of(request).set_cookie(request, response, session_id)
     return response
 
 
 @router.post("/logout")
-async def logout() -> Response:
-    """Forget the session cookie."""
+async def logout(request: Request) -> Response:
+    """End the session (in the database, so a copy of the cookie stops working too)."""
+    ended = await sessions_of(request).close(request)
+    if ended is not None:
+        logger.info(
+            "signed out",
+            extra={"client": client_address(request), "actor": f"dashboard:{ended.label}"},
+        )
     response = RedirectResponse("/dashboard", status_code=303)
-    response.delete_cookie(ADMIN_COOKIE, path="/")
+    response.delete_cookie(COOKIE, path="/")
     return response
 
 
@@ -169,34 +229,73 @@ def _back_to(saga_id: str) -> Response:
     return RedirectResponse(f"/dashboard/sagas/{saga_id}", status_code=303)
 
 
-@router.post("/sagas/{saga_id}/retry")
-async def retry(
-    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
+async def _act(
+    request: Request, service: CheckoutService, saga_id: str, action: str, run: Action
 ) -> Response:
-    """Resume a failed saga's compensation."""
-    check_operator(request, settings)
-    await service.orchestrator.retry(saga_id, actor="dashboard")
+    """Check the operator, run the action; back to the saga's page, or the page with why not."""
+    who = await check_operator(request, action, saga_id)
+    try:
+        await run(who.actor)
+    except SagakitError as exc:
+        return await _refused(request, service, saga_id, exc.message, status_of(exc))
     return _back_to(saga_id)
+
+
+async def _refused(
+    request: Request, service: CheckoutService, saga_id: str, message: str, status: int
+) -> Response:
+    """The saga's page again, with the reason the action was refused above it."""
+    notice = f'<p class="notice refused" role="alert">{escape(message)}</p>'
+    saga = await service.store.get(saga_id)
+    if saga is None:
+        return _html(
+            "Refused", f"{notice}<h1>No saga {escape(saga_id)}</h1>", signed=True, status=status
+        )
+    events = await service.store.events(saga_id)
+    rule = stuck_rule(request.app.state.settings)
+    body = notice + views.saga_page(saga, events, can_act=True, rule=rule)
+    return _html(f"Saga {saga_id}", body, signed=True, status=status)
+
+
+@router.post("/sagas/{saga_id}/retry")
+async def retry(saga_id: SagaId, request: Request, service: Service) -> Response:
+    """Resume a failed saga's compensation."""
+    return await _act(
+        request,
+        service,
+        saga_id,
+        "retry",
+        lambda actor: service.orchestrator.retry(saga_id, actor=actor),
+    )
 
 
 @router.post("/sagas/{saga_id}/cancel")
-async def cancel(
-    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
-) -> Response:
+async def cancel(saga_id: SagaId, request: Request, service: Service) -> Response:
     """Ask a running saga to stop and compensate what it did."""
-    check_operator(request, settings)
-    await service.orchestrator.cancel(saga_id, actor="dashboard")
-    return _back_to(saga_id)
+    return await _act(
+        request,
+        service,
+        saga_id,
+        "cancel",
+        lambda actor: service.orchestrator.cancel(saga_id, actor=actor),
+    )
 
 
 @router.post("/sagas/{saga_id}/resolve")
-async def resolve(
-    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
-) -> Response:
+async def resolve(saga_id: SagaId, request: Request, service: Service) -> Response:
     """Mark a failed saga compensated by hand, with the operator's reason."""
-    check_operator(request, settings)
     reason = " ".join((await _form(request)).get("reason", "").split())
-    if not reason or len(reason) > MAX_REASON:
-        raise HTTPException(status_code=422, detail=f"a reason of 1 to {MAX_REASON} characters")
-    await service.orchestrator.resolve(saga_id, actor="dashboard", reason=reason)
-    return _back_to(saga_id)
+    if not reason or len(reason) > MAX_REASON or FORBIDDEN_CHARACTERS.search(reason):
+        await check_operator(request, "resolve", saga_id)
+        message = f"A reason of 1 to {MAX_REASON} characters, no control characters, is needed."
+        return await _refused(request, service, saga_id, message, 422)
+    return await _act(
+        request,
+        service,
+        saga_id,
+        "resolve",
+        lambda actor: service.orchestrator.resolve(saga_id, actor=actor, reason=reason),
+    )
+
+
+router.include_router(bulk.router)

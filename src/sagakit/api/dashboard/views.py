@@ -6,6 +6,7 @@ while it says ``data-refresh``; the routes answer that copy alone when asked for
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -15,11 +16,15 @@ from urllib.parse import urlencode
 import orjson
 
 from sagakit.api.dashboard.assets import SCRIPT, STYLE
+from sagakit.api.dashboard.parts import badge, current_error, holder, steps_table, when
 from sagakit.api.dashboard.timeline import Kind, Row, timeline
-from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
+from sagakit.records import SagaEvent, SagaInstance, SagaStatus
+from sagakit.store.activity import StuckRule, stuck_reason
 from sagakit.store.base import SagaPage
 
 LIST_REFRESH_SECONDS = 5
+#: How many newer pages the list remembers the way back to.
+MAX_TRAIL = 50
 SAGA_REFRESH_SECONDS = 2
 
 
@@ -33,6 +38,21 @@ class ListFilters:
     created_after: str = ""
     created_before: str = ""
     cursor: str | None = None
+    #: The cursors of the newer pages seen on the way here, oldest first ("" is the first
+    #: page): the way back, since a cursor only leads to older sagas.
+    trail: tuple[str, ...] = ()
+
+    def older(self, cursor: str) -> str:
+        """The next (older) page's URL."""
+        trail = (*self.trail, self.cursor or "")[-MAX_TRAIL:]
+        return self.url(cursor=cursor, trail=trail)
+
+    def newer(self) -> str | None:
+        """The previous (newer) page's URL, or ``None`` on the first page."""
+        if self.cursor is None:
+            return None
+        back = self.trail[-1] if self.trail else ""
+        return self.url(cursor=back or None, trail=self.trail[:-1])
 
     def url(self, **changes: object) -> str:
         """The list's URL with these filters, ``changes`` applied."""
@@ -44,24 +64,13 @@ class ListFilters:
             "created_after": current.created_after,
             "created_before": current.created_before,
             "cursor": current.cursor or "",
+            "trail": ",".join(current.trail) if current.cursor else "",
         }
         text = urlencode({k: v for k, v in query.items() if v})
         return f"/dashboard?{text}" if text else "/dashboard"
 
 
 # -- small pieces ------------------------------------------------------------------------
-
-
-def badge(value: str) -> str:
-    """A status or result as a coloured pill."""
-    return f'<span class="status {escape(value.replace(" ", "-"))}">{escape(value)}</span>'
-
-
-def when(at: float | None) -> str:
-    """A timestamp as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
-    if at is None:
-        return ""
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def clock(at: float) -> str:
@@ -81,11 +90,6 @@ def took(seconds: float | None) -> str:
     if minutes < 60:
         return f"{minutes} min {secs} s"
     return f"{minutes // 60} h {minutes % 60} min"
-
-
-def _compact(value: object, limit: int = 160) -> str:
-    text = orjson.dumps(value).decode()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- the page around everything --------------------------------------------------------------
@@ -118,10 +122,11 @@ def sign_in(message: str = "") -> str:
     return (
         "<div class=card><h1>sagakit dashboard</h1>"
         f"{note}<form method=post action=/dashboard/login>"
-        "<label>Admin token <input type=password name=token autocomplete=current-password "
+        "<label>Token <input type=password name=token autocomplete=current-password "
         "required autofocus></label><button type=submit>Sign in</button></form>"
-        '<p class="muted">The token is <code>SAGAKIT_ADMIN_TOKEN</code>, or the one '
-        "<code>sagakit serve</code> printed when it is unset.</p></div>"
+        '<p class="muted">The admin token is <code>SAGAKIT_ADMIN_TOKEN</code> (or the one '
+        "<code>sagakit serve</code> printed when it is unset); a viewer token of "
+        "<code>SAGAKIT_VIEWER_TOKENS</code> shows the pages without their buttons.</p></div>"
     )
 
 
@@ -129,11 +134,41 @@ def sign_in(message: str = "") -> str:
 
 
 def saga_list(
-    sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters, notice: str
+    sagas: SagaPage,
+    counts: Mapping[SagaStatus, int],
+    filters: ListFilters,
+    notice: str,
+    rule: StuckRule,
+    *,
+    can_act: bool = False,
 ) -> str:
-    """The list page's body: the filter form, then the live counts and table."""
+    """The list page's body: the filter form, a bulk retry (for an admin), the live list."""
     note = f'<p class="notice">{escape(notice)}</p>' if notice else ""
-    return f"<h1>Sagas</h1>{note}{_filter_form(filters)}{live_list(sagas, counts, filters)}"
+    live = live_list(sagas, counts, filters, rule)
+    failed = counts.get(SagaStatus.FAILED, 0)
+    bulk = _bulk_retry(filters, failed) if can_act and failed else ""
+    return f"<h1>Sagas</h1>{note}{_filter_form(filters)}{bulk}{live}"
+
+
+def _bulk_retry(filters: ListFilters, failed: int) -> str:
+    """A button that retries every failed saga these filters match, once confirmed."""
+    hidden = "".join(
+        f'<input type=hidden name={name} value="{escape(value)}">'
+        for name, value in (
+            ("name", filters.name),
+            ("key", filters.key),
+            ("created_after", filters.created_after),
+            ("created_before", filters.created_before),
+        )
+        if value
+    )
+    sagas = "saga" if failed == 1 else "sagas"
+    return (
+        "<form class=bulk method=post action=/dashboard/retry-failed "
+        f'data-confirm="Retry the compensation of {failed} failed {sagas} matching these'
+        f' filters?">{hidden}<button type=submit>Retry all {failed} failed {sagas}</button>'
+        "</form>"
+    )
 
 
 def _filter_form(filters: ListFilters) -> str:
@@ -161,7 +196,9 @@ def _filter_form(filters: ListFilters) -> str:
     )
 
 
-def live_list(sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters) -> str:
+def live_list(
+    sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFilters, rule: StuckRule
+) -> str:
     """The list's live region: counts by status (links that filter) and a page of sagas."""
     everything = filters.url(status=None, cursor=None)
     chips = [_chip("all", sum(counts.values()), everything, on=filters.status is None)]
@@ -170,7 +207,8 @@ def live_list(sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFi
         count = counts.get(status, 0)
         alert = status is SagaStatus.FAILED and count > 0
         chips.append(_chip(status.value, count, url, on=filters.status is status, alert=alert))
-    rows = "".join(_row(saga) for saga in sagas.sagas)
+    now = time.time()
+    rows = "".join(_row(saga, stuck_reason(saga, now, rule)) for saga in sagas.sagas)
     table = (
         "<table class=sagas><thead><tr><th>Saga</th><th>Name</th><th>Order</th><th>Status</th>"
         "<th>Failed step · error</th><th>Started (UTC)</th><th>Took</th></tr></thead>"
@@ -178,16 +216,25 @@ def live_list(sagas: SagaPage, counts: Mapping[SagaStatus, int], filters: ListFi
         if rows
         else "<p class=empty>No saga matches.</p>"
     )
-    more = (
-        f'<p class=pager><a href="{escape(filters.url(cursor=sagas.next_cursor))}">Older →</a></p>'
-        if sagas.next_cursor
-        else ""
-    )
+    more = _pager(filters, sagas.next_cursor)
     return (
         f'<div id=live data-refresh="{LIST_REFRESH_SECONDS}">'
         f'<nav class=counts aria-label="sagas by status">{"".join(chips)}</nav>'
         f"{table}{more}</div>"
     )
+
+
+def _pager(filters: ListFilters, next_cursor: str | None) -> str:
+    """Links to the first, the newer and the older page, those that lead somewhere."""
+    links = []
+    newer = filters.newer()
+    if newer is not None:
+        first = filters.url(cursor=None, trail=())
+        links.append(f'<a href="{escape(first)}">« Newest</a>')
+        links.append(f'<a href="{escape(newer)}">← Newer</a>')
+    if next_cursor:
+        links.append(f'<a href="{escape(filters.older(next_cursor))}">Older →</a>')
+    return f"<p class=pager>{' '.join(links)}</p>" if links else ""
 
 
 def _chip(label: str, count: int, url: str, *, on: bool, alert: bool = False) -> str:
@@ -196,7 +243,13 @@ def _chip(label: str, count: int, url: str, *, on: bool, alert: bool = False) ->
     return f'<a{attribute} href="{escape(url)}">{label} <b>{count}</b></a>'
 
 
-def _row(saga: SagaInstance) -> str:
+def _stuck_badge(reason: str | None) -> str:
+    if reason is None:
+        return ""
+    return f' <span class="status stuck" title="{escape(reason)}">stuck</span>'
+
+
+def _row(saga: SagaInstance, stuck: str | None) -> str:
     failure = (
         f"{escape(saga.failed_step)} · <span class=err>{escape(saga.error or '')}</span>"
         if saga.failed_step
@@ -206,7 +259,7 @@ def _row(saga: SagaInstance) -> str:
     return (
         f'<tr><td class=mono><a href="/dashboard/sagas/{saga.saga_id}">{saga.saga_id[:12]}</a>'
         f"</td><td>{escape(saga.name)}</td><td>{escape(saga.business_key or '')}</td>"
-        f"<td>{badge(saga.status.value)}</td><td>{failure}</td>"
+        f"<td>{badge(saga.status.value)}{_stuck_badge(stuck)}</td><td>{failure}</td>"
         f"<td class=num>{when(saga.created_at)}</td><td class=num>{duration}</td></tr>"
     )
 
@@ -214,17 +267,26 @@ def _row(saga: SagaInstance) -> str:
 # -- one saga ----------------------------------------------------------------------------------
 
 
-def saga_page(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
+def saga_page(
+    saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool, rule: StuckRule
+) -> str:
     """A saga's page body: a link back, then its live region."""
-    return f'<p><a href="/dashboard">← All sagas</a></p>{live_saga(saga, events)}'
+    live = live_saga(saga, events, can_act=can_act, rule=rule)
+    return f'<p><a href="/dashboard">← All sagas</a></p>{live}'
 
 
-def live_saga(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
-    """A saga's live region: summary, error, actions, steps, timeline and input."""
+def live_saga(
+    saga: SagaInstance, events: Sequence[SagaEvent], *, can_act: bool, rule: StuckRule
+) -> str:
+    """A saga's live region: summary, error, actions (for an admin), steps, timeline, input."""
     refresh = SAGA_REFRESH_SECONDS if saga.status.is_active else 0
     ended = "" if saga.status.is_active else f"<span>took <b>{took(_span(saga))}</b></span>"
+    resolved = saga.status is SagaStatus.COMPENSATED and any(
+        e.type == "operator_resolved" for e in events
+    )
+    mark = badge("resolved by hand") if resolved else ""
     summary = (
-        f"<p class=summary>{badge(saga.status.value)}<span><b>{escape(saga.name)}</b>"
+        f"<p class=summary>{badge(saga.status.value)}{mark}<span><b>{escape(saga.name)}</b>"
         f" v{saga.version}</span><span>order <b>{escape(saga.business_key or '-')}</b></span>"
         f"<span>started <b>{when(saga.created_at)}</b> UTC</span>{ended}</p>"
     )
@@ -233,17 +295,19 @@ def live_saga(saga: SagaInstance, events: Sequence[SagaEvent]) -> str:
         if saga.status is SagaStatus.FAILED
         else f"{saga.failed_step or 'a step'} failed"
     )
+    shown = current_error(saga, events)
     error = (
-        f'<div class="callout {saga.status.value}"><b>{escape(label)}</b>: '
-        f"{escape(saga.error)}</div>"
-        if saga.error
+        f'<div class="callout {saga.status.value}"><b>{escape(label)}</b>: {escape(shown)}</div>'
+        if shown
         else ""
     )
     rows = "".join(_timeline_row(row) for row in timeline(events, active=saga.status.is_active))
     return (
         f'<div id=live data-refresh="{refresh}">'
-        f"<h1>Saga <span class=id>{escape(saga.saga_id)}</span></h1>{summary}{error}"
-        f"{_actions(saga)}<h2>Steps</h2>{_steps(saga.steps)}"
+        f"<h1>Saga <span class=id>{escape(saga.saga_id)}</span></h1>{summary}"
+        f"{holder(saga, stuck_reason(saga, time.time(), rule))}{error}"
+        f"{_actions(saga) if can_act else ''}"
+        f"<h2>Steps</h2>{steps_table(saga.steps, resolved=resolved)}"
         f"<h2>Timeline</h2><ol class=timeline>{rows}</ol>"
         f"<details><summary>Input</summary><pre>{escape(_pretty(saga.input))}</pre></details>"
         "</div>"
@@ -281,21 +345,6 @@ def _actions(saga: SagaInstance) -> str:
     if saga.cancel_requested and saga.status.is_active:
         return "<div class='callout info'>Cancellation requested: compensating.</div>"
     return f"<div class=actions>{''.join(forms)}</div>" if forms else ""
-
-
-def _steps(steps: Sequence[StepRecord]) -> str:
-    rows = "".join(
-        f"<tr><td>{escape(s.name)}</td><td>{badge(s.status.value)}</td>"
-        f"<td class=num>{s.attempts}</td><td class=num>{s.compensation_attempts}</td>"
-        f"<td>{'' if s.result is None else f'<code>{escape(_compact(s.result))}</code>'}</td>"
-        f"<td>{escape(s.error or '')}</td></tr>"
-        for s in steps
-    )
-    return (
-        "<table class=steps><thead><tr><th>Step</th><th>Status</th><th>Attempts</th>"
-        "<th>Compensations</th><th>Result</th><th>Last error</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-    )
 
 
 def _timeline_row(row: Row) -> str:

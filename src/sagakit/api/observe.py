@@ -1,0 +1,129 @@
+"""One pure-ASGI middleware around every HTTP request: its id, its access log line, its metrics.
+
+- **Request id**: taken from ``X-Request-ID`` or made, echoed in the answer, and bound to the
+  structlog context for the request's lifetime, so every line logged while it is handled
+  carries it, and so do the lines of a saga that the request started (its driving task
+  inherits the context it was created in).
+- **Access log**: one ``sagakit.access`` line per request, with ``method``, ``route`` (the
+  path template, ``/sagas/{saga_id}``, never the raw path), ``status``, ``duration_ms``
+  and ``client``.
+- **Metrics**: ``sagakit_http_requests_total`` by route, method and status, and
+  ``sagakit_http_request_duration_seconds`` by route and method.
+- **Trace context**: when traces are exported, a W3C ``traceparent`` (and ``tracestate``)
+  the caller sent becomes the current context while the request is handled, so the saga a
+  checkout starts is a child of the caller's span (OpenTelemetry is imported only then).
+
+One middleware rather than several: each layer costs every request a call and a closure.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Final
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from contextvars import Token
+
+    from opentelemetry.context import Context
+
+from sagakit.records import new_id
+
+logger = logging.getLogger("sagakit.access")
+
+HEADER: Final = "x-request-id"
+#: What a caller's id may look like: anything else (too long, spaces, newlines that would
+#: forge log lines) is replaced by a fresh id.
+VALID: Final = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def _incoming(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == HEADER.encode():
+            text = value.decode("latin-1")
+            return text if VALID.fullmatch(text) else None
+    return None
+
+
+TRACE_HEADERS: Final = (b"traceparent", b"tracestate")
+
+
+def _continue_trace(scope: Scope) -> Token[Context] | None:
+    """Attach the caller's trace context, when traces are on and it sent one; the token."""
+    carrier = {
+        name.decode(): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in TRACE_HEADERS
+    }
+    if "traceparent" not in carrier or "app" not in scope:
+        return None
+    service = getattr(scope["app"].state, "service", None)
+    if service is None or service.instruments.tracer is None:
+        return None
+    from opentelemetry import context, propagate
+
+    return context.attach(propagate.extract(carrier))
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route's path template, or ``unmatched`` (a 404 names no route)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class Observe:
+    """ASGI middleware: give each request an id, log it once answered, count it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming(scope) or new_id()
+        header = (HEADER.encode(), request_id.encode())
+        status = [500]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        started = time.perf_counter()
+        token = _continue_trace(scope)
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self._observe(scope, status[0], time.perf_counter() - started)
+                if token is not None:
+                    from opentelemetry import context
+
+                    context.detach(token)
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route, method = route_of(scope), scope["method"]
+        client = scope.get("client")
+        logger.info(
+            "%s %s %d",
+            method,
+            route,
+            status,
+            extra={
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": client[0] if client else "unknown",
+            },
+        )
+        service = getattr(scope["app"].state, "service", None) if "app" in scope else None
+        if service is not None:
+            service.instruments.metrics.http(route, method, status, seconds)
