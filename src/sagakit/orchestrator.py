@@ -119,6 +119,41 @@ class SagaOrchestrator:
             listeners=listeners,
         )
 
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        sagas: Iterable[Saga] = (),
+        *,
+        poll_seconds: float = 1.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        grace: float = 5.0,
+        listeners: Iterable[Listener] = (),
+    ) -> contextlib.AbstractAsyncContextManager[SagaOrchestrator]:
+        """``async with SagaOrchestrator.connect(url, sagas) as orchestrator:`` opens the store
+        and runs a worker beside the block: lease renewal, and every ``poll_seconds`` the
+        recovery of sagas whose process died (once their lease expired), retries, timers and
+        deadlines. On the way out the worker stops, running sagas get up to ``grace`` seconds
+        to finish, the others are handed back, and the store is closed.
+        """
+        from sagakit.lifecycle import connected
+
+        return connected(
+            cls,
+            url,
+            sagas,
+            poll_seconds=poll_seconds,
+            lease_seconds=lease_seconds,
+            grace=grace,
+            listeners=listeners,
+        )
+
+    async def run(self, *, poll_seconds: float = 1.0) -> None:
+        """Run only the worker (lease renewal, recovery, timers) until cancelled."""
+        from sagakit.lifecycle import run_worker
+
+        await run_worker(self, poll_seconds)
+
     async def close(self, grace: float = 5.0) -> None:
         """:meth:`shutdown`, then close the store."""
         try:

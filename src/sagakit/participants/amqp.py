@@ -31,14 +31,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import aio_pika
 import orjson
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
+
+from sagakit.extras import missing_extra
+
+try:
+    import aio_pika
+    from aio_pika.abc import (
+        AbstractChannel,
+        AbstractIncomingMessage,
+        AbstractQueue,
+        AbstractRobustConnection,
+    )
+except ModuleNotFoundError as exc:
+    missing_extra(exc, "The AMQP transport")
 
 from sagakit.errors import SagakitError, StepFailed, StoreError
 from sagakit.records import JSON, JSONObject, OutboxMessage
