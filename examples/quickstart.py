@@ -1,4 +1,4 @@
-"""The README's fifteen-line saga (CI runs it: tests/unit/test_examples.py)."""
+"""The README's saga (CI runs it: tests/unit/test_examples.py)."""
 
 import asyncio
 from sagakit import JSON, Saga, SagaOrchestrator, StepContext, StepFailed, step
@@ -16,9 +16,8 @@ async def ship(ctx: StepContext) -> JSON:
     raise StepFailed("Invalid shipping address")     # a business refusal
 
 async def main() -> None:
-    orchestrator = await SagaOrchestrator.from_url("sqlite:///./demo.db", [Saga("order", [charge, ship])])
-    handle = await orchestrator.start("order", {"total": 10}, business_key="o1")
-    print((await handle.result(timeout=10)).status)   # compensated
-    await orchestrator.close()
+    async with SagaOrchestrator.connect("sqlite:///./demo.db", [Saga("order", [charge, ship])]) as sagas:
+        handle = await sagas.start("order", {"total": 10}, business_key="o1")
+        print((await handle.result(timeout=10)).status)   # compensated
 
 asyncio.run(main())
