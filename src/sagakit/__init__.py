@@ -10,6 +10,7 @@ and ``sagakit.testing`` (a fake clock, crash points and an effect ledger for you
 
 from sagakit.errors import (
     BusinessKeyConflict,
+    InvalidInput,
     InvalidTransition,
     LeaseLost,
     SagakitError,
@@ -39,6 +40,7 @@ __all__ = [
     "JSON",
     "BusinessKeyConflict",
     "FunctionStep",
+    "InvalidInput",
     "InvalidTransition",
     "JSONObject",
     "LeaseLost",

@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -31,6 +31,9 @@ from sagakit.run import SagaRun
 from sagakit.saga import Saga
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 logger = logging.getLogger("sagakit")
 
@@ -199,7 +202,7 @@ class SagaOrchestrator:
     async def start(
         self,
         name: str,
-        input: JSONObject,
+        input: JSONObject | BaseModel,
         *,
         business_key: str | None = None,
         saga_id: str | None = None,
@@ -214,9 +217,12 @@ class SagaOrchestrator:
         With a ``business_key``, an instance already active, completed or failed for that
         key is returned instead (``created`` is then false) and nothing new starts; if
         that instance was started with another ``input``, ``BusinessKeyConflict`` is
-        raised. ``await handle.result()`` waits for the outcome.
+        raised. ``await handle.result()`` waits for the outcome. A typed saga's ``input`` (a
+        model, or a dict) is validated first: ``InvalidInput`` is raised, and nothing stored,
+        when it does not fit.
         """
         saga = self.definition(name, version)
+        input = saga.input_json(input)
         first = saga.step_names[0]
         started = self.clock()
         # Every member of the first group starts with the saga (a parallel group starts whole).
