@@ -10,7 +10,7 @@ from sagakit.participants.http import HttpParticipants, HttpStep, ParticipantUna
 from sagakit.saga import StepContext
 from sagakit.settings import Settings
 
-CONTEXT = StepContext(
+CONTEXT: StepContext = StepContext(
     saga_id="s1",
     saga_name="checkout",
     step="payment",
