@@ -97,8 +97,6 @@ async def serve(url: str, sagas: Sequence[Saga], poll_seconds: float, lease_seco
 def main(argv: Sequence[str]) -> None:
     """``sagakit worker --app ...`` (``argv`` without the word ``worker``)."""
     args = _parser().parse_args(argv)
-    # Like ``python -m``: the application's modules are found from the current directory.
-    sys.path.insert(0, os.getcwd())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         sagas = load_sagas(args.app)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -59,6 +61,9 @@ def load_sagas(reference: str) -> list[Saga]:
     """The sagas that ``module:attr`` names: a ``Saga``, an iterable of them, or a plain
     function returning either (called once, here).
     """
+    # Like ``python -m``: the application's modules are found from the current directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise AppNotFound(f"--app {reference!r}: expected module:attribute, e.g. myapp.sagas:ALL")

@@ -431,6 +431,9 @@ class SagaOrchestrator:
         """
         event = SagaEvent(type="operator_cancel", detail=f"cancel requested by {actor}")
         instance = await self.store.request_cancel(saga_id, event)
+        # A saga parked on a WaitFor has no driver to see the request: make it claimable now,
+        # so that a worker (or resume) drives it into its compensation.
+        await self.store.wake(saga_id)
         self.notify(instance, (event,))
         return instance
 
