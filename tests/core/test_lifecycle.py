@@ -175,3 +175,13 @@ async def test_run_alone_finishes_a_saga_another_process_handed_back(
         if second is not first:
             await second.close()
     assert done.status is SagaStatus.COMPLETED
+
+
+async def test_leaving_connect_at_once_closes_the_store_promptly(store_url: str) -> None:
+    """A block left as soon as it is entered (the worker still starting) closes within seconds."""
+    for turns in range(12):  # leave after 0, 1, 2... turns of the loop: at each step of its start
+        async with asyncio.timeout(10):
+            async with SagaOrchestrator.connect(store_url, SAGAS) as orchestrator:
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                assert orchestrator.sagas == tuple(SAGAS)

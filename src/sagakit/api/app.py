@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from sagakit.api import catalog, checkout, dashboard, health, sagas
+from sagakit.api import catalog, checkout, health
 from sagakit.api.errors import install_error_handlers
 from sagakit.api.limits import BodySizeLimit
 from sagakit.api.request_id import RequestId
 from sagakit.api.responses import JSONResponse
+from sagakit.fastapi import operator_router
 from sagakit.settings import Settings
 from sagakit.shop.service import running_service
 
@@ -45,8 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(RequestId)  # added last, so outermost: a 413 carries an id too
-    for module in (checkout, catalog, sagas, health, dashboard):
+    for module in (checkout, catalog, health):
         app.include_router(module.router)
+    app.include_router(operator_router())  # /sagas and the dashboard, as any app mounts them
     return app
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Final
 
 from fastapi import Depends, HTTPException, Path, Request
 
+from sagakit.api.operated import SETTINGS_STATE
 from sagakit.api.schemas import ID_PATTERN
 from sagakit.settings import Settings
 from sagakit.shop.service import CheckoutService
@@ -25,8 +26,10 @@ async def get_service(request: Request) -> CheckoutService:
 
 
 async def get_settings(request: Request) -> Settings:
-    """The settings this app was created with."""
-    settings: Settings = request.app.state.settings
+    """The settings this app was created with (an operator router's own, on its routes)."""
+    settings: Settings | None = getattr(request.state, SETTINGS_STATE, None)
+    if settings is None:
+        settings = request.app.state.settings
     return settings
 
 

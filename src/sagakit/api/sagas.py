@@ -13,7 +13,8 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query
 from pydantic import BeforeValidator, JsonValue
 from starlette.responses import Response
 
-from sagakit.api.deps import Admin, SagaId, Service
+from sagakit.api.deps import Admin, SagaId
+from sagakit.api.operated import DomainErrors, Operations
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import (
     ID_PATTERN,
@@ -30,7 +31,7 @@ from sagakit.api.schemas import (
 )
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
 
-router = APIRouter(tags=["sagas"])
+router = APIRouter(tags=["sagas"], route_class=DomainErrors)
 
 #: Who the history says acted, for every operator action taken through this API.
 ACTOR: Final = "admin API"
@@ -93,7 +94,7 @@ def detail(saga: SagaInstance, events: list[SagaEvent]) -> SagaOut:
 
 
 @router.get("/sagas/{saga_id}", responses={404: {"model": Error}})
-async def get_saga(saga_id: SagaId, service: Service) -> SagaOut:
+async def get_saga(saga_id: SagaId, service: Operations) -> SagaOut:
     """A saga with its input, its steps and its history of events."""
     saga = await service.store.get(saga_id)
     if saga is None:
@@ -118,7 +119,7 @@ Instant = Annotated[datetime | None, BeforeValidator(_instant)]
     responses={422: {"model": Error, "description": "a bad filter, limit or cursor"}},
 )
 async def list_sagas(
-    service: Service,
+    service: Operations,
     status: Annotated[SagaStatus | None, Query(description="only sagas in this status")] = None,
     name: Annotated[
         str | None,
@@ -182,7 +183,7 @@ async def list_sagas(
     response_model=RetryOut,
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not failed"}},
 )
-async def retry_saga(saga_id: SagaId, service: Service) -> Response:
+async def retry_saga(saga_id: SagaId, service: Operations) -> Response:
     """Resume the compensation of a `failed` saga where it stopped (admin).
 
     This process drives the compensation; the answer comes at once, with the saga
@@ -205,7 +206,7 @@ SignalName = Annotated[str, Path(pattern=ID_PATTERN, description="the signal's n
 async def signal_saga(
     saga_id: SagaId,
     name: SignalName,
-    service: Service,
+    service: Operations,
     payload: Annotated[
         JsonValue, Body(description="any JSON: the waiting step's result", examples=[{"ok": 1}])
     ] = None,
@@ -228,7 +229,7 @@ async def signal_saga(
     dependencies=[Admin],
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not running"}},
 )
-async def cancel_saga(saga_id: SagaId, service: Service) -> CancelOut:
+async def cancel_saga(saga_id: SagaId, service: Operations) -> CancelOut:
     """Ask a `running` saga to stop and compensate the steps it did (admin).
 
     Whichever process drives the saga sees the request at its next step, compensates that
@@ -249,7 +250,7 @@ async def cancel_saga(saga_id: SagaId, service: Service) -> CancelOut:
         422: {"model": Error, "description": "reason missing, blank or over 1000 characters"},
     },
 )
-async def resolve_saga(saga_id: SagaId, body: ResolveIn, service: Service) -> SagaSummary:
+async def resolve_saga(saga_id: SagaId, body: ResolveIn, service: Operations) -> SagaSummary:
     """Mark a `failed` saga `compensated` by hand, once an operator has undone it (admin).
 
     Nothing is run: this records that the saga's effects were dealt with outside sagakit,

@@ -14,15 +14,37 @@ from html import escape
 from typing import Annotated, Final
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from sagakit.api.dashboard import views
 from sagakit.api.dashboard.auth import check_operator, cookie_value, signed_in
-from sagakit.api.deps import ADMIN_COOKIE, AppSettings, SagaId, Service, token_matches
+from sagakit.api.deps import ADMIN_COOKIE, AppSettings, SagaId, token_matches
+from sagakit.api.operated import DomainErrors, Operations
 from sagakit.records import SagaStatus
 
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+async def _base(request: Request) -> None:
+    """Tell the views where the dashboard is mounted (``/dashboard``, or under a prefix)."""
+    path: str = request.scope["path"]
+    route = request.scope.get("route")
+    # The route as this module declared it ("/dashboard/sagas/{saga_id}"): what the request's
+    # path ends with, once its parameters are filled in; what comes before is the prefix.
+    declared = getattr(route, "path", "/dashboard")
+    try:
+        suffix = declared.format(**request.path_params)
+    except (KeyError, IndexError, ValueError):
+        suffix = declared
+    prefix = path[: -len(suffix)] if path.endswith(suffix) else ""
+    views.BASE.set(prefix + "/dashboard")
+
+
+router = APIRouter(
+    prefix="/dashboard",
+    include_in_schema=False,
+    route_class=DomainErrors,
+    dependencies=[Depends(_base)],
+)
 
 FRAGMENT_HEADER: Final = "x-dashboard-fragment"
 MAX_REASON: Final = 500
@@ -81,7 +103,7 @@ def _instant(text: str) -> float | None:
 @router.get("", response_class=HTMLResponse)
 async def saga_list(
     request: Request,
-    service: Service,
+    service: Operations,
     settings: AppSettings,
     status: SagaStatus | None = None,
     name: Text = "",
@@ -122,7 +144,7 @@ async def saga_list(
 
 @router.get("/sagas/{saga_id}", response_class=HTMLResponse)
 async def saga_page(
-    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
+    saga_id: SagaId, request: Request, service: Operations, settings: AppSettings
 ) -> Response:
     """One saga: summary, actions, steps and the timeline of its attempts and compensations."""
     if not signed_in(request, settings):
@@ -150,7 +172,7 @@ async def login(request: Request, settings: AppSettings) -> Response:
     if not token_matches(settings, token):
         body = views.sign_in("That is not the admin token.")
         return _html("Sign in", body, signed=False, status=401)
-    response = RedirectResponse("/dashboard", status_code=303)
+    response = RedirectResponse(views.base(), status_code=303)
     response.set_cookie(
         ADMIN_COOKIE, cookie_value(settings), httponly=True, samesite="strict", path="/"
     )
@@ -160,18 +182,18 @@ async def login(request: Request, settings: AppSettings) -> Response:
 @router.post("/logout")
 async def logout() -> Response:
     """Forget the session cookie."""
-    response = RedirectResponse("/dashboard", status_code=303)
+    response = RedirectResponse(views.base(), status_code=303)
     response.delete_cookie(ADMIN_COOKIE, path="/")
     return response
 
 
 def _back_to(saga_id: str) -> Response:
-    return RedirectResponse(f"/dashboard/sagas/{saga_id}", status_code=303)
+    return RedirectResponse(f"{views.base()}/sagas/{saga_id}", status_code=303)
 
 
 @router.post("/sagas/{saga_id}/retry")
 async def retry(
-    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
+    saga_id: SagaId, request: Request, service: Operations, settings: AppSettings
 ) -> Response:
     """Resume a failed saga's compensation."""
     check_operator(request, settings)
@@ -181,7 +203,7 @@ async def retry(
 
 @router.post("/sagas/{saga_id}/cancel")
 async def cancel(
-    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
+    saga_id: SagaId, request: Request, service: Operations, settings: AppSettings
 ) -> Response:
     """Ask a running saga to stop and compensate what it did."""
     check_operator(request, settings)
@@ -191,7 +213,7 @@ async def cancel(
 
 @router.post("/sagas/{saga_id}/resolve")
 async def resolve(
-    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
+    saga_id: SagaId, request: Request, service: Operations, settings: AppSettings
 ) -> Response:
     """Mark a failed saga compensated by hand, with the operator's reason."""
     check_operator(request, settings)
