@@ -22,7 +22,7 @@ import aio_pika
 import aio_pika.exceptions
 
 DEFAULT_AMQP: Final = "amqp://guest:guest@127.0.0.1:5672/"
-#: The queues that ``sagakit.participants.amqp.queue_names`` names, as its keys.
+#: The queues that ``sagakit.transports.amqp.broker.queue_names`` names, as its keys.
 QUEUES: Final = ("payment", "inventory", "shipping", "replies", "dead")
 
 
@@ -42,9 +42,9 @@ def answers(url: str, timeout: float = 2.0) -> bool:
 
 def _names(prefix: str) -> dict[str, str]:
     # Imported here: only the amqp target needs it (and the module is being worked on).
-    from sagakit.participants.amqp import queue_names
+    from sagakit.transports.amqp.broker import queue_names
 
-    return queue_names(prefix)
+    return queue_names(prefix, ("payment", "inventory", "shipping"))
 
 
 async def _consumers(url: str, queue: str) -> int:

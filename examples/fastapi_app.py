@@ -1,4 +1,4 @@
-"""Sagas in an existing FastAPI app (docs/how-to/fastapi.md; tests/unit/test_examples.py runs it).
+"""Sagas in an existing FastAPI app (docs/how-to/fastapi.md; the acceptance tests run it).
 
 Serve it with ``uvicorn examples.fastapi_app:app``; run as a script, it enters the app's
 lifespan and sends four checkouts to it in-process (with httpx).

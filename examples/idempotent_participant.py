@@ -1,4 +1,4 @@
-"""An idempotent participant (docs/how-to/idempotent-participant.md; tests/unit/test_examples.py).
+"""An idempotent participant (docs/how-to/idempotent-participant.md; the acceptance tests run it).
 
 A wallet service keeps its balances and its inbox (one row per idempotency key) in one
 SQLite database, and changes both in one transaction. Run as a script, it kills the

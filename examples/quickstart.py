@@ -1,7 +1,9 @@
-"""The README's saga (CI runs it: tests/unit/test_examples.py)."""
+"""The README's saga (CI runs it: tests/acceptance/test_examples.py)."""
 
 import asyncio
+
 from sagakit import JSON, Saga, SagaOrchestrator, StepContext, StepFailed, step
+
 
 @step("charge")
 async def charge(ctx: StepContext) -> JSON:
@@ -16,7 +18,8 @@ async def ship(ctx: StepContext) -> JSON:
     raise StepFailed("Invalid shipping address")     # a business refusal
 
 async def main() -> None:
-    async with SagaOrchestrator.connect("sqlite:///./demo.db", [Saga("order", [charge, ship])]) as sagas:
+    order = Saga("order", [charge, ship])
+    async with SagaOrchestrator.connect("sqlite:///./demo.db", [order]) as sagas:
         handle = await sagas.start("order", {"total": 10}, business_key="o1")
         print((await handle.result(timeout=10)).status)   # compensated
 

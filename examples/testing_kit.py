@@ -1,4 +1,4 @@
-"""A saga tested with sagakit.testing (docs/how-to/testing.md; tests/unit/test_examples.py runs it).
+"""A saga tested with sagakit.testing (docs/how-to/testing.md; the acceptance tests run it).
 
 The process is killed at every crash point of the saga, once with an order that ships and
 once with one that shipping refuses; each time a new process recovers the saga, and the

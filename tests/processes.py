@@ -1,8 +1,9 @@
 """Real ``sagakit`` processes for the tests that start the CLI, and what they share.
 
-Each process runs the CLI (``python -m sagakit.cli``) in a session of its own, so that a
-signal reaches the whole tree (``serve --workers N`` is a supervisor and N children) and
-teardown leaves nothing behind. Its output goes to a file, read back for failure messages.
+Each process runs the CLI with the fault hooks of ``tests/faults.py``
+(``python -m tests.launch``) in a session of its own, so that a signal reaches the whole
+tree (``serve --workers N`` is a supervisor and N children) and teardown leaves nothing
+behind. Its output goes to a file, read back for failure messages.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ PATIENT: Final = {"SAGAKIT_CHECKOUT_WAIT_SECONDS": "60"}
 
 T = TypeVar("T")
 
+#: The ``sagakit`` command with the fault hooks of ``tests/faults.py`` (most tiers).
+WITH_HOOKS: Final = (sys.executable, "-m", "tests.launch")
+#: The ``sagakit`` command as installed (the console script beside this Python), as a user
+#: runs it (the acceptance tier).
+INSTALLED: Final = (str(Path(sys.executable).with_name("sagakit")),)
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -54,13 +61,21 @@ async def eventually(
 class SagakitProcess:
     """One ``sagakit`` command in a process group of its own, its output in a file."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        log: Path,
+        *,
+        command: Sequence[str] = WITH_HOOKS,
+    ) -> None:
         self.args = list(args)
         self.env = dict(env)
         self.log = log
+        self.command = list(command)
         self._output: IO[bytes] = log.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "sagakit.cli", *args],
+            [*command, *args],
             env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
             stdout=self._output,
@@ -140,8 +155,16 @@ class SagakitProcess:
 class ServeProcess(SagakitProcess):
     """``sagakit serve`` (or a participant) on a port of its own, with an HTTP client factory."""
 
-    def __init__(self, port: int, args: Sequence[str], env: Mapping[str, str], log: Path):
-        super().__init__(args, env, log)
+    def __init__(
+        self,
+        port: int,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        log: Path,
+        *,
+        command: Sequence[str] = WITH_HOOKS,
+    ) -> None:
+        super().__init__(args, env, log, command=command)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
 
@@ -163,6 +186,76 @@ class ServeProcess(SagakitProcess):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"sagakit serve not healthy in {timeout}s")
                 await asyncio.sleep(0.05)
+
+
+class Launcher:
+    """Starts ``sagakit`` processes for one test, each logging to a file in ``tmp``.
+
+    What every process-level tier shares: the command (with the tests' fault hooks, or as
+    installed), the environment every process of the test gets, a log file per process,
+    and ``close``, which kills and reaps every process started.
+    """
+
+    def __init__(
+        self, tmp: Path, env: Mapping[str, str], *, command: Sequence[str] = WITH_HOOKS
+    ) -> None:
+        self.tmp = tmp
+        self.base_env = dict(env)
+        self.command = tuple(command)
+        self.processes: list[SagakitProcess] = []
+
+    def log_file(self, kind: str) -> Path:
+        """The next process's log file, numbered in start order."""
+        return self.tmp / f"{len(self.processes):02d}-{kind}.log"
+
+    def launch(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> SagakitProcess:
+        """Start ``sagakit ARGS`` (the base environment, then ``env``)."""
+        process = SagakitProcess(
+            args, {**self.base_env, **(env or {})}, self.log_file(args[0]), command=self.command
+        )
+        self.processes.append(process)
+        return process
+
+    async def launch_server(
+        self,
+        port: int,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        ready: str | None = None,
+    ) -> ServeProcess:
+        """Start ``sagakit ARGS`` listening on ``port``; return once ``/healthz`` answers
+        (and, with ``ready``, once the process logged it)."""
+        kind = args[1] if args[0] == "participant" else args[0]
+        process = ServeProcess(
+            port,
+            args,
+            {**self.base_env, **(env or {})},
+            self.log_file(kind),
+            command=self.command,
+        )
+        self.processes.append(process)
+        if ready is not None:
+            await process.wait_logged(ready)
+        await process.wait_healthy()
+        return process
+
+    async def restart(self, process: SagakitProcess, *, ready: str | None = None) -> SagakitProcess:
+        """Start a dead process again with its arguments and environment (a server: its
+        port, once healthy); with ``ready``, return once the new one logged it."""
+        assert not process.alive, "restart a process only once it is dead"
+        if isinstance(process, ServeProcess):
+            return await self.launch_server(process.port, process.args, process.env, ready=ready)
+        fresh = self.launch(process.args, process.env)
+        if ready is not None:
+            await fresh.wait_logged(ready)
+        return fresh
+
+    def close(self) -> None:
+        """Kill and reap every process started."""
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.close()
 
 
 # -- scenarios over HTTP -------------------------------------------------------------------

@@ -101,7 +101,7 @@ def serve(settings: Settings) -> None:
         "log_config": None,  # uvicorn's lines go through our structlog handler
     }
     if settings.workers == 1:
-        from sagakit.api.app import create_app
+        from sagakit.service import create_app
 
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return
@@ -115,7 +115,7 @@ def serve(settings: Settings) -> None:
     metrics_dir = prepare_multiprocess_dir()
     try:
         uvicorn.run(
-            "sagakit.api.app:create_app_from_env",
+            "sagakit.service:create_app_from_env",
             factory=True,
             workers=settings.workers,
             **common,  # type: ignore[arg-type]
@@ -127,7 +127,7 @@ def serve(settings: Settings) -> None:
 
 async def run_worker(settings: Settings) -> None:
     """Run a worker alone until SIGTERM or SIGINT, then hand its sagas back."""
-    from sagakit.shop.service import running_service
+    from sagakit.service import running_service
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -144,7 +144,7 @@ def run_participant(kind: str, settings: Settings, port: int | None, transport: 
     """Run one participant service under uvicorn until SIGTERM or SIGINT."""
     import uvicorn
 
-    from sagakit.participants.service import DEFAULT_PORTS, KINDS, create_participant_app
+    from sagakit.api.participants import DEFAULT_PORTS, KINDS, create_participant_app
 
     participant = next(k for k in KINDS if k == kind)
     uvicorn.run(

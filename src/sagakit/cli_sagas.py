@@ -342,9 +342,9 @@ async def orchestrating(
         finally:
             await orchestrator.close(grace=0)  # what is left goes back to the workers
         return
-    from sagakit.shop.service import running_service
+    from sagakit.service import running_service
 
-    quiet = settings.model_copy(update={"demo_data": False, "crash_at": None})
+    quiet = settings.model_copy(update={"demo_data": False})
     async with running_service(quiet, worker=False) as service:
         try:
             yield service.orchestrator

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterable
-from typing import Annotated, Final
+from typing import Annotated
 
 from sagakit.extras import missing_extra
 
 try:
-    from fastapi import APIRouter, Depends, Request
+    from fastapi import Depends, Request
     from starlette.applications import Starlette
 except ModuleNotFoundError as exc:
     missing_extra(exc, "sagakit.fastapi")
 
+from sagakit.api.operated import STATE_ATTRIBUTE
+from sagakit.api.operator import operator_router
 from sagakit.orchestrator import DEFAULT_LEASE_SECONDS, Listener, SagaOrchestrator
 from sagakit.saga import Saga
 
@@ -39,9 +41,6 @@ __all__ = [
     "operator_router",
     "sagas_lifespan",
 ]
-
-#: Where the running orchestrator is kept: ``app.state.sagakit_orchestrator``.
-STATE_ATTRIBUTE: Final = "sagakit_orchestrator"
 
 
 @contextlib.asynccontextmanager
@@ -91,33 +90,3 @@ async def get_orchestrator(request: Request) -> SagaOrchestrator:
 
 #: A route parameter typed ``Orchestrator`` receives the app's :class:`SagaOrchestrator`.
 Orchestrator = Annotated[SagaOrchestrator, Depends(get_orchestrator)]
-
-
-def operator_router(*, admin_token: str | None = None) -> APIRouter:
-    """The operator's surface for the sagas of this app: the ``/sagas`` API and the dashboard.
-
-    ``app.include_router(operator_router(admin_token=...), prefix="/ops")`` serves
-    ``/ops/sagas...`` (list, show, retry, cancel, resolve, signal) and ``/ops/dashboard``
-    for the orchestrator :func:`sagas_lifespan` runs in the app, with the checkout
-    service's rules: reading and acting need the admin token (``Authorization: Bearer``,
-    or the dashboard's sign-in), and the routes answer errors as JSON themselves. Without
-    ``admin_token``, the app's own settings and service are used (the checkout service
-    mounts it so).
-    """
-    from sagakit.api import dashboard, sagas
-    from sagakit.api.operated import OPERATED_STATE, SETTINGS_STATE, OrchestratorSagas
-    from sagakit.settings import Settings
-
-    settings = None if admin_token is None else Settings.model_construct(admin_token=admin_token)
-
-    async def bind(request: Request) -> None:
-        orchestrator = getattr(request.app.state, STATE_ATTRIBUTE, None)
-        if isinstance(orchestrator, SagaOrchestrator):
-            setattr(request.state, OPERATED_STATE, OrchestratorSagas(orchestrator))
-        if settings is not None:
-            setattr(request.state, SETTINGS_STATE, settings)
-
-    router = APIRouter(dependencies=[Depends(bind)])
-    router.include_router(sagas.router)
-    router.include_router(dashboard.router)
-    return router

@@ -91,7 +91,10 @@ class SagaOrchestrator:
         self.listeners: list[Listener] = list(listeners)
         self._sagas: dict[tuple[str, int], Saga] = {}
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
-        self._adopted: dict[str, int] = {}
+        #: The run each live driver task is on (its fence and revision say what it wrote).
+        self._runs: dict[str, SagaRun] = {}
+        #: Claims of our own we handed to a live driver: saga id -> (fence, revision claimed).
+        self._adopted: dict[str, tuple[int, int]] = {}
         for saga in sagas:
             self.register(saga)
 
@@ -285,13 +288,17 @@ class SagaOrchestrator:
         while True:
             task = self._running.get(saga_id)
             if task is not None:
+                await asyncio.wait((task,))
+                if self._running.get(saga_id) not in (None, task):
+                    continue  # a stale driver was replaced by a fresh one: wait for that
                 # A lost lease (or a crashed driver) means another process or a later
-                # recovery finishes it: read the store instead.
-                with contextlib.suppress(LeaseLost, Exception):
-                    driven = await asyncio.shield(task)
-                    if not driven.status.is_active:
+                # recovery finishes it; a parked saga, whoever resumes it: read the store.
+                if not task.cancelled():
+                    error = task.exception()
+                    if error is None and not (driven := task.result()).status.is_active:
                         return driven
-                    # Parked, waiting for a signal: whoever resumes it finishes it.
+                    if error is not None and not isinstance(error, Exception | LeaseLost):
+                        raise error  # the process "died" (a test's simulated crash)
             current = await self.store.get(saga_id)
             if current is None:
                 raise SagaNotFound(f"no saga {saga_id!r}")
@@ -319,6 +326,7 @@ class SagaOrchestrator:
     def _forget(self, saga_id: str, task: asyncio.Task[SagaInstance]) -> None:
         if self._running.get(saga_id) is task:
             del self._running[saga_id]
+            self._runs.pop(saga_id, None)
             self._adopted.pop(saga_id, None)
         if not task.cancelled() and isinstance(task.exception(), LeaseLost):
             logger.warning("saga %s: lease lost, another process drives it now", saga_id)
@@ -334,6 +342,7 @@ class SagaOrchestrator:
         saga = self.definition(instance.name, instance.version)
         while True:
             run = SagaRun(self, saga, instance)
+            self._runs[instance.saga_id] = run
             if run.status is SagaStatus.RUNNING:
                 await (run.run_from(0) if fresh else run.forward())
             if run.status is SagaStatus.COMPENSATING:
@@ -404,15 +413,48 @@ class SagaOrchestrator:
         return len(claimed)
 
     async def _note_recovery(self, instance: SagaInstance) -> None:
-        task = self._running.get(instance.saga_id)
+        saga_id = instance.saga_id
+        task = self._running.get(saga_id)
         if task is not None and not task.done():
-            # Our own driver let its lease lapse (a long step, a slow store) and we claimed
-            # the saga back: hand it the new fence instead of starting a second driver.
-            self._adopted[instance.saga_id] = instance.fence
-            return
-        logger.info("saga %s: recovered (%s)", instance.saga_id, instance.status)
+            if self._may_adopt(instance):
+                # Our own driver let its lease lapse (a long step, a slow store, a stall)
+                # and nobody else held the saga since: hand it the new fence instead of
+                # starting a second driver. Its next write goes on under that fence.
+                self._adopted[saga_id] = (instance.fence, instance.revision)
+                return
+            # Somebody else moved the saga on meanwhile (or our driver has parked it): what
+            # our driver holds in memory is stale. Stop it before it writes again.
+            self._stop_stale(saga_id, task)
+        logger.info("saga %s: recovered (%s)", saga_id, instance.status)
         self.notify(instance, (SagaEvent(type="saga_claimed", detail=f"claimed by {self.owner}"),))
         self.drive(instance)
+
+    def _may_adopt(self, claimed: SagaInstance) -> bool:
+        """Whether our live driver of ``claimed`` may go on: the fence moved by exactly our
+        claim, and the stored state is the one that driver last wrote."""
+        run = self._runs.get(claimed.saga_id)
+        if run is None or run.parked is not None or run.revoked:
+            return False
+        fence, revision = self._adopted.get(claimed.saga_id, (run.fence, run.revision))
+        return claimed.fence == fence + 1 and claimed.revision == run.revision == revision
+
+    def _stop_stale(self, saga_id: str, task: asyncio.Task[SagaInstance]) -> None:
+        """Revoke a stale driver (it can write nothing more) and cancel its task."""
+        run = self._runs.pop(saga_id, None)
+        if run is not None:
+            run.revoked = True
+        self._adopted.pop(saga_id, None)
+        del self._running[saga_id]
+        task.cancel()
+        logger.warning("saga %s: stopped a stale driver; driving from the stored state", saga_id)
+
+    def adoption(self, saga_id: str, revision: int) -> int | None:
+        """The fence a driver whose write at ``revision`` was refused may go on with: the
+        one of our own later claim, if that claim found the saga at ``revision``."""
+        offer = self._adopted.pop(saga_id, None)
+        if offer is None or offer[1] != revision:
+            return None
+        return offer[0]
 
     async def retry(self, saga_id: str, *, actor: str = "operator") -> SagaInstance:
         """Resume the compensation of a ``failed`` instance (an operator's action)."""

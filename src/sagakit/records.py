@@ -148,6 +148,9 @@ class SagaInstance:
     lease_until: float | None = None
     #: An operator asked to cancel: the driver compensates instead of running the next step.
     cancel_requested: bool = False
+    #: How many transitions have been written: each one is accepted only from a writer that
+    #: read this very revision (and holds the current fence), and adds one.
+    revision: int = 0
 
     def evolve(self, **changes: object) -> SagaInstance:
         """A copy with ``changes`` applied."""
@@ -160,7 +163,9 @@ class SagaInstance:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Transition:
-    """One atomic change to an instance, written only while ``fence`` is still current.
+    """One atomic change to an instance, written only while ``fence`` and ``revision`` are
+    still the instance's current ones (the writer holds the lease and has seen every earlier
+    transition); writing it moves the instance to ``revision + 1``.
 
     ``steps`` are full step rows to overwrite; ``status``, ``error`` and ``failed_step``
     replace the instance's; ``release`` gives up the lease (the saga is finished);
@@ -171,6 +176,8 @@ class Transition:
     saga_id: str
     fence: int
     status: SagaStatus
+    #: The revision this change was made from (0: the saga as :meth:`SagaStore.start` wrote it).
+    revision: int = 0
     steps: tuple[StepRecord, ...] = ()
     events: tuple[SagaEvent, ...] = ()
     error: str | None = None

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sagakit")
 
 #: Extra runs a step recorded as started gets when it is recovered after a crash, beyond
-#: its retry policy: a crash is not the step's failure (DESIGN 1.2.5: it runs again).
+#: its retry policy: a crash is not the step's failure (docs/semantics.md, guarantee 5).
 CRASH_ALLOWANCE: Final = 1
 #: The "deadline" of a step that waits for ever (epoch seconds, some million years away):
 #: a parked saga is claimable only when its lease has passed, so it needs a finite one.
@@ -107,6 +107,12 @@ class SagaRun:
         self.error = instance.error
         self.failed_step = instance.failed_step
         self.fence = instance.fence
+        #: The revision this run last wrote (or read): its next write is accepted only if
+        #: the stored one is still this, so it can only continue from its own state.
+        self.revision = instance.revision
+        #: Set when the orchestrator found this run's state stale (somebody else moved the
+        #: saga on meanwhile): it must never write again.
+        self.revoked = False
         self.updated_at = instance.updated_at
         self.released = False
         self.cancel_requested = instance.cancel_requested
@@ -132,6 +138,7 @@ class SagaRun:
             owner=None if self.released or self.parked else self.origin.owner,
             lease_until=self.park_until if self.parked else self.lease_until_now(),
             cancel_requested=self.cancel_requested,
+            revision=self.revision,
         )
 
     def lease_until_now(self) -> float | None:
@@ -162,9 +169,12 @@ class SagaRun:
         rows = self.steps.take_changed()
         async with self.lock:
             new_status = status or self.status
+            if self.revoked:
+                raise LeaseLost(self.saga_id)
             change = Transition(
                 saga_id=self.saga_id,
                 fence=self.fence,
+                revision=self.revision,
                 status=new_status,
                 steps=rows,
                 events=events,
@@ -178,11 +188,14 @@ class SagaRun:
             try:
                 cancel = await self._apply(change, local, later)
             except LeaseLost:
-                adopted = self.orch._adopted.pop(change.saga_id, None)
-                if adopted is None or adopted <= change.fence:
+                # Our process may have claimed the saga back after our lease lapsed: go on
+                # under its fence only if nobody wrote in between (the stored revision is
+                # still the one we wrote last); otherwise our state is stale: stop.
+                fence = self.orch.adoption(change.saga_id, change.revision)
+                if fence is None or fence <= change.fence or self.revoked:
                     raise
-                self.fence = adopted
-                cancel = await self._apply(replace(change, fence=adopted), local, later)
+                self.fence = fence
+                cancel = await self._apply(replace(change, fence=fence), local, later)
             self._written(change, new_status, cancel, events)
 
     def _written(
@@ -193,6 +206,7 @@ class SagaRun:
         events: tuple[SagaEvent, ...],
     ) -> None:
         self.cancel_requested = self.cancel_requested or cancel
+        self.revision = change.revision + 1
         self.status = new_status
         self.error = change.error
         self.failed_step = change.failed_step

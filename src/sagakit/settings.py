@@ -41,10 +41,6 @@ class Settings(BaseSettings):
     #: How many times each checkout compensation is tried before its saga is marked
     #: ``failed`` for an operator; unset: the engine's default (about half an hour of tries).
     compensation_attempts: int | None = Field(default=None, ge=1, le=10_000)
-    #: Tests only: ``point:step[#n]`` kills the process with SIGKILL the n-th time the
-    #: orchestrator reaches ``point`` for ``step`` (points: before_do, after_do,
-    #: before_compensate, after_compensate).
-    crash_at: str | None = None
     #: Where the checkout's participants run: ``local`` (in this process, on this database)
     #: or ``http`` (``sagakit participant`` services at the three URLs below), or ``amqp``
     #: (``sagakit participant --transport amqp`` processes, through RabbitMQ at ``amqp_url``).
@@ -54,12 +50,6 @@ class Settings(BaseSettings):
     shipping_url: str = "http://127.0.0.1:8003"
     #: Seconds one call to a participant may take before it is retried (same key).
     participant_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)
-    #: Tests only (participant services): the first command of each key sleeps this long
-    #: before it is applied, so that the caller times out and retries while it is pending.
-    participant_slow_seconds: float = Field(default=0.0, ge=0)
-    #: Tests only (participant services): the first command of each key is applied, then
-    #: its reply is cut off mid-answer, as a lost reply would be.
-    participant_drop_replies: bool = False
     #: The RabbitMQ server of the ``amqp`` transport.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     #: The prefix of the ``amqp`` transport's queue names (one per deployment or test run).

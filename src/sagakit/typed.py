@@ -17,8 +17,6 @@ from sagakit.records import JSON, JSONObject
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
-    from sagakit.saga import StepContext
-
 #: Values stored as they are (no model to turn into JSON).
 _PLAIN: Final = (dict, list, str, int, float, bool, type(None))
 
@@ -65,11 +63,10 @@ def result_json(model: type[BaseModel] | None, value: object) -> JSON:
 
 
 def typed_context(
-    ctx: StepContext[Any, Any],
-    input_model: type[BaseModel] | None,
-    result_model: type[BaseModel] | None,
-) -> StepContext[Any, Any]:
-    """``ctx`` with its input and its own result as models, where the step has models."""
+    ctx: Any, input_model: type[BaseModel] | None, result_model: type[BaseModel] | None
+) -> Any:
+    """``ctx`` (a ``StepContext``) with its input and its own result as models, where the
+    step has models."""
     if input_model is None and result_model is None:
         return ctx
     return replace(

@@ -26,12 +26,11 @@ import aio_pika
 import asyncpg
 import pytest
 
-from sagakit.participants.amqp import queue_names
-from sagakit.participants.service import Kind
+from sagakit.api.participants import KINDS, Kind
+from sagakit.transports.amqp.broker import queue_names
 from tests.conftest import _admin, database_url
 from tests.distributed.conftest import Distributed
 from tests.processes import PATIENT, ServeProcess, free_port
-from tests.recovery.conftest import BASE_ENV
 
 T = TypeVar("T")
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -141,16 +140,10 @@ class AmqpDistributed(Distributed):
             self.participant_env[kind] = dict(env)
         args = ["participant", kind, "--transport", "amqp", "--port", str(self.ports[kind])]
         args += ["--database-url", f"sqlite:///{self.participant_db(kind)}"]
-        process = ServeProcess(
-            self.ports[kind],
-            args,
-            {**BASE_ENV, **self.amqp_env(), **self.participant_env[kind]},
-            self._log(kind),
-        )
-        self.processes.append(process)
+        env = {**self.amqp_env(), **self.participant_env[kind]}
+        ready = f"{kind} participant consuming"
+        process = await self.launch_server(self.ports[kind], args, env, ready=ready)
         self.participants[kind] = process
-        await process.wait_logged(f"{kind} participant consuming")
-        await process.wait_healthy()
         return process
 
     def http_env(self) -> dict[str, str]:
@@ -173,7 +166,7 @@ class AmqpDistributed(Distributed):
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
             channel = await connection.channel()
-            names = queue_names(self.prefix)
+            names = queue_names(self.prefix, KINDS)
             for name in ("payment", "inventory", "shipping", "replies", "dead"):
                 await channel.queue_delete(names[name])
             await channel.exchange_delete(names["dlx"])

@@ -17,8 +17,8 @@ import httpx
 import orjson
 import pytest
 
-from sagakit.participants.amqp import queue_names
-from sagakit.participants.service import KINDS, Kind
+from sagakit.api.participants import KINDS, Kind
+from sagakit.transports.amqp.broker import queue_names
 from tests.amqp.conftest import AMQP_URL, AmqpDistributed, Proxy
 from tests.distributed.test_faults import recorded, submit, wait_until
 
@@ -97,7 +97,7 @@ async def test_connections_closed_under_load_reconnect_and_lose_nothing(
 async def test_duplicated_commands_and_replies_apply_once(amqp: AmqpDistributed) -> None:
     """A command delivered three times charges once; its replies, stored once, are harmless."""
     server = await amqp.start()
-    names = queue_names(amqp.prefix)
+    names = queue_names(amqp.prefix, KINDS)
     async with server.client() as client:
         assert (await client.post("/checkout/order1")).status_code == 200
         saga_id = str(amqp.scalar("SELECT saga_id FROM saga_instances"))
@@ -153,7 +153,7 @@ async def wait_until_async(check: object, timeout: float = 10.0) -> None:
 async def test_a_command_that_fails_twice_is_dead_lettered(amqp: AmqpDistributed) -> None:
     """A malformed command is requeued once, then lands in the dead-letter queue."""
     await amqp.participant("payment")
-    names = queue_names(amqp.prefix)
+    names = queue_names(amqp.prefix, KINDS)
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -262,7 +262,7 @@ async def drain_replies(prefix: str) -> list[dict[str, object]]:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.get_queue(queue_names(prefix)["replies"])
+        queue = await channel.get_queue(queue_names(prefix, KINDS)["replies"])
         dropped: list[dict[str, object]] = []
         last = time.monotonic()
         while time.monotonic() - last < 0.5:
@@ -280,7 +280,7 @@ async def replies_consumed(prefix: str) -> bool:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(queue_names(prefix)["replies"], passive=True)
+        queue = await channel.declare_queue(queue_names(prefix, KINDS)["replies"], passive=True)
         assert queue.declaration_result is not None
         return queue.declaration_result.consumer_count == 1
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from sagakit.api.app import create_app
+from sagakit.service import create_app
 from sagakit.settings import Settings
 from tests.api.support import TOKEN
 

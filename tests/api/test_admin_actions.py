@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON
 from sagakit.saga import Saga, Step, StepContext
-from sagakit.shop.participants import CHECKOUT
+from sagakit.shop.local_participants import CHECKOUT
 from tests.api.support import (
     ADMIN,
     FRAGILE,

@@ -1,4 +1,4 @@
-"""``POST /checkout/{order_id}``: the answers of DESIGN.md 1.4, waiting and joining."""
+"""``POST /checkout/{order_id}``: each answer (200, 202, 400, 404, 409, 422), waiting, joining."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from sagakit.saga import Saga
-from sagakit.shop.participants import CHECKOUT
+from sagakit.shop.local_participants import CHECKOUT
 from tests.api.conftest import Serve, client_of
 from tests.api.support import ADMIN, Held, Refuse, SetUp, json_of, page_of, settled_saga
 

@@ -86,7 +86,7 @@ def test_the_core_environment_holds_no_extra() -> None:
         ("sagakit.fastapi", "server"),
         ("sagakit.api", "server"),
         ("sagakit.settings", "server"),
-        ("sagakit.participants.amqp", "amqp"),
+        ("sagakit.transports.amqp", "amqp"),
     ],
 )
 def test_a_piece_of_an_extra_names_the_extra_to_install(module: str, extra: str) -> None:

@@ -18,9 +18,9 @@ from typing import Final
 import httpx
 import pytest
 
-from sagakit.participants.service import KINDS, Kind
+from sagakit.api.participants import KINDS, Kind
 from tests.processes import ADMIN_HEADERS, PATIENT, ServeProcess, free_port
-from tests.recovery.conftest import BASE_ENV, Sagakit, read_only
+from tests.recovery.conftest import Sagakit, read_only
 
 
 class Distributed(Sagakit):
@@ -48,15 +48,8 @@ class Distributed(Sagakit):
             self.participant_env[kind] = dict(env)
         args = ["participant", kind, "--port", str(self.ports[kind])]
         args += ["--database-url", f"sqlite:///{self.participant_db(kind)}"]
-        process = ServeProcess(
-            self.ports[kind],
-            args,
-            {**BASE_ENV, **self.participant_env[kind]},
-            self._log(kind),
-        )
-        self.processes.append(process)
+        process = await self.launch_server(self.ports[kind], args, self.participant_env[kind])
         self.participants[kind] = process
-        await process.wait_healthy()
         return process
 
     def http_env(self) -> dict[str, str]:

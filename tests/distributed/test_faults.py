@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import httpx
 import pytest
 
-from sagakit.participants.service import KINDS, Kind
+from sagakit.api.participants import KINDS, Kind
 from tests.distributed.conftest import BALANCE, STOCK, Distributed, create_orders
 from tests.recovery.conftest import wait_saga_finished
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from sagakit.participants.service import Kind
+from sagakit.api.participants import Kind
 from tests.amqp.conftest import AmqpDistributed, rabbitmq_answers
 from tests.distributed.conftest import Distributed
 from tests.processes import ADMIN_HEADERS, PATIENT, ServeProcess

@@ -3,7 +3,7 @@
 Each test runs once per mode against that mode's running processes (started once for the
 module), and checks the effects in the database of the service that owns them: the
 balance and the payment at the payment service, the stock and the reservation at the
-inventory service, the shipment at the shipping service. The demo orders (DESIGN.md 1.3)
+inventory service, the shipment at the shipping service. The demo orders (``shop/demo.py``)
 are each checked out by one test only; the other tests create users, items and orders of
 their own, so that the tests of a mode do not depend on each other's order.
 """

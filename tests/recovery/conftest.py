@@ -1,8 +1,9 @@
 """Real ``sagakit`` processes on one SQLite file, and read-only looks into that file.
 
-Recovery tests start the CLI in a subprocess (``python -m sagakit.cli``), kill it with
-SIGKILL (or let ``SAGAKIT_CRASH_AT`` kill it), start it again and count the effects in the
-participants' tables. Every process started here is killed and reaped at teardown.
+Recovery tests start the CLI in a subprocess (``python -m tests.launch``: the CLI with
+the fault hooks of ``tests/faults.py``), kill it with SIGKILL (or let ``SAGAKIT_CRASH_AT``
+kill it), start it again and count the effects in the participants' tables. Every process
+started here is killed and reaped at teardown.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +22,7 @@ import pytest
 from tests.processes import (
     ACTIVE,
     ADMIN_TOKEN,
+    Launcher,
     SagakitProcess,
     ServeProcess,
     free_port,
@@ -46,23 +47,18 @@ def read_only(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-class Sagakit:
+class Sagakit(Launcher):
     """Starts ``sagakit`` processes on one database in ``tmp`` and reads that database."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
+        super().__init__(tmp, BASE_ENV)
         self.db_path = tmp / "shop.db"
         self.database_url = f"sqlite:///{self.db_path}"
-        self.processes: list[SagakitProcess] = []
 
-    def _env(self, crash_at: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
-        env = {**BASE_ENV, **(extra or {})}
-        if crash_at is not None:
-            env["SAGAKIT_CRASH_AT"] = crash_at
-        return env
-
-    def _log(self, kind: str) -> Path:
-        return self.tmp / f"{len(self.processes):02d}-{kind}.stderr.log"
+    @staticmethod
+    def _env(crash_at: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+        crash = {"SAGAKIT_CRASH_AT": crash_at} if crash_at is not None else {}
+        return {**(extra or {}), **crash}
 
     async def serve(
         self, *, crash_at: str | None = None, env: Mapping[str, str] | None = None
@@ -70,17 +66,13 @@ class Sagakit:
         """Start ``sagakit serve`` (with ``SAGAKIT_CRASH_AT`` if given); return once healthy."""
         port = free_port()
         args = ["serve", "--port", str(port), "--database-url", self.database_url]
-        process = ServeProcess(port, args, self._env(crash_at, env), self._log("serve"))
-        self.processes.append(process)
-        await process.wait_healthy()
-        return process
+        return await self.launch_server(port, args, self._env(crash_at, env))
 
     def worker(self, *, crash_at: str | None = None) -> SagakitProcess:
         """Start ``sagakit worker`` alone on the same database."""
-        args = ["worker", "--database-url", self.database_url]
-        process = SagakitProcess(args, self._env(crash_at, None), self._log("worker"))
-        self.processes.append(process)
-        return process
+        return self.launch(
+            ["worker", "--database-url", self.database_url], self._env(crash_at, None)
+        )
 
     # -- reading the database ------------------------------------------------------------
 
@@ -148,12 +140,6 @@ class Sagakit:
                 raise AssertionError(f"no saga recorded for {order_id} in {timeout}s")
             await asyncio.sleep(0.05)
         return ids[0]
-
-    def close(self) -> None:
-        """Kill and reap every process started."""
-        for process in self.processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.close()
 
 
 @pytest.fixture

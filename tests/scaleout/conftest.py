@@ -8,10 +8,7 @@ participants' tables with asyncpg.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -21,6 +18,7 @@ import pytest
 from tests.processes import (
     ACTIVE,
     ADMIN_TOKEN,
+    Launcher,
     SagakitProcess,
     ServeProcess,
     eventually,
@@ -41,17 +39,13 @@ BASE_ENV: Final = {
 WORKER_READY: Final = "worker running on"
 
 
-@dataclass
-class Cluster:
+class Cluster(Launcher):
     """Starts ``sagakit`` processes on one PostgreSQL database and reads that database."""
 
-    database_url: str
-    tmp: Path
-    processes: list[SagakitProcess] = field(default_factory=list)
-    _conn: asyncpg.Connection[asyncpg.Record] | None = None
-
-    def _log(self, kind: str) -> Path:
-        return self.tmp / f"{len(self.processes):02d}-{kind}.log"
+    def __init__(self, database_url: str, tmp: Path) -> None:
+        super().__init__(tmp, BASE_ENV)
+        self.database_url = database_url
+        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
 
     async def serve(
         self,
@@ -65,33 +59,21 @@ class Cluster:
         args = ["serve", "--port", str(port), "--database-url", database_url or self.database_url]
         if workers > 1:
             args += ["--workers", str(workers)]
-        process = ServeProcess(port, args, {**BASE_ENV, **(env or {})}, self._log("serve"))
-        self.processes.append(process)
-        await process.wait_healthy()
-        return process
+        return await self.launch_server(port, args, env)
 
     async def worker(
         self, *, env: Mapping[str, str] | None = None, database_url: str | None = None
     ) -> SagakitProcess:
         """Start ``sagakit worker`` alone on the database; return once it polls."""
-        args = ["worker", "--database-url", database_url or self.database_url]
-        process = SagakitProcess(args, {**BASE_ENV, **(env or {})}, self._log("worker"))
-        self.processes.append(process)
+        process = self.launch(["worker", "--database-url", database_url or self.database_url], env)
         await process.wait_logged(WORKER_READY)
         return process
 
-    async def restart(self, process: SagakitProcess) -> SagakitProcess:
-        """Start a dead process again with its arguments and environment (a serve: its port)."""
-        assert not process.alive, "restart a process only once it is dead"
-        if isinstance(process, ServeProcess):
-            again = ServeProcess(process.port, process.args, process.env, self._log("serve"))
-            self.processes.append(again)
-            await again.wait_healthy()
-            return again
-        fresh = SagakitProcess(process.args, process.env, self._log("worker"))
-        self.processes.append(fresh)
-        await fresh.wait_logged(WORKER_READY)
-        return fresh
+    async def restart(self, process: SagakitProcess, *, ready: str | None = None) -> SagakitProcess:
+        """Start a dead process again (a serve: on its port; a worker: until it polls)."""
+        if ready is None and not isinstance(process, ServeProcess):
+            ready = WORKER_READY
+        return await super().restart(process, ready=ready)
 
     # -- reading the database ------------------------------------------------------------
 
@@ -153,11 +135,9 @@ class Cluster:
 
         await eventually(finished, timeout=timeout, what="every saga finished", every=0.1)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Kill and reap every process started, and close the test's connection."""
-        for process in self.processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.close()
+        self.close()
         if self._conn is not None:
             await self._conn.close()
 
@@ -229,4 +209,4 @@ async def cluster(postgres_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
     try:
         yield launcher
     finally:
-        await launcher.close()
+        await launcher.aclose()

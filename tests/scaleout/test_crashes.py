@@ -29,6 +29,7 @@ from tests.scaleout.conftest import (
     first_blocked_by,
     owned_by,
 )
+from tests.scaleout.test_stalls import Database, history_breaches
 
 SEED: Final = 2
 #: How long processes are killed for; the checkouts arrive over the same span.
@@ -328,6 +329,7 @@ async def violations(
     found += [
         f"effect without a completed saga: {r[0]}" for r in await cluster.fetch(STRAY_EFFECTS)
     ]
+    found += await history_breaches(Database(cluster.database_url))
     return found, sagas
 
 

@@ -782,12 +782,19 @@ async def test_events_come_back_oldest_first_with_every_field(store: SagaStore) 
         Transition(saga_id="s-1", fence=1, status=SagaStatus.RUNNING, events=(written[0],))
     )
     await store.transition(
-        Transition(saga_id="s-1", fence=1, status=SagaStatus.RUNNING, events=tuple(written[1:3]))
+        Transition(
+            saga_id="s-1",
+            fence=1,
+            revision=1,
+            status=SagaStatus.RUNNING,
+            events=tuple(written[1:3]),
+        )
     )
     await store.transition(
         Transition(
             saga_id="s-1",
             fence=1,
+            revision=2,
             status=SagaStatus.COMPLETED,
             events=tuple(written[3:]),
             release=True,

@@ -6,9 +6,10 @@ import httpx
 import pytest
 
 from sagakit.errors import StepFailed
-from sagakit.participants.http import HttpParticipants, HttpStep, ParticipantUnavailable
 from sagakit.saga import StepContext
+from sagakit.service.remote import http_saga
 from sagakit.settings import Settings
+from sagakit.transports.http import HttpStep, ParticipantUnavailable
 
 CONTEXT: StepContext = StepContext(
     saga_id="s1",
@@ -21,14 +22,13 @@ CONTEXT: StepContext = StepContext(
 )
 
 
-def payment_step(handler: httpx.MockTransport) -> tuple[HttpStep, HttpParticipants]:
-    """The payment step of participants reached through ``handler``."""
-    participants = HttpParticipants(
-        Settings(payment_url="http://127.0.0.1:8001"), transport=handler
-    )
-    step = participants.steps()[0]
+def payment_step(handler: httpx.MockTransport) -> tuple[HttpStep, httpx.AsyncClient]:
+    """The payment step of the checkout over HTTP, reaching ``handler`` (close the client)."""
+    settings = Settings(payment_url="http://127.0.0.1:8001")
+    client = httpx.AsyncClient(transport=handler)
+    step = http_saga(client, settings).steps[0]
     assert isinstance(step, HttpStep)
-    return step, participants
+    return step, client
 
 
 async def test_ok_answer_is_the_result_and_the_request_carries_the_key() -> None:
@@ -39,11 +39,11 @@ async def test_ok_answer_is_the_result_and_the_request_carries_the_key() -> None
         seen.append(request)
         return httpx.Response(200, json={"payment_id": "s1:payment", "amount": 20})
 
-    step, participants = payment_step(httpx.MockTransport(answer))
+    step, client = payment_step(httpx.MockTransport(answer))
     try:
         result = await step.do(CONTEXT)
     finally:
-        await participants.close()
+        await client.aclose()
 
     assert result == {"payment_id": "s1:payment", "amount": 20}
     assert seen[0].url == "http://127.0.0.1:8001/payment/charge"
@@ -56,25 +56,25 @@ async def test_conflict_answer_is_a_business_refusal_with_its_message() -> None:
     refuse = httpx.MockTransport(
         lambda _: httpx.Response(409, json={"error": "Insufficient balance"})
     )
-    step, participants = payment_step(refuse)
+    step, client = payment_step(refuse)
     try:
         with pytest.raises(StepFailed, match="Insufficient balance"):
             await step.do(CONTEXT)
     finally:
-        await participants.close()
+        await client.aclose()
 
 
 @pytest.mark.parametrize("status", [500, 503, 404])
 async def test_other_statuses_are_transient_faults(status: int) -> None:
     """Any status but 200, 409 and 422 raises ParticipantUnavailable, to be retried."""
-    step, participants = payment_step(httpx.MockTransport(lambda _: httpx.Response(status)))
+    step, client = payment_step(httpx.MockTransport(lambda _: httpx.Response(status)))
     try:
         with pytest.raises(ParticipantUnavailable):
             await step.do(CONTEXT)
         with pytest.raises(ParticipantUnavailable):
             await step.compensate(CONTEXT)
     finally:
-        await participants.close()
+        await client.aclose()
 
 
 async def test_connection_error_is_a_transient_fault() -> None:
@@ -83,12 +83,12 @@ async def test_connection_error_is_a_transient_fault() -> None:
     def fail(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    step, participants = payment_step(httpx.MockTransport(fail))
+    step, client = payment_step(httpx.MockTransport(fail))
     try:
         with pytest.raises(ParticipantUnavailable, match="ConnectError"):
             await step.do(CONTEXT)
     finally:
-        await participants.close()
+        await client.aclose()
 
 
 async def test_compensation_posts_the_same_key_to_the_undo_endpoint() -> None:
@@ -99,11 +99,11 @@ async def test_compensation_posts_the_same_key_to_the_undo_endpoint() -> None:
         seen.append(request)
         return httpx.Response(200, json={"undone": True})
 
-    step, participants = payment_step(httpx.MockTransport(answer))
+    step, client = payment_step(httpx.MockTransport(answer))
     try:
         await step.compensate(CONTEXT)
     finally:
-        await participants.close()
+        await client.aclose()
 
     assert seen[0].url.path == "/payment/refund"
     assert seen[0].headers["Idempotency-Key"] == "s1:payment"

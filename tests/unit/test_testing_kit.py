@@ -11,7 +11,6 @@ from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON, JSONObject, SagaStatus
 from sagakit.retry import RetryPolicy
 from sagakit.saga import Saga, StepContext, WaitFor, step
-from sagakit.store import SagaStore
 from sagakit.testing import (
     POINTS,
     CrashAt,
@@ -21,7 +20,6 @@ from sagakit.testing import (
     MemoryStore,
     SimulatedCrash,
     crash_points,
-    restart,
     wait_through_crashes,
 )
 
@@ -148,26 +146,6 @@ async def test_participant_that_ignores_its_key_is_caught_applying_twice() -> No
         ledger.assert_no_duplicates()
     with pytest.raises(AssertionError, match="'charge' applied 2 times"):
         ledger.assert_applied_once("charge")
-
-
-async def test_restart_recovers_a_crashed_saga_on_every_store(store: SagaStore) -> None:
-    """``restart`` lets the dead process's lease go, so a new one recovers the saga at once."""
-    ledger = EffectLedger()
-    crashed = SagaOrchestrator(store, [order_saga(ledger)], probe=CrashAt("after_do:reserve"))
-    handle = await crashed.start("order", GOOD)
-    with pytest.raises(SimulatedCrash):
-        await crashed.wait(handle.saga_id)
-
-    successor = await restart(crashed)
-    try:
-        assert successor.owner != crashed.owner
-        assert handle.saga_id in successor.driving
-        ended = await successor.wait(handle.saga_id, timeout=5)
-    finally:
-        await successor.shutdown()
-
-    assert ended.status is SagaStatus.COMPLETED
-    ledger.assert_applied_once(*STEPS)
 
 
 async def test_probe_that_crashes_every_run_exhausts_the_restarts() -> None:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
 from sagakit.api import catalog, checkout, health
 from sagakit.api.errors import install_error_handlers
 from sagakit.api.limits import BodySizeLimit
+from sagakit.api.operator import operator_router
 from sagakit.api.request_id import RequestId
 from sagakit.api.responses import JSONResponse
-from sagakit.fastapi import operator_router
 from sagakit.settings import Settings
-from sagakit.shop.service import running_service
+from sagakit.shop.checkout import CheckoutService
 
 DESCRIPTION = """
 A durable checkout: `POST /checkout/{order_id}` runs the `checkout` saga
@@ -25,13 +26,16 @@ Every error answers JSON with an `error` message. Admin routes need
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The checkout service's app; its lifespan opens the store and runs a worker."""
-    settings = settings or Settings()
+#: Opens the checkout service for the app's lifetime (``sagakit.service.running_service``).
+RunningService = Callable[[Settings], AbstractAsyncContextManager[CheckoutService]]
+
+
+def create_app(settings: Settings, running: RunningService) -> FastAPI:
+    """The checkout service's app; its lifespan runs ``running(settings)`` (store, worker)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_service(settings) as service:
+        async with running(settings) as service:
             app.state.service = service
             yield
 
@@ -50,16 +54,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(operator_router())  # /sagas and the dashboard, as any app mounts them
     return app
-
-
-def create_app_from_env() -> FastAPI:
-    """The app configured from ``SAGAKIT_*`` variables (for ``uvicorn --factory``).
-
-    Each process ``serve --workers N`` starts builds its app here, and sets its logging up
-    as the ``sagakit`` command does.
-    """
-    from sagakit.observability.logs import configure_logging
-
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)

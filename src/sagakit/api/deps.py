@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Path, Request
 from sagakit.api.operated import SETTINGS_STATE
 from sagakit.api.schemas import ID_PATTERN
 from sagakit.settings import Settings
-from sagakit.shop.service import CheckoutService
+from sagakit.shop.checkout import CheckoutService
 
 ADMIN_COOKIE: Final = "sagakit_admin"
 

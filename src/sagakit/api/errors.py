@@ -22,8 +22,8 @@ from sagakit.errors import (
     StoreError,
     UnknownSaga,
 )
-from sagakit.participants.http import ParticipantUnavailable
 from sagakit.shop.errors import AlreadyExists, CheckoutBlocked, InvalidOrder, NotFound
+from sagakit.transports.http import ParticipantUnavailable
 
 logger = logging.getLogger("sagakit.api")
 

@@ -23,6 +23,9 @@ from sagakit.store.base import SagaStore
 
 logger = logging.getLogger("sagakit.api")
 
+#: Where ``sagakit.fastapi.sagas_lifespan`` keeps the app's orchestrator:
+#: ``app.state.sagakit_orchestrator``.
+STATE_ATTRIBUTE: Final = "sagakit_orchestrator"
 #: Where the operator router puts, per request, what the routes work on and their settings.
 OPERATED_STATE: Final = "sagakit_operated"
 SETTINGS_STATE: Final = "sagakit_settings"

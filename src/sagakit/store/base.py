@@ -19,6 +19,7 @@ from typing import Protocol
 
 from sagakit.records import (
     JSON,
+    JSONObject,
     OutboxMessage,
     Outgoing,
     SagaEvent,
@@ -80,7 +81,61 @@ class SagaQueries(Protocol):
         ...
 
 
-class SagaStore(SagaQueries, Protocol):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxRow:
+    """One command of the outbox, as a relay publishes it."""
+
+    id: int
+    saga_id: str
+    step: str
+    key: str
+    kind: str
+    #: The command's body, as JSON text (a relay sends it on without decoding it).
+    body: str
+
+
+class MessageStore(Protocol):
+    """The outbox and the replies, in the saga store's database, for the transports.
+
+    The outbox holds the commands the transitions recorded (``Step.outgoing``), in the
+    order they were written, until a relay has them confirmed; the replies hold each
+    (saga, name) answer once, the first delivery winning.
+    """
+
+    async def outbox_unsent(
+        self, limit: int = 100, *, owner: str | None = None, before: float = 0.0
+    ) -> list[OutboxRow]:
+        """Up to ``limit`` unsent commands, oldest first.
+
+        With ``owner``, only those of the sagas ``owner`` holds and those written before
+        ``before`` (epoch seconds): each process relays its own sagas' commands at once,
+        and another's only once they are late.
+        """
+        ...
+
+    async def outbox_published(self, saga_id: str, step: str, kind: str) -> bool:
+        """Whether the latest ``kind`` command of ``step`` of ``saga_id`` was marked sent."""
+        ...
+
+    async def outbox_mark_sent(self, ids: list[int]) -> None:
+        """Record that the commands ``ids`` were published (confirmed by the broker)."""
+        ...
+
+    async def add_reply(self, saga_id: str, name: str, payload: JSONObject) -> bool:
+        """Keep the reply ``name`` of ``saga_id`` unless one is kept; whether it was new."""
+        ...
+
+    async def reply(self, saga_id: str, name: str) -> JSONObject | None:
+        """The reply ``name`` of ``saga_id``, if it came."""
+        ...
+
+    async def prune_messages(self, before: float) -> tuple[int, int]:
+        """Delete the commands sent before ``before``, and the replies kept since before it
+        whose saga is not running, compensating or failed; how many of each."""
+        ...
+
+
+class SagaStore(SagaQueries, MessageStore, Protocol):
     """Writes, for the orchestrator and the worker."""
 
     async def start(

@@ -24,9 +24,10 @@ from sagakit.records import (
     now,
 )
 from sagakit.store.base import SagaPage
+from sagakit.store.memory_messages import MemoryMessages
 
 
-class MemoryStore:
+class MemoryStore(MemoryMessages):
     """A :class:`~sagakit.store.base.SagaStore` kept in dictionaries."""
 
     def __init__(self, *, clock: Callable[[], float] = now) -> None:
@@ -123,7 +124,10 @@ class MemoryStore:
     async def transition(self, change: Transition) -> bool:
         async with self._lock:
             current = self._instances.get(change.saga_id)
-            if current is None or current.fence != change.fence:
+            if current is None or (current.fence, current.revision) != (
+                change.fence,
+                change.revision,
+            ):
                 raise LeaseLost(change.saga_id)
             steps = list(current.steps)
             for step in change.steps:
@@ -136,6 +140,7 @@ class MemoryStore:
                 updated_at=change.at,
                 owner=None if change.release or change.park_until is not None else current.owner,
                 lease_until=None if change.release else _parked(change, current.lease_until),
+                revision=current.revision + 1,
             )
             self._events[change.saga_id].extend(change.events)
             self.outbox.extend((change.saga_id, m) for m in change.outbox)
@@ -265,6 +270,7 @@ class MemoryStore:
                 fence=instance.fence + 1,
                 lease_until=self._clock() + lease_seconds,
                 updated_at=self._clock(),
+                revision=instance.revision + 1,
             )
             self._instances[saga_id] = reopened
             self._events[saga_id].append(event)
@@ -281,7 +287,11 @@ class MemoryStore:
     async def resolve(self, saga_id: str, event: SagaEvent) -> SagaInstance:
         async with self._lock:
             instance = self._expect(saga_id, SagaStatus.FAILED)
-            resolved = instance.evolve(status=SagaStatus.COMPENSATED, updated_at=self._clock())
+            resolved = instance.evolve(
+                status=SagaStatus.COMPENSATED,
+                updated_at=self._clock(),
+                revision=instance.revision + 1,
+            )
             self._instances[saga_id] = resolved
             self._events[saga_id].append(event)
             return resolved

@@ -30,11 +30,12 @@ from sagakit.records import (
 from sagakit.store.base import SagaPage
 from sagakit.store.group_commit import GroupCommit
 from sagakit.store.postgres_db import Connection, PostgresDatabase, Record
+from sagakit.store.postgres_messages import PostgresMessages
 
 DB_NOW: Final = "extract(epoch FROM clock_timestamp())"
 INSTANCE_COLUMNS: Final = (
     "saga_id, name, version, status, input::text AS input, business_key, error, failed_step,"
-    " created_at, updated_at, owner, fence, lease_until, cancel_requested"
+    " created_at, updated_at, owner, fence, lease_until, cancel_requested, revision"
 )
 SELECT_INSTANCE: Final = f"SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE saga_id = $1"
 SELECT_STEPS: Final = (
@@ -88,15 +89,17 @@ INSERT_INSTANCE: Final = (
 UPDATE_FENCED: Final = (
     "WITH change AS ("
     "  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
-    "   $6::bool[], $7::float8[], $25::float8[])"
-    "   AS c(saga_id, fence, status, error, failed_step, release, at, park_until)),"
+    "   $6::bool[], $7::float8[], $25::float8[], $33::bigint[])"
+    "   AS c(saga_id, fence, status, error, failed_step, release, at, park_until, revision)),"
     " instance AS ("
     "  UPDATE saga_instances AS t SET status = c.status, error = c.error,"
     "   failed_step = c.failed_step, updated_at = c.at,"
     "   owner = CASE WHEN c.release OR c.park_until IS NOT NULL THEN NULL ELSE t.owner END,"
     "   lease_until = CASE WHEN c.release THEN NULL"
-    "    ELSE coalesce(c.park_until, t.lease_until) END"
-    "  FROM change AS c WHERE t.saga_id = c.saga_id AND t.fence = c.fence"
+    "    ELSE coalesce(c.park_until, t.lease_until) END,"
+    "   revision = t.revision + 1"
+    "  FROM change AS c"
+    "  WHERE t.saga_id = c.saga_id AND t.fence = c.fence AND t.revision = c.revision"
     "  RETURNING t.saga_id, t.fence, t.cancel_requested),"
     " steps AS ("
     "  UPDATE saga_steps AS t SET status = s.status, attempts = s.attempts,"
@@ -155,7 +158,7 @@ RELEASED_CHANNEL: Final = "sagakit_released"
 NOTIFY_RELEASED: Final = f"NOTIFY {RELEASED_CHANNEL}"
 REOPEN: Final = (
     "UPDATE saga_instances SET status = 'compensating', owner = $1, fence = fence + 1,"
-    f" lease_until = {DB_NOW} + $2, updated_at = {DB_NOW}"
+    f" lease_until = {DB_NOW} + $2, updated_at = {DB_NOW}, revision = revision + 1"
     " WHERE saga_id = $3 AND status = 'failed'"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
@@ -165,7 +168,8 @@ REQUEST_CANCEL: Final = (
     f" RETURNING {INSTANCE_COLUMNS}"
 )
 RESOLVE: Final = (
-    f"UPDATE saga_instances SET status = 'compensated', updated_at = {DB_NOW}"
+    f"UPDATE saga_instances SET status = 'compensated', updated_at = {DB_NOW},"
+    " revision = revision + 1"
     " WHERE saga_id = $1 AND status = 'failed'"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
@@ -234,6 +238,7 @@ def _transition_arguments(changes: Sequence[Transition]) -> list[object]:
         [orjson.dumps(m.body).decode() for _, m in outbox],
         [c.at for c, _ in outbox],
         [c.fence for c, _ in outbox],
+        [c.revision for c in changes],
     ]
 
 
@@ -276,6 +281,7 @@ def _instance(row: Record, steps: tuple[StepRecord, ...]) -> SagaInstance:
         fence=row["fence"],
         lease_until=row["lease_until"],
         cancel_requested=row["cancel_requested"],
+        revision=row["revision"],
     )
 
 
@@ -289,7 +295,7 @@ async def _with_steps(conn: Connection, rows: Sequence[Record]) -> list[SagaInst
     return [_instance(r, tuple(by_saga.get(r["saga_id"], ()))) for r in rows]
 
 
-class PostgresStore:
+class PostgresStore(PostgresMessages):
     """A :class:`~sagakit.store.base.SagaStore` in PostgreSQL."""
 
     def __init__(self, db: PostgresDatabase) -> None:

@@ -30,13 +30,14 @@ from sagakit.records import (
 )
 from sagakit.store.base import SagaPage
 from sagakit.store.sqlite_db import SqliteDatabase, path_from_url
+from sagakit.store.sqlite_messages import SqliteMessages
 
 #: A row as the driver returns it; its columns are typed where it is turned into a record.
 Row: TypeAlias = tuple[Any, ...]
 
 INSTANCE_COLUMNS: Final = (
     "saga_id, name, version, status, input, business_key, error, failed_step,"
-    " created_at, updated_at, owner, fence, lease_until, cancel_requested"
+    " created_at, updated_at, owner, fence, lease_until, cancel_requested, revision"
 )
 SELECT_INSTANCE: Final = f"SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE saga_id = ?"
 SELECT_STEPS: Final = (
@@ -59,7 +60,7 @@ SELECT_PAGE: Final = (
 )
 COUNT_BY_STATUS: Final = "SELECT status, count(*) FROM saga_instances GROUP BY status"
 INSERT_INSTANCE: Final = (
-    f"INSERT INTO saga_instances ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+    f"INSERT INTO saga_instances ({INSTANCE_COLUMNS}) VALUES ({', '.join('?' * 15)})"
 )
 INSERT_STEP: Final = (
     "INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
@@ -79,7 +80,8 @@ UPDATE_FENCED: Final = (
     "UPDATE saga_instances SET status = ?, error = ?, failed_step = ?, updated_at = ?,"
     " owner = CASE WHEN ? OR ? IS NOT NULL THEN NULL ELSE owner END,"
     " lease_until = CASE WHEN ? THEN NULL ELSE coalesce(?, lease_until) END"
-    " WHERE saga_id = ? AND fence = ? RETURNING cancel_requested"
+    ", revision = revision + 1"
+    " WHERE saga_id = ? AND fence = ? AND revision = ? RETURNING cancel_requested"
 )
 CLAIM: Final = (
     "UPDATE saga_instances SET owner = ?1, fence = fence + 1, lease_until = ?2 + ?3"
@@ -104,7 +106,8 @@ RENEW: Final = (
 RELEASE: Final = "UPDATE saga_instances SET owner = NULL, lease_until = NULL WHERE owner = ?"
 REOPEN: Final = (
     "UPDATE saga_instances SET status = 'compensating', owner = ?1, fence = fence + 1,"
-    " lease_until = ?2 + ?3, updated_at = ?2 WHERE saga_id = ?4 AND status = 'failed'"
+    " lease_until = ?2 + ?3, updated_at = ?2, revision = revision + 1"
+    " WHERE saga_id = ?4 AND status = 'failed'"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
 REQUEST_CANCEL: Final = (
@@ -113,7 +116,7 @@ REQUEST_CANCEL: Final = (
     f" RETURNING {INSTANCE_COLUMNS}"
 )
 RESOLVE: Final = (
-    "UPDATE saga_instances SET status = 'compensated', updated_at = ?1"
+    "UPDATE saga_instances SET status = 'compensated', updated_at = ?1, revision = revision + 1"
     " WHERE saga_id = ?2 AND status = 'failed'"
     f" RETURNING {INSTANCE_COLUMNS}"
 )
@@ -156,6 +159,7 @@ def _instance(row: Row, steps: tuple[StepRecord, ...]) -> SagaInstance:
         fence=row[11],
         lease_until=row[12],
         cancel_requested=bool(row[13]),
+        revision=row[14],
     )
 
 
@@ -196,7 +200,7 @@ def _event_row(saga_id: str, e: SagaEvent) -> tuple[object, ...]:
     return (saga_id, e.at, e.type, e.step, e.attempt, e.detail)
 
 
-class SqliteStore:
+class SqliteStore(SqliteMessages):
     """A :class:`~sagakit.store.base.SagaStore` in one SQLite file."""
 
     def __init__(self, db: SqliteDatabase) -> None:
@@ -472,7 +476,7 @@ class SqliteAction:
 
 
 def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
-    """Apply ``change``; its cancel flag, or ``None`` when its fence is stale."""
+    """Apply ``change``; its cancel flag, or ``None`` when its fence or revision is stale."""
     row = conn.execute(
         UPDATE_FENCED,
         (
@@ -486,6 +490,7 @@ def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
             change.park_until,
             change.saga_id,
             change.fence,
+            change.revision,
         ),
     ).fetchone()
     if row is None:
@@ -532,6 +537,7 @@ def _instance_row(i: SagaInstance) -> tuple[object, ...]:
         i.fence,
         i.lease_until,
         i.cancel_requested,
+        i.revision,
     )
 
 
