@@ -32,7 +32,16 @@ from sagakit.records import (
     StepStatus,
 )
 from sagakit.retry import RetryPolicy
-from sagakit.saga import FunctionStep, Parallel, Saga, Step, StepContext, WaitFor, step
+from sagakit.saga import (
+    FunctionStep,
+    Parallel,
+    Saga,
+    Sleep,
+    Step,
+    StepContext,
+    WaitFor,
+    step,
+)
 from sagakit.store import MemoryStore, SagaQueries, SagaStore, open_store
 from sagakit.worker import Worker
 
@@ -57,6 +66,7 @@ __all__ = [
     "SagaStatus",
     "SagaStore",
     "SagakitError",
+    "Sleep",
     "StartResult",
     "Step",
     "StepContext",

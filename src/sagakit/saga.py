@@ -255,8 +255,36 @@ class WaitFor(Step):
         """Never called: the orchestrator waits for the signal instead."""
         raise TypeError(f"step {self.name!r} waits for a signal; it has no action to run")
 
+    def waiting(self) -> str:
+        """What the history says while the step waits."""
+        return f"waiting for signal {self.signal!r}"
+
     def __repr__(self) -> str:
         return f"<WaitFor {self.name!r} signal={self.signal!r} deadline={self.deadline!r}>"
+
+
+class Sleep(WaitFor):
+    """A step that parks the saga for ``seconds``, durably, then goes on.
+
+    No process holds the saga while it sleeps: the store keeps when it wakes, and a worker
+    of any process connected to the store (``connect()``, ``sagas_lifespan``, ``sagakit
+    worker``) resumes it then, after a restart too. The step's result is
+    ``{"slept": seconds}``. Its signal (the step's name) ends the sleep early, as an
+    operator may: ``sagakit sagas signal SAGA_ID NAME``.
+    """
+
+    def __init__(self, name: str, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"step {name!r}: a sleep is a positive number of seconds")
+        super().__init__(name, deadline=seconds)
+        self.seconds = seconds
+
+    def waiting(self) -> str:
+        """What the history says while the saga sleeps."""
+        return f"sleeping {self.seconds:g}s"
+
+    def __repr__(self) -> str:
+        return f"<Sleep {self.name!r} {self.seconds!r}s>"
 
 
 class Parallel:
@@ -301,6 +329,8 @@ class Saga:
     senders: frozenset[int] = field(repr=False, compare=False)
     #: The pydantic model of the input (``None``: any JSON object).
     input_model: type[BaseModel] | None = field(repr=False, compare=False)
+    #: Seconds after its start past which a running instance is cancelled (``None``: never).
+    deadline: float | None = field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -309,6 +339,7 @@ class Saga:
         version: int = 1,
         *,
         input: type[BaseModel] | None = None,
+        deadline: float | None = None,
     ) -> None:
         flat: list[Step] = []
         groups: list[tuple[int, ...]] = []
@@ -332,6 +363,9 @@ class Saga:
             raise ValueError(f"saga {self.name!r}: step names must be unique")
         object.__setattr__(self, "step_names", names)
         object.__setattr__(self, "input_model", input)
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"saga {name!r}: a deadline is a positive number of seconds")
+        object.__setattr__(self, "deadline", deadline)
         for member in flat:
             if isinstance(member, FunctionStep):
                 member.join(name, input)

@@ -10,6 +10,7 @@ from sagakit import (
     Parallel,
     Saga,
     SagaStatus,
+    Sleep,
     Step,
     StepContext,
     StepFailed,
@@ -162,3 +163,16 @@ async def test_crash_sweep_runs_a_check_of_yours_after_every_run() -> None:
     with pytest.raises(AssertionError, match=r"\n  after_do:charge: third run refused"):
         await crash_sweep(order_saga(ledger), GOOD, ledger=ledger, signals=SIGNALS, check=check)
     assert seen[0] is SagaStatus.COMPLETED
+
+
+async def test_crash_sweep_crashes_a_sleeping_saga_too() -> None:
+    """A ``Sleep``: crashed before and after it parks, the saga still wakes and completes."""
+    ledger = EffectLedger()
+    saga = Saga("napper", [charge_step(ledger, idempotent_charge=True, idempotent_refund=True)])
+    saga = Saga("napper", [*saga.steps, Sleep("nap", 0.1)])
+
+    report = await crash_sweep(saga, GOOD, ledger=ledger)
+
+    assert report.status == "completed"
+    assert {"before_wait:nap", "after_wait:nap"} <= set(report.points)
+    assert not any(p.startswith("after_signal") for p in report.points)

@@ -27,6 +27,7 @@ PUBLIC = [
     "SagaStatus",
     "SagaStore",
     "SagakitError",
+    "Sleep",
     "StartResult",
     "Step",
     "StepContext",

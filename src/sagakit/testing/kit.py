@@ -12,6 +12,7 @@ from sagakit.errors import SagaNotFound
 from sagakit.orchestrator import Probe, SagaOrchestrator, Sleep
 from sagakit.records import JSON, SagaInstance
 from sagakit.saga import Saga, StepContext, WaitFor
+from sagakit.saga import Sleep as SleepStep
 from sagakit.store import MemoryStore
 
 __all__ = [
@@ -118,7 +119,8 @@ def crash_points(saga: Saga) -> list[CrashPoint]:
                 CrashPoint("before_wait", member.name),
                 CrashPoint("after_wait", member.name),
             ]
-            forward.append(CrashPoint("after_signal", member.signal))
+            if not isinstance(member, SleepStep):  # nobody signals a sleep (but an operator)
+                forward.append(CrashPoint("after_signal", member.signal))
         else:
             forward += [CrashPoint("before_do", member.name), CrashPoint("after_do", member.name)]
     backward = [
