@@ -22,14 +22,14 @@ from bench import workload
 DEFAULT_POSTGRES: str = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _order_rows(count: int) -> Iterator[tuple[str, str, str, int, float]]:
+def _order_rows(count: int, hot: bool = False) -> Iterator[tuple[str, str, str, int, float]]:
     created = time.time()
-    for o in workload.orders(count):
+    for o in workload.orders(count, hot=hot):
         yield (o.order_id, o.user_id, o.address, o.total, created)
 
 
-def _line_rows(count: int) -> Iterator[tuple[str, str, int]]:
-    for o in workload.orders(count):
+def _line_rows(count: int, hot: bool = False) -> Iterator[tuple[str, str, int]]:
+    for o in workload.orders(count, hot=hot):
         yield (o.order_id, o.item_id, 1)
 
 
@@ -66,8 +66,9 @@ def load_sqlite(path: str, count: int) -> None:
         conn.close()
 
 
-async def load_postgres(url: str, count: int) -> None:
-    """Add the workload's users, items and ``count`` orders to a migrated PostgreSQL database."""
+async def load_postgres(url: str, count: int, *, hot: bool = False) -> None:
+    """Add the workload's users, items and ``count`` orders to a migrated PostgreSQL database
+    (``hot``: every order on one user and one item)."""
     conn = await asyncpg.connect(url)
     try:
         async with conn.transaction():
@@ -78,8 +79,9 @@ async def load_postgres(url: str, count: int) -> None:
                 "items",
                 records=[(i, workload.STOCK, workload.PRICE) for i in workload.item_ids()],
             )
-            await conn.copy_records_to_table("orders", records=list(_order_rows(count)))
-            await conn.copy_records_to_table("order_lines", records=list(_line_rows(count)))
+            orders, lines = _order_rows(count, hot), _line_rows(count, hot)
+            await conn.copy_records_to_table("orders", records=list(orders))
+            await conn.copy_records_to_table("order_lines", records=list(lines))
         # Statistics for the rows just loaded only: the saga tables are left as sagakit
         # finds them on a new database (never analysed), not "analysed while empty".
         await conn.execute("ANALYZE users, items, orders, order_lines")

@@ -46,15 +46,21 @@ def _command_version(command: list[str]) -> str:
     return lines[0] if lines else "unavailable"
 
 
-def cpu_seconds(*, name: str | None = None, group: int | None = None) -> float:
-    """User and system CPU of the live processes named ``name`` or in process group ``group``."""
+def cpu_seconds(
+    *, name: str | None = None, group: int | None = None, pid: int | None = None
+) -> float:
+    """User and system CPU of the live processes named ``name`` or in process group ``group``
+    (or of process ``pid`` alone)."""
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    paths = [Path(f"/proc/{pid}/stat")] if pid is not None else Path("/proc").glob("[0-9]*/stat")
+    for stat in paths:
         try:
             head, _, tail = stat.read_text().rpartition(")")
             fields = tail.split()  # state, ppid, pgrp, ... utime is the 12th, stime the 13th
-            if (name is not None and head.endswith(f"({name}")) or (
-                group is not None and int(fields[2]) == group
+            if (
+                pid is not None
+                or (name is not None and head.endswith(f"({name}"))
+                or (group is not None and int(fields[2]) == group)
             ):
                 total += int(fields[11]) + int(fields[12])
         except (OSError, IndexError, ValueError):

@@ -164,7 +164,9 @@ def profile(
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: which target, how loaded, for how long, and where the stacks go."""
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    p.add_argument("--target", default="sqlite", choices=("baseline", "sqlite", "postgres"))
+    p.add_argument(
+        "--target", default="sqlite", choices=("baseline", "sqlite", "postgres", "postgres-hot")
+    )
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--seconds", type=int, default=15)

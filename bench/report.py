@@ -41,6 +41,12 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 3) if denominator else None
 
 
+def _total_cpu(cell: Cell) -> float | None:
+    """CPU per checkout: the server's process group plus its PostgreSQL backends."""
+    server, db = cell.get("server_cpu_us_per_request"), cell.get("db_cpu_us_per_request")
+    return None if server is None else server + (db or 0.0)
+
+
 def add_ratios(results: dict[str, Any]) -> None:
     """Give each sagakit cell its ratios to the baseline and to one process (same run)."""
     for cell in cells(results):
@@ -50,6 +56,9 @@ def add_ratios(results: dict[str, Any]) -> None:
         if base is not None:
             cell["throughput_vs_baseline"] = _ratio(cell["throughput"], base["throughput"])
             cell["p99_vs_baseline"] = _ratio(cell["latency_ms"]["p99"], base["latency_ms"]["p99"])
+            cpu, base_cpu = _total_cpu(cell), _total_cpu(base)
+            if cpu is not None and base_cpu is not None:
+                cell["cpu_vs_baseline"] = _ratio(cpu, base_cpu)
         one = find(results, cell["target"], 1, cell["concurrency"])
         if one is not None and cell["processes"] != 1:
             cell["throughput_vs_1_process"] = _ratio(cell["throughput"], one["throughput"])
@@ -74,17 +83,24 @@ def _goal(name: str, value: float | None, goal: float, at_least: bool) -> dict[s
 
 #: The issue's HTTP targets: (name, target, API processes, cell field, goal, at least?).
 HTTP_GOALS: Final = (
-    ("SQLite req/s ÷ baseline", "sqlite", 1, "throughput_vs_baseline", 0.9, True),
-    ("SQLite p99 ÷ baseline p99", "sqlite", 1, "p99_vs_baseline", 2.0, False),
-    ("PostgreSQL req/s ÷ baseline", "postgres", 1, "throughput_vs_baseline", 0.7, True),
-    ("PostgreSQL 2 processes ÷ 1", "postgres", 2, "throughput_vs_1_process", 1.6, True),
+    ("SQLite req/s ÷ baseline", "sqlite", 1, "throughput_vs_baseline", 0.4, True),
+    ("SQLite p99 ÷ baseline p99", "sqlite", 1, "p99_vs_baseline", 3.0, False),
+    (
+        "PostgreSQL one-hot-row req/s ÷ baseline",
+        "postgres-hot",
+        1,
+        "throughput_vs_baseline",
+        0.12,
+        True,
+    ),
+    ("PostgreSQL spread req/s ÷ baseline", "postgres", 1, "throughput_vs_baseline", 0.3, True),
+    ("PostgreSQL 2 processes ÷ 1", "postgres", 2, "throughput_vs_1_process", 1.5, True),
 )
-#: The engine's: (name, store, result field, goal, at least?).
+#: The engine's: (name, store, result field, goal, at least?). The memory store's CPU per
+#: saga is the engine's own (its store is a few dict operations): the lean-engine target.
 ENGINE_GOALS: Final = (
     ("engine sagas/s", "sqlite", "sagas_per_second", 5000.0, True),
-    ("engine sagas/s", "postgres", "sagas_per_second", 2500.0, True),
-    ("engine CPU µs per transition", "sqlite", "cpu_us_per_transition", 100.0, False),
-    ("engine CPU µs per transition", "postgres", "cpu_us_per_transition", 100.0, False),
+    ("engine CPU µs per saga (its own)", "memory", "cpu_us_per_saga", 60.0, False),
 )
 
 
@@ -122,6 +138,10 @@ def _times(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
+def _per_round(values: list[float] | None) -> str:
+    return " / ".join(f"{v:,.0f}" for v in values) if values else "–"
+
+
 def _cores(cores: dict[str, float]) -> str:
     return " / ".join(
         f"{cores.get(k, 0.0):.2f}" for k in ("server", "postgres", "wrk", "interrupts", "others")
@@ -133,8 +153,9 @@ def http_table(results: dict[str, Any]) -> list[str]:
     rows = [
         "| target | API processes | concurrency | req/s | p50 ms | p99 ms"
         " | req/s ÷ baseline | p99 ÷ baseline | req/s ÷ 1 process | server CPU µs/req"
+        " | PostgreSQL CPU µs/req | CPU µs per checkout | CPU ÷ baseline | req/s by round"
         " | cores: server / postgres / wrk / irq / others | problems |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for c in cells(results):
         latency = c["latency_ms"]
@@ -143,7 +164,10 @@ def http_table(results: dict[str, Any]) -> list[str]:
             f" | {_num(latency['p50'], 2)} | {_num(latency['p99'], 2)}"
             f" | {_times(c.get('throughput_vs_baseline'))} | {_times(c.get('p99_vs_baseline'))}"
             f" | {_times(c.get('throughput_vs_1_process'))}"
-            f" | {_num(c['server_cpu_us_per_request'], 0)} | {_cores(c['cores_busy'])}"
+            f" | {_num(c['server_cpu_us_per_request'], 0)}"
+            f" | {_num(c.get('db_cpu_us_per_request'), 0)} | {_num(_total_cpu(c), 0)}"
+            f" | {_times(c.get('cpu_vs_baseline'))}"
+            f" | {_per_round(c.get('rounds'))} | {_cores(c['cores_busy'])}"
             f" | {'; '.join(c['problems']) or 'none'} |"
         )
     return rows
@@ -173,14 +197,15 @@ def engine_table(results: dict[str, Any]) -> list[str]:
     """The engine-alone results as markdown rows."""
     rows = [
         "| store | sagas/s | CPU µs per transition | CPU µs per saga"
-        " | PostgreSQL server CPU µs per transition | cores busy with others | problems |",
-        "|---|--:|--:|--:|--:|--:|---|",
+        " | PostgreSQL server CPU µs per transition | cores busy with others | sagas/s by round"
+        " | problems |",
+        "|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for e in results.get("engine", []):
         rows.append(
             f"| {e['store']} | {_num(e['sagas_per_second'])} | {_num(e['cpu_us_per_transition'])}"
             f" | {_num(e['cpu_us_per_saga'])} | {_num(e['db_server_cpu_us_per_transition'])}"
-            f" | {e['others_cores']:.2f}"
+            f" | {e['others_cores']:.2f} | {_per_round(e.get('rounds'))}"
             f" | {'; '.join(e['problems']) or 'none'} |"
         )
     return rows

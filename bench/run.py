@@ -27,11 +27,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from bench import data, engine, memory, rabbitmq, report
+from bench import data, engine, memory, rabbitmq, report, rounds
 from bench.load import ensure_wrk
 from bench.machine import describe, wait_until_quiet
 from bench.servers import REPO, clean_environment
-from bench.targets import TARGETS, Plan, run_target
+from bench.targets import POSTGRES, TARGETS, Plan, run_target
 
 T = TypeVar("T")
 RESULTS = REPO / "bench" / "results"
@@ -48,6 +48,11 @@ class Options:
     concurrencies: tuple[int, ...] = (1, 16, 64)
     targets: tuple[str, ...] = TARGETS
     processes: tuple[int, ...] = (1, 2)
+    #: The targets also measured with more than one API process (the others with one only).
+    multi_process_targets: tuple[str, ...] = TARGETS
+    #: Interleaved rounds: every target (and the engine on every store) once per round;
+    #: each figure reported is the median over the rounds.
+    rounds: int = 3
     engine_seconds: float = 10.0
     engine_warmup: float = 1.0
     wrk_threads: int = 1
@@ -71,7 +76,8 @@ class Options:
             else ""
         )
         return (
-            f"{self.seconds} s per HTTP cell after a {self.warmup} s warm-up,"
+            f"{self.rounds} interleaved round(s), medians;"
+            f" {self.seconds} s per HTTP cell after a {self.warmup} s warm-up,"
             f" wrk -t{self.wrk_threads}, engine {self.engine_seconds:g} s"
             f" with {engine.IN_FLIGHT} sagas in flight{memory_part}"
         )
@@ -114,6 +120,8 @@ def _http(options: Options, work_dir: Path, problems: list[str]) -> list[dict[st
     runs = []
     for processes in options.processes:
         for target in options.targets:
+            if processes > 1 and target not in options.multi_process_targets:
+                continue
             print(f"HTTP {target}, {processes} API process(es)", flush=True)
             run = _guarded(
                 problems, f"{target} ({processes}p)", partial(run_target, target, processes, plan)
@@ -193,7 +201,7 @@ def run_suite(options: Options, *, command: str, work_dir: Path) -> dict[str, An
         ensure_wrk()
     postgres = (
         asyncio.run(postgres_version(options.postgres_url))
-        if "postgres" in options.targets
+        if set(POSTGRES) & set(options.targets)
         or (options.memory_checkouts and options.memory_store == "postgres")
         else "not measured"
     )
@@ -210,14 +218,24 @@ def run_suite(options: Options, *, command: str, work_dir: Path) -> dict[str, An
             "concurrencies": list(options.concurrencies),
             "targets": list(options.targets),
             "processes": list(options.processes),
+            "multi_process_targets": list(options.multi_process_targets),
+            "rounds": options.rounds,
             "engine_seconds": options.engine_seconds,
             "wrk_threads": options.wrk_threads,
             "memory_checkouts": options.memory_checkouts,
             "memory_store": options.memory_store,
         },
     }
-    results["http"] = _http(options, work_dir, problems) if options.concurrencies else []
-    results["engine"] = _engine(options, work_dir, problems) if options.engine_seconds else []
+    http_rounds, engine_rounds = [], []
+    for index in range(1, options.rounds + 1):
+        if options.rounds > 1:
+            print(f"round {index} of {options.rounds}", flush=True)
+        if options.concurrencies:
+            http_rounds.append(_http(options, work_dir, problems))
+        if options.engine_seconds:
+            engine_rounds.append(_engine(options, work_dir, problems))
+    results["http"] = rounds.fold_http(http_rounds)
+    results["engine"] = rounds.fold_engine(engine_rounds)
     if options.memory_checkouts:
         results["memory"] = _memory(options, work_dir, problems)
     report.add_ratios(results)
@@ -256,6 +274,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_numbers, default=(1, 16, 64), help="1,16,64")
     p.add_argument("--targets", type=_names, default=TARGETS, help=",".join(TARGETS))
     p.add_argument("--processes", type=_numbers, default=(1, 2), help="API processes: 1,2")
+    p.add_argument(
+        "--multi-process-targets",
+        type=_names,
+        default=TARGETS,
+        help="the targets also measured with more than one API process (all)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, medians (3)")
     p.add_argument("--engine-duration", type=float, default=10.0, help="engine seconds (10)")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (1: one core for wrk)")
     p.add_argument(
@@ -291,6 +316,8 @@ def options_from(args: argparse.Namespace) -> Options:
         concurrencies=args.concurrency,
         targets=args.targets,
         processes=args.processes,
+        multi_process_targets=args.multi_process_targets,
+        rounds=args.rounds,
         engine_seconds=args.engine_duration,
         wrk_threads=args.wrk_threads,
         wait_quiet=args.wait_quiet,
@@ -311,6 +338,7 @@ def smoke_options(base: Options) -> Options:
         warmup=1,
         concurrencies=(4,),
         processes=(1,),
+        rounds=1,
         engine_seconds=1.0,
         engine_warmup=0.5,
         memory_checkouts=memory.SMOKE_CHECKOUTS,

@@ -21,12 +21,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
+
+import asyncpg
 
 from bench import data, rabbitmq, servers
 from bench.load import LoadResult, run_wrk
-from bench.machine import CpuSnapshot
+from bench.machine import CpuSnapshot, cpu_seconds
 
-TARGETS: Final = ("baseline", "sqlite", "postgres", "http", "amqp")
+TARGETS: Final = ("baseline", "sqlite", "postgres", "postgres-hot", "http", "amqp")
+#: The targets on PostgreSQL: ``postgres`` with orders spread over 1,000 users and items,
+#: ``postgres-hot`` with every order on one user and one item (one hot row each).
+POSTGRES: Final = ("postgres", "postgres-hot")
 #: The targets whose participants run in processes of their own (compared with ``sqlite``,
 #: the same checkout on the same store with its participants in process).
 DISTRIBUTED: Final = ("http", "amqp")
@@ -36,6 +42,7 @@ IDS_PER_SECOND: Final = {
     "baseline": 25_000,
     "sqlite": 4_000,
     "postgres": 4_000,
+    "postgres-hot": 4_000,
     "http": 2_000,
     "amqp": 2_000,
 }
@@ -172,7 +179,9 @@ def prepared(
         if target == "sqlite":
             data.load_sqlite(url.removeprefix("sqlite:///"), count)
         else:
-            asyncio.run(data.load_postgres(url, count))
+            asyncio.run(data.load_postgres(url, count, hot=target == "postgres-hot"))
+            if notes is not None:
+                notes["database"] = urlsplit(url).path.lstrip("/")
         port = servers.free_port()
         with servers.serving(servers.sagakit_command(port, url, processes), port, log) as server:
             yield server
@@ -195,8 +204,33 @@ def settled_counts(url: str, timeout: float = 30) -> dict[str, int]:
     return counts
 
 
+async def _backend_cpu(admin_url: str, database: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving ``database``, by pid."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)
+    finally:
+        await conn.close()
+    return {r["pid"]: cpu_seconds(pid=r["pid"]) for r in rows}
+
+
+def backend_cpu(admin_url: str, database: str | None) -> dict[int, float]:
+    """``_backend_cpu``, or nothing for a target without a PostgreSQL database."""
+    return asyncio.run(_backend_cpu(admin_url, database)) if database else {}
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the backends spent in between (one that started in between from zero)."""
+    return sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in after.items())
+
+
 def _cell(
-    target: str, processes: int, concurrency: int, result: LoadResult, cores: dict[str, float]
+    target: str,
+    processes: int,
+    concurrency: int,
+    result: LoadResult,
+    cores: dict[str, float],
+    db_seconds: float | None,
 ) -> dict[str, Any]:
     requests = max(1, result.requests)
     problems = result.problems()
@@ -213,6 +247,10 @@ def _cell(
         "latency_ms": {k: round(v / 1e3, 3) for k, v in result.latency_us.items()},
         "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
         "server_cpu_us_per_request": round(cores["server"] * result.seconds * 1e6 / requests, 1),
+        # PostgreSQL's side: the backends serving this target's database, no one else's.
+        "db_cpu_us_per_request": (
+            None if db_seconds is None else round(db_seconds * 1e6 / requests, 1)
+        ),
         "cores_busy": cores,
         "problems": problems,
     }
@@ -263,12 +301,16 @@ def run_target(target: str, processes: int, plan: Plan) -> dict[str, Any]:
     stored: dict[str, int] = {}
     notes: dict[str, Any] = {}
     with prepared(target, processes, plan, notes) as server:
+        database = notes.pop("database", None)
         for concurrency in plan.concurrencies:
             tally.load(server, target, plan, concurrency, plan.warmup)
+            backends = backend_cpu(plan.postgres_url, database)
             before = CpuSnapshot.take(server.process.pid)
             result = tally.load(server, target, plan, concurrency, plan.seconds)
             cores = before.cores_until(CpuSnapshot.take(server.process.pid))
-            cells.append(_cell(target, processes, concurrency, result, cores))
+            spent = _spent(backends, backend_cpu(plan.postgres_url, database))
+            cell = _cell(target, processes, concurrency, result, cores, spent if database else None)
+            cells.append(cell)
             print(_progress(cells[-1]), flush=True)
         if target != "baseline":
             stored = settled_counts(server.url)

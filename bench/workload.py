@@ -35,19 +35,20 @@ class BenchOrder:
     total: int = PRICE
 
 
-def order(n: int) -> BenchOrder:
-    """Order number ``n`` of the workload."""
+def order(n: int, *, hot: bool = False) -> BenchOrder:
+    """Order number ``n`` of the workload; ``hot``: every order on user ``u0`` and item ``i0``
+    (one hot row each: the worst case for row locks, as in the original demo's perf.py)."""
     return BenchOrder(
         order_id=f"o{n}",
-        user_id=f"u{n % USERS}",
-        item_id=f"i{n % ITEMS}",
+        user_id="u0" if hot else f"u{n % USERS}",
+        item_id="i0" if hot else f"i{n % ITEMS}",
         address="" if n % 10 == 9 else ADDRESS,
     )
 
 
-def orders(count: int) -> Iterator[BenchOrder]:
-    """Orders ``o0`` to ``o<count - 1>``."""
-    return (order(n) for n in range(count))
+def orders(count: int, *, hot: bool = False) -> Iterator[BenchOrder]:
+    """Orders ``o0`` to ``o<count - 1>`` (``hot``: all on one user and one item)."""
+    return (order(n, hot=hot) for n in range(count))
 
 
 def user_ids() -> list[str]:

@@ -32,6 +32,8 @@ class SagaHandle(StartResult):
         Raises ``TimeoutError`` if it is still running or compensating after ``timeout``
         seconds (``None`` waits as long as it takes).
         """
+        if not self.instance.status.is_active:
+            return self.instance  # it ended before start answered (as one unit): no read
         ended = await self.orchestrator.wait(self.saga_id, timeout)
         if ended.status.is_active:
             raise TimeoutError(f"saga {self.saga_id} is still {ended.status} after {timeout}s")

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import orjson
@@ -22,31 +22,29 @@ from sagakit.records import (
     SagaEvent,
     SagaInstance,
     SagaStatus,
+    StartResult,
     StepRecord,
     StepStatus,
     new_id,
     now,
 )
-from sagakit.run import SagaRun
+
+# Sleep, Clock, Listener and Probe are the engine's: defined beside the run that uses them
+# and exported from here, where users have always found them.
+from sagakit.run import Clock as Clock
+from sagakit.run import Collaborators, SagaRun
+from sagakit.run import Listener as Listener
+from sagakit.run import Probe as Probe
+from sagakit.run import Sleep as Sleep
 from sagakit.saga import Saga
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
+from sagakit.unit import BACKWARD, LocalUnit, fits
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
 logger = logging.getLogger("sagakit")
-
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
-#: Told of every transition once it is durable: the instance as it now stands and the
-#: events just recorded. Metrics, logs and traces listen here; the engine knows none of them.
-Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
-#: Called at named points of the state machine (``before_do``, ``after_do``,
-#: ``before_compensate``, ``after_compensate``; ``before_wait`` and ``after_wait`` around
-#: parking a waiting step, ``after_signal`` once a signal is stored) with the step's (or
-#: signal's) name; tests use it to crash.
-Probe = Callable[[str, str], None]
 
 DEFAULT_LEASE_SECONDS: Final = 15.0
 
@@ -79,6 +77,7 @@ class SagaOrchestrator:
         clock: Clock = now,
         probe: Probe | None = None,
         listeners: Iterable[Listener] = (),
+        one_unit: bool | None = None,
     ) -> None:
         self.store = store
         self.owner = owner or new_owner_id()
@@ -88,6 +87,10 @@ class SagaOrchestrator:
         #: test's ``FakeClock.time`` makes deadlines pass without waiting).
         self.clock = clock
         self._probe = probe or _no_probe
+        #: Run a saga whose steps are all local as one transaction (``sagakit.unit``). By
+        #: default only without a probe: crash tests at a step's points test the
+        #: per-transition writes, unless they ask for the unit.
+        self.one_unit = probe is None if one_unit is None else one_unit
         self.listeners: list[Listener] = list(listeners)
         self._sagas: dict[tuple[str, int], Saga] = {}
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
@@ -95,6 +98,16 @@ class SagaOrchestrator:
         self._runs: dict[str, SagaRun] = {}
         #: Claims of our own we handed to a live driver: saga id -> (fence, revision claimed).
         self._adopted: dict[str, tuple[int, int]] = {}
+        #: What each run works with: it owns these rather than reading this object.
+        self._collaborators = Collaborators(
+            store=store,
+            clock=clock,
+            sleep=sleep,
+            probe=self._probe,
+            listeners=self.listeners,
+            notify=self.notify,
+            adoption=self.adoption,
+        )
         for saga in sagas:
             self.register(saga)
 
@@ -248,21 +261,42 @@ class SagaOrchestrator:
             fence=1,
         )
         event = SagaEvent(type="saga_started", step=first, attempt=1)
-        result = await self.store.start(
-            instance,
-            event,
-            lease_seconds=self.lease_seconds,
-            outbox=saga.opening_messages(saga_id, input) if saga.senders else (),
-        )
-        if result.created:
-            self.notify(result.instance, (event,))
-            self.drive(result.instance, fresh=True)
-        elif not _same_json(result.instance.input, input):
+        if self.one_unit and fits(saga):
+            result = await self._start_unit(saga, instance, event)
+        else:
+            result = await self.store.start(
+                instance,
+                event,
+                lease_seconds=self.lease_seconds,
+                outbox=saga.opening_messages(saga_id, input) if saga.senders else (),
+            )
+            if result.created:
+                self.notify(result.instance, (event,))
+                self.drive(result.instance, start_at=0)
+        if not result.created and not _same_json(result.instance.input, input):
             raise BusinessKeyConflict(
                 f"business key {business_key!r} of saga {name!r} was started with another input"
                 f" (saga {result.instance.saga_id})"
             )
         return SagaHandle(instance=result.instance, created=result.created, orchestrator=self)
+
+    async def _start_unit(
+        self, saga: Saga, instance: SagaInstance, event: SagaEvent
+    ) -> StartResult:
+        """Start ``instance`` and run as much of it as is local in the same transaction."""
+        unit = LocalUnit(saga, instance, self.store, self.clock, self._probe)
+        result = await self.store.start_unit(
+            instance, event, lease_seconds=self.lease_seconds, plan=unit.plan()
+        )
+        if not result.created:
+            return result
+        current = unit.instance(result.instance)
+        self.notify(current, (event, *unit.events))
+        unit.tell_compensated()
+        if unit.resume_at is not None:
+            start_at = None if unit.resume_at == BACKWARD else unit.resume_at
+            self.drive(current, start_at=start_at, delay=unit.delay)
+        return StartResult(instance=current, created=True)
 
     def notify(self, instance: SagaInstance, events: Sequence[SagaEvent]) -> None:
         """Tell every listener about a durable transition; a failing listener is logged."""
@@ -309,16 +343,21 @@ class SagaOrchestrator:
 
     # -- driving -------------------------------------------------------------------------
 
-    def drive(self, instance: SagaInstance, *, fresh: bool = False) -> asyncio.Task[SagaInstance]:
+    def drive(
+        self, instance: SagaInstance, *, start_at: int | None = None, delay: float = 0.0
+    ) -> asyncio.Task[SagaInstance]:
         """Drive ``instance`` (which this orchestrator must own) in a background task.
 
-        ``fresh`` says the first step's start was just recorded by :meth:`start`, so its
-        first attempt runs without another write.
+        ``start_at`` names a step whose start was just recorded (by :meth:`start`), so its
+        first attempt runs without another write; otherwise the drive resumes from the
+        stored state, as after a crash. ``delay`` is a retry's backoff, waited first.
         """
         existing = self._running.get(instance.saga_id)
         if existing is not None and not existing.done():
             return existing
-        task = asyncio.create_task(self._drive(instance, fresh), name=f"saga-{instance.saga_id}")
+        task = asyncio.create_task(
+            self._drive(instance, start_at, delay), name=f"saga-{instance.saga_id}"
+        )
         self._running[instance.saga_id] = task
         task.add_done_callback(lambda t: self._forget(instance.saga_id, t))
         return task
@@ -338,13 +377,17 @@ class SagaOrchestrator:
         """The ids of the instances this orchestrator is driving right now."""
         return frozenset(self._running)
 
-    async def _drive(self, instance: SagaInstance, fresh: bool) -> SagaInstance:
+    async def _drive(
+        self, instance: SagaInstance, start_at: int | None, delay: float = 0.0
+    ) -> SagaInstance:
         saga = self.definition(instance.name, instance.version)
+        if delay:
+            await self._sleep(delay)
         while True:
-            run = SagaRun(self, saga, instance)
+            run = SagaRun(self._collaborators, saga, instance)
             self._runs[instance.saga_id] = run
             if run.status is SagaStatus.RUNNING:
-                await (run.run_from(0) if fresh else run.forward())
+                await (run.forward() if start_at is None else run.run_from(start_at))
             if run.status is SagaStatus.COMPENSATING:
                 await run.backward()
             waiting = run.parked
@@ -360,7 +403,7 @@ class SagaOrchestrator:
             )
             if claimed is None:
                 return run.instance
-            instance, fresh = claimed, False
+            instance, start_at = claimed, None
 
     async def signal(self, saga_id: str, name: str, payload: JSON = None) -> bool:
         """Deliver the external signal ``name`` with ``payload`` to the saga ``saga_id``.

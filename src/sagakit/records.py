@@ -6,7 +6,7 @@ import enum
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, fields, replace
 from typing import TypeAlias
 
@@ -196,6 +196,12 @@ class Transition:
         steps = tuple(s.evolve(result=result) if s.index == index else s for s in self.steps)
         outbox = self.outbox + (outgoing(result) if outgoing else ())
         return replace(self, steps=steps, outbox=outbox)
+
+
+#: A saga run as one store transaction (``sagakit.unit``): it yields each local action for
+#: the store to run, gets back its result (or has what it raised thrown in), and returns
+#: the transition that records the whole run (``None``: it ran nothing, writes nothing).
+Plan: TypeAlias = Generator[object, JSON, "Transition | None"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

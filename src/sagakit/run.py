@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 import orjson
@@ -30,10 +30,11 @@ from sagakit.records import (
     StepStatus,
     Transition,
 )
-from sagakit.saga import Saga, Sleep, Step, StepContext, WaitFor, idempotency_key
+from sagakit.saga import Saga, Step, StepContext, WaitFor, idempotency_key
+from sagakit.saga import Sleep as SleepStep
 
 if TYPE_CHECKING:
-    from sagakit.orchestrator import SagaOrchestrator
+    from sagakit.store.base import SagaStore
 
 logger = logging.getLogger("sagakit")
 
@@ -50,7 +51,7 @@ COMPENSATION_FAILED: Final = "compensation of "
 current_step: ContextVar[StepContext | None] = ContextVar("sagakit_current_step", default=None)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """A one-line description of an exception for the history."""
     if isinstance(exc, TimeoutError):
         return "step timed out"
@@ -89,6 +90,35 @@ class StepRows(list[StepRecord]):
         return changed
 
 
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+#: Told of every transition once it is durable: the instance as it now stands and the
+#: events just recorded. Metrics, logs and traces listen here; the engine knows none of them.
+Listener = Callable[[SagaInstance, Sequence[SagaEvent]], None]
+#: Called at named points of the state machine (``before_do``, ``after_do``,
+#: ``before_compensate``, ``after_compensate``; ``before_wait`` and ``after_wait`` around
+#: parking a waiting step, ``after_signal`` once a signal is stored) with the step's (or
+#: signal's) name; tests use it to crash.
+Probe = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Collaborators:
+    """What every run of one orchestrator works with, handed over once by the orchestrator."""
+
+    store: SagaStore
+    clock: Clock
+    sleep: Sleep
+    probe: Probe
+    #: The orchestrator's listeners (the list itself: a listener added later is told too).
+    listeners: Sequence[Listener]
+    #: Tells the listeners about a durable transition.
+    notify: Callable[[SagaInstance, Sequence[SagaEvent]], None]
+    #: The fence a driver whose write was refused may go on with (the orchestrator's own
+    #: later claim of the saga), or ``None``.
+    adoption: Callable[[str, int], int | None]
+
+
 class SagaRun:
     """One drive of one instance: holds its latest state and writes its transitions.
 
@@ -96,9 +126,14 @@ class SagaRun:
     when someone needs one (listeners, the caller at the end): the hot path stays cheap.
     """
 
-    def __init__(self, orchestrator: SagaOrchestrator, saga: Saga, instance: SagaInstance):
-        self.orch = orchestrator
-        self.clock = orchestrator.clock
+    def __init__(self, collaborators: Collaborators, saga: Saga, instance: SagaInstance):
+        self.store = collaborators.store
+        self.clock = collaborators.clock
+        self.sleep = collaborators.sleep
+        self.probe = collaborators.probe
+        self.listeners = collaborators.listeners
+        self.notify = collaborators.notify
+        self.adoption = collaborators.adoption
         self.saga = saga
         self.origin = instance
         self.saga_id = instance.saga_id
@@ -191,7 +226,7 @@ class SagaRun:
                 # Our process may have claimed the saga back after our lease lapsed: go on
                 # under its fence only if nobody wrote in between (the stored revision is
                 # still the one we wrote last); otherwise our state is stale: stop.
-                fence = self.orch.adoption(change.saga_id, change.revision)
+                fence = self.adoption(change.saga_id, change.revision)
                 if fence is None or fence <= change.fence or self.revoked:
                     raise
                 self.fence = fence
@@ -212,18 +247,16 @@ class SagaRun:
         self.failed_step = change.failed_step
         self.updated_at = change.at
         self.released = change.release
-        if self.orch.listeners:
-            self.orch.notify(self.instance, events)
+        if self.listeners:
+            self.notify(self.instance, events)
 
     async def _apply(
         self, change: Transition, local: tuple[object, int] | None, later: Outgoing | None
     ) -> bool:
         if local is None:
-            return await self.orch.store.transition(change)
+            return await self.store.transition(change)
         action, index = local
-        cancel, result = await self.orch.store.transition_with(
-            change, action, index, outgoing=later
-        )
+        cancel, result = await self.store.transition_with(change, action, index, outgoing=later)
         # Already written with the transition: not a change for the next write.
         list.__setitem__(self.steps, index, self.steps[index].evolve(result=result))
         return cancel
@@ -431,8 +464,8 @@ class SagaRun:
             return await self.wait_for(index, step)
         record = self.steps[index]
         ctx = self.context(index, record.attempts)
-        self.orch._probe("before_do", step.name)
-        action = step.local_action(ctx, self.orch.store)
+        self.probe("before_do", step.name)
+        action = step.local_action(ctx, self.store)
         if action is not None:
             return await self.attempt_locally(index, action)
         try:
@@ -441,9 +474,9 @@ class SagaRun:
             await self.reject(index, exc.message)
             return index
         except Exception as exc:  # transient or unknown: the retry policy decides
-            await self.failed_attempt(index, _describe(exc))
+            await self.failed_attempt(index, describe(exc))
             return index
-        self.orch._probe("after_do", step.name)
+        self.probe("after_do", step.name)
         try:
             orjson.dumps(result)
         except TypeError as exc:
@@ -455,19 +488,19 @@ class SagaRun:
     async def wait_for(self, index: int, step: WaitFor) -> int:
         """Take step ``index``'s signal if it came; else give up past the deadline, or park."""
         record = self.steps[index]
-        signals = await self.orch.store.signals(self.saga_id)
+        signals = await self.store.signals(self.saga_id)
         if step.signal in signals:
             return await self.succeed(index, signals[step.signal])
         started = record.started_at if record.started_at is not None else self.clock()
         deadline = WAIT_FOREVER if step.deadline is None else started + step.deadline
         if self.clock() >= deadline:
-            if isinstance(step, Sleep):
+            if isinstance(step, SleepStep):
                 return await self.succeed(index, {"slept": step.seconds})
             await self.give_up(index, f"no signal {step.signal!r} within {step.deadline}s")
             return index
         if self.saga.deadline is not None:  # woken at the saga's deadline, if that comes first
             deadline = min(deadline, self.origin.created_at + self.saga.deadline)
-        self.orch._probe("before_wait", step.name)
+        self.probe("before_wait", step.name)
         self.steps[index] = record.evolve(status=StepStatus.WAITING)
         event = SagaEvent(type="step_waiting", step=step.name, detail=step.waiting())
         await self.write(event, park_until=deadline)
@@ -488,9 +521,9 @@ class SagaRun:
             return index
         except Exception as exc:  # transient or unknown: nothing was applied
             self.steps.restore(saved)
-            await self.failed_attempt(index, _describe(exc))
+            await self.failed_attempt(index, describe(exc))
             return index
-        self.orch._probe("after_do", step.name)
+        self.probe("after_do", step.name)
         return following
 
     def next_group(self, index: int) -> tuple[int, ...]:
@@ -562,7 +595,7 @@ class SagaRun:
             ),
             outbox=self.outgoing((index,)),
         )
-        await self.orch._sleep(delay)
+        await self.sleep(delay)
 
     async def give_up(self, index: int, message: str) -> None:
         """Retries ran out: the step's effect is unknown, so it is compensated too."""
@@ -617,7 +650,7 @@ class SagaRun:
         if not (self.error or "").startswith(COMPENSATION_FAILED):
             return self.error
         # Resumed by an operator after it failed: the reason is in the history.
-        for event in reversed(await self.orch.store.events(self.saga_id)):
+        for event in reversed(await self.store.events(self.saga_id)):
             if event.type in ("step_failed", "step_exhausted", "saga_cancelled"):
                 return event.detail
         return self.error
@@ -635,14 +668,14 @@ class SagaRun:
                 SagaEvent(type="compensation_attempt", step=step.name, attempt=attempt),
                 outbox=self.outgoing((index,), compensation=True),
             )
-            self.orch._probe("before_compensate", step.name)
+            self.probe("before_compensate", step.name)
             try:
                 await self.call(step, self.context(index, attempt), step.compensate)
             except Exception as exc:  # compensations are retried whatever failed
-                if not await self.compensation_failed(index, _describe(exc)):
+                if not await self.compensation_failed(index, describe(exc)):
                     return False
                 continue
-            self.orch._probe("after_compensate", step.name)
+            self.probe("after_compensate", step.name)
             logger.info("saga %s: compensated step %s", self.saga_id, step.name)
             self.steps[index] = self.steps[index].evolve(
                 status=StepStatus.COMPENSATED, finished_at=self.clock()
@@ -664,7 +697,7 @@ class SagaRun:
             await self.write(
                 SagaEvent(type="compensation_retry", step=step.name, attempt=attempt, detail=detail)
             )
-            await self.orch._sleep(delay)
+            await self.sleep(delay)
             return True
         logger.error(
             "saga %s: compensation of %s failed for good: %s",

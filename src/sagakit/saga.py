@@ -88,6 +88,23 @@ class Step:
         """
         return None
 
+    def local_compensation(self, ctx: StepContext, store: object) -> object | None:
+        """The compensation as a local action of ``store``, or ``None`` to run
+        :meth:`compensate`.
+
+        Offered with :meth:`local_action`, it lets a saga whose steps are all local run
+        whole, business refusals and their compensations included, as one transaction
+        (``sagakit.unit``). Its result is ignored; it must be idempotent by the key and
+        leave a tombstone, as :meth:`compensate` must.
+        """
+        return None
+
+    def after_compensation(self, ctx: StepContext, outcome: JSON) -> None:
+        """Told, once it is durable, that :meth:`local_compensation`'s action ran inside
+        a saga's one unit and returned ``outcome`` (for a log line, say: the action itself
+        runs inside a transaction that may still roll back). The default does nothing.
+        """
+
     def outgoing(self, ctx: StepContext, *, compensation: bool) -> OutboxMessage | None:
         """A message to write to the outbox with this attempt's start, or ``None``.
 

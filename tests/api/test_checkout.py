@@ -50,26 +50,40 @@ async def test_checkout_refused_by_a_step_answers_400_with_the_failed_step(
     assert body["failed_step"] == "payment"
 
 
-async def test_checkout_with_wait_false_answers_202_and_the_saga_then_completes(
+async def test_checkout_with_wait_false_answers_at_once_with_the_outcome_of_a_one_unit_saga(
     client: httpx.AsyncClient,
 ) -> None:
-    """``?wait=false`` answers 202 with the saga's id at once; the saga finishes anyway."""
+    """In-process, the checkout ran whole as one unit before the answer: that is its outcome."""
     response = await client.post("/checkout/order1", params={"wait": "false"})
+
+    assert response.status_code == 200
+    assert json_of(response)["status"] == "completed"
+    assert await balance(client, "user1") == 80
+
+
+async def test_checkout_with_wait_false_answers_202_and_the_saga_then_completes(
+    serve: Serve,
+) -> None:
+    """``?wait=false`` answers 202 with the saga's id at once; the saga finishes anyway."""
+    async with serve(local_steps=False) as app, client_of(app) as client:
+        response = await client.post("/checkout/order1", params={"wait": "false"})
+        saga = await settled_saga(client, str(response.json()["saga_id"]))
+        order = json_of(await client.get("/orders/order1"))
+        paid = await balance(client, "user1")
 
     assert response.status_code == 202
     body = json_of(response)
     assert set(body) == {"order_id", "saga_id", "status"}
     assert body["order_id"] == "order1"
     assert body["status"] == "running"
-    saga = await settled_saga(client, str(body["saga_id"]))
     assert saga["status"] == "completed"
-    assert json_of(await client.get("/orders/order1"))["status"] == "completed"
-    assert await balance(client, "user1") == 80
+    assert order["status"] == "completed"
+    assert paid == 80
 
 
 async def test_checkout_still_running_after_the_wait_limit_answers_202(serve: Serve) -> None:
     """With a wait limit of zero the checkout answers 202 while its saga runs on."""
-    async with serve(checkout_wait_seconds=0) as app, client_of(app) as client:
+    async with serve(checkout_wait_seconds=0, local_steps=False) as app, client_of(app) as client:
         response = await client.post("/checkout/order1")
 
         assert response.status_code == 202

@@ -282,7 +282,10 @@ async def test_many_concurrent_checkouts_each_apply_their_effects_once(
         started = await asyncio.gather(*(client.post(f"/checkout/{o}?wait=false") for o in orders))
         sagas = [await wait_saga_finished(client, a.json()["saga_id"], 60.0) for a in started]
 
-    assert {a.status_code for a in started} == {202}
+    # 202 while the saga runs on; in-process, each ran whole as one unit before the answer,
+    # which then is its outcome (200 completed, 400 compensated).
+    answered = {202} if deployment.mode != "inprocess" else {200, 400}
+    assert {a.status_code for a in started} == answered
     completed = {str(s["saga_id"]) for s in sagas if s["status"] == "completed"}
     compensated = {str(s["saga_id"]) for s in sagas if s["status"] == "compensated"}
     assert (len(completed), len(compensated)) == (15, 5)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from sagakit.api.deps import AppSettings, OrderId, Service
+from sagakit.api.deps import OrderId
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import (
     CheckoutBlockedOut,
@@ -15,6 +15,8 @@ from sagakit.api.schemas import (
     Error,
 )
 from sagakit.records import SagaStatus
+from sagakit.settings import Settings
+from sagakit.shop.checkout import CheckoutService
 
 router = APIRouter(tags=["checkout"])
 
@@ -30,15 +32,20 @@ router = APIRouter(tags=["checkout"])
         422: {"model": Error, "description": "invalid order id"},
     },
 )
-async def checkout(
-    order_id: OrderId, service: Service, settings: AppSettings, wait: bool = True
-) -> Response:
+async def checkout(order_id: OrderId, request: Request, wait: bool = True) -> Response:
     """Check the order out through the ``checkout`` saga (payment, inventory, shipping).
 
     Every checkout of the same order joins that order's one saga, so an order is never
     charged twice. Waits up to ``SAGAKIT_CHECKOUT_WAIT_SECONDS`` for the outcome, then
-    answers 202; ``?wait=false`` answers 202 at once.
+    answers 202; ``?wait=false`` answers at once: 202 while the saga runs on, or its
+    outcome if it has already ended (an in-process checkout runs whole, as one
+    transaction, before it is acknowledged).
     """
+    # The hot route: the service and settings straight from app.state (what the ``Service``
+    # and ``AppSettings`` dependencies return), without two dependency resolutions a request.
+    state = request.app.state
+    service: CheckoutService = state.service
+    settings: Settings = state.settings
     outcome = await service.checkout(
         order_id, wait_seconds=settings.checkout_wait_seconds if wait else 0.0
     )

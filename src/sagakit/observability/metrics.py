@@ -11,10 +11,11 @@ are read from the store at every scrape instead, so they are right whoever asks.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -50,6 +51,27 @@ OPERATOR_ACTION: Final = {
     "operator_cancel": "cancel",
     "operator_resolved": "resolve",
 }
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class _Children(Generic[M]):
+    """A metric's children by label values, each looked up in prometheus-client once.
+
+    ``labels()`` validates the values and takes a lock on every call; the label values here
+    are saga and step names and fixed results, so the children are few and kept.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._known: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._known.get(values)
+        if child is None:
+            child = self._known[values] = self.metric.labels(*values)
+        return child
 
 
 class SagaMetrics:
@@ -104,35 +126,44 @@ class SagaMetrics:
             registry=r,
         )
 
+        self._started = _Children(self.started)
+        self._finished = _Children(self.finished)
+        self._recovered = _Children(self.recovered)
+        self._saga_seconds = _Children(self.saga_seconds)
+        self._attempts = _Children(self.attempts)
+        self._step_seconds = _Children(self.step_seconds)
+        self._compensations = _Children(self.compensations)
+        self._operator = _Children(self.operator)
+
     def __call__(self, instance: SagaInstance, events: Sequence[SagaEvent]) -> None:
         """Count ``events``, just made durable for ``instance``."""
         saga = instance.name
         for event in events:
             kind = event.type
             if kind == "saga_started":
-                self.started.labels(saga).inc()
+                self._started(saga).inc()
             elif kind == "saga_claimed":
-                self.recovered.labels(saga).inc()
+                self._recovered(saga).inc()
             elif kind in OUTCOME:
                 outcome = OUTCOME[kind]
-                self.finished.labels(saga, outcome).inc()
+                self._finished(saga, outcome).inc()
                 duration = max(0.0, instance.updated_at - instance.created_at)
-                self.saga_seconds.labels(saga, outcome).observe(duration)
+                self._saga_seconds(saga, outcome).observe(duration)
             elif kind in ATTEMPT_RESULT and event.step:
                 self._attempt(instance, event.step, ATTEMPT_RESULT[kind])
             elif kind in COMPENSATION_RESULT and event.step:
-                self.compensations.labels(saga, event.step, COMPENSATION_RESULT[kind]).inc()
+                self._compensations(saga, event.step, COMPENSATION_RESULT[kind]).inc()
             elif kind in OPERATOR_ACTION:
-                self.operator.labels(saga, OPERATOR_ACTION[kind]).inc()
+                self._operator(saga, OPERATOR_ACTION[kind]).inc()
 
     def _attempt(self, instance: SagaInstance, step: str, result: str) -> None:
-        self.attempts.labels(instance.name, step, result).inc()
+        self._attempts(instance.name, step, result).inc()
         if result == "error":
             return  # the step goes on: its duration is observed once it has a result
         record = next((s for s in instance.steps if s.name == step), None)
         if record is not None and record.started_at and record.finished_at:
             duration = max(0.0, record.finished_at - record.started_at)
-            self.step_seconds.labels(instance.name, step, result).observe(duration)
+            self._step_seconds(instance.name, step, result).observe(duration)
 
 
 class _SagasByStatus(Collector):

@@ -118,6 +118,15 @@ class ParticipantCatalog:
     ) -> object | None:
         return None
 
+    def local_refund(self, store: object, key: str) -> object | None:
+        return None
+
+    def local_release(self, store: object, key: str) -> object | None:
+        return None
+
+    def local_cancel_shipment(self, store: object, key: str) -> object | None:
+        return None
+
     async def load_demo_data(self) -> bool:
         return await self.local.load_demo_data()
 

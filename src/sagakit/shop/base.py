@@ -84,6 +84,18 @@ class ShopStore(Protocol):
         """``ship`` as a local action of ``store`` returning ``result``, or ``None``."""
         ...
 
+    def local_refund(self, store: object, key: str) -> object | None:
+        """``refund`` as a local action of ``store``, or ``None``."""
+        ...
+
+    def local_release(self, store: object, key: str) -> object | None:
+        """``release`` as a local action of ``store``, or ``None``."""
+        ...
+
+    def local_cancel_shipment(self, store: object, key: str) -> object | None:
+        """``cancel_shipment`` as a local action of ``store``, or ``None``."""
+        ...
+
     async def load_demo_data(self) -> bool:
         """Load the demo users, items and orders if there are no users; whether it did."""
         ...

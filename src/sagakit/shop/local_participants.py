@@ -54,8 +54,14 @@ class PaymentStep(Step):
         result: JSON = {"payment_id": ctx.idempotency_key, "amount": total}
         return self.shop.local_charge(store, ctx.idempotency_key, user_id, total, result)
 
+    def local_compensation(self, ctx: StepContext, store: object) -> object | None:
+        return self.shop.local_refund(store, ctx.idempotency_key) if self.local else None
+
     async def compensate(self, ctx: StepContext) -> None:
-        if await self.shop.refund(ctx.idempotency_key):
+        self.after_compensation(ctx, await self.shop.refund(ctx.idempotency_key))
+
+    def after_compensation(self, ctx: StepContext, outcome: JSON) -> None:
+        if outcome:
             logger.info(
                 "payment_refunded",
                 extra={
@@ -89,8 +95,14 @@ class InventoryStep(Step):
         order_id, lines = str(ctx.input["order_id"]), _lines(ctx.input)
         return self.shop.local_reserve(store, ctx.idempotency_key, order_id, lines, result)
 
+    def local_compensation(self, ctx: StepContext, store: object) -> object | None:
+        return self.shop.local_release(store, ctx.idempotency_key) if self.local else None
+
     async def compensate(self, ctx: StepContext) -> None:
-        if await self.shop.release(ctx.idempotency_key):
+        self.after_compensation(ctx, await self.shop.release(ctx.idempotency_key))
+
+    def after_compensation(self, ctx: StepContext, outcome: JSON) -> None:
+        if outcome:
             logger.info(
                 "stock_released",
                 extra={"reservation_id": ctx.idempotency_key, "items": ctx.input["items"]},
@@ -120,8 +132,14 @@ class ShippingStep(Step):
         order_id, address = str(ctx.input["order_id"]), str(ctx.input["address"])
         return self.shop.local_ship(store, ctx.idempotency_key, order_id, address, result)
 
+    def local_compensation(self, ctx: StepContext, store: object) -> object | None:
+        return self.shop.local_cancel_shipment(store, ctx.idempotency_key) if self.local else None
+
     async def compensate(self, ctx: StepContext) -> None:
-        if await self.shop.cancel_shipment(ctx.idempotency_key):
+        self.after_compensation(ctx, await self.shop.cancel_shipment(ctx.idempotency_key))
+
+    def after_compensation(self, ctx: StepContext, outcome: JSON) -> None:
+        if outcome:
             logger.info("shipment_cancelled", extra={"shipment_id": ctx.idempotency_key})
 
 

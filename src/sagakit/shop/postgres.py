@@ -40,11 +40,12 @@ INSERT_ITEM: Final = (
 SELECT_ORDER: Final = (
     "SELECT o.order_id, o.user_id, o.address, o.total,"
     " (SELECT s.status FROM saga_instances s WHERE s.name = 'checkout'"
-    "  AND s.business_key = o.order_id ORDER BY s.seq DESC LIMIT 1) AS saga_status"
+    "  AND s.business_key = o.order_id ORDER BY s.seq DESC LIMIT 1) AS saga_status,"
+    " ARRAY(SELECT l.item_id FROM order_lines l WHERE l.order_id = o.order_id"
+    "  ORDER BY l.item_id) AS line_items,"
+    " ARRAY(SELECT l.qty FROM order_lines l WHERE l.order_id = o.order_id"
+    "  ORDER BY l.item_id) AS line_qtys"
     " FROM orders o WHERE o.order_id = $1"
-)
-SELECT_ORDER_LINES: Final = (
-    "SELECT item_id, qty FROM order_lines WHERE order_id = $1 ORDER BY item_id"
 )
 INSERT_ORDER: Final = (
     "INSERT INTO orders (order_id, user_id, address, total, created_at)"
@@ -143,10 +144,10 @@ class PostgresShop:
 
     async def get_order(self, order_id: str) -> Order | None:
         async with self.db.connection() as conn:
-            row = await conn.fetchrow(SELECT_ORDER, order_id)
-            if row is None:
-                return None
-            lines = {r["item_id"]: r["qty"] for r in await conn.fetch(SELECT_ORDER_LINES, order_id)}
+            row = await conn.fetchrow(SELECT_ORDER, order_id)  # one round trip, lines too
+        if row is None:
+            return None
+        lines = dict(zip(row["line_items"], row["line_qtys"], strict=True))
         saga_status = SagaStatus(row["saga_status"]) if row["saga_status"] else None
         return Order(
             order_id=row["order_id"],
@@ -170,15 +171,10 @@ class PostgresShop:
 
     async def refund(self, key: str) -> bool:
         async with self.db.transaction("refund") as conn:
-            if await conn.fetchval(CLAIM_PAYMENT, key, "", 0, "voided", now()) is not None:
-                return False
-            seen = await conn.fetchrow(SELECT_PAYMENT, key)
-            assert seen is not None
-            if seen["status"] != "charged":
-                return False
-            await conn.execute(CREDIT, seen["amount"], seen["user_id"])
-            await conn.execute(SET_PAYMENT, "refunded", now(), key)
-            return True
+            return await _refund(conn, key)
+
+    def local_refund(self, store: object, key: str) -> PostgresAction | None:
+        return self._local_undo(store, lambda conn: _refund(conn, key))
 
     # -- inventory -----------------------------------------------------------------------
 
@@ -193,17 +189,10 @@ class PostgresShop:
 
     async def release(self, key: str) -> bool:
         async with self.db.transaction("release") as conn:
-            claimed = await conn.fetchval(CLAIM_RESERVATION, key, "", "{}", "voided", now())
-            if claimed is not None:
-                return False
-            seen = await conn.fetchrow(SELECT_RESERVATION, key)
-            assert seen is not None
-            if seen["status"] != "reserved":
-                return False
-            lines: dict[str, int] = orjson.loads(seen["lines"])
-            await conn.executemany(PUT_STOCK, [(qty, item) for item, qty in lines.items()])
-            await conn.execute(SET_RESERVATION, "released", now(), key)
-            return True
+            return await _release(conn, key)
+
+    def local_release(self, store: object, key: str) -> PostgresAction | None:
+        return self._local_undo(store, lambda conn: _release(conn, key))
 
     # -- shipping ------------------------------------------------------------------------
 
@@ -236,14 +225,22 @@ class PostgresShop:
 
     async def cancel_shipment(self, key: str) -> bool:
         async with self.db.transaction("cancel shipment") as conn:
-            if await conn.fetchval(CLAIM_SHIPMENT, key, "", "", "voided", now()) is not None:
-                return False
-            seen = await conn.fetchrow(SELECT_SHIPMENT, key)
-            assert seen is not None
-            if seen["status"] != "shipped":
-                return False
-            await conn.execute(SET_SHIPMENT, "cancelled", now(), key)
-            return True
+            return await _cancel_shipment(conn, key)
+
+    def local_cancel_shipment(self, store: object, key: str) -> PostgresAction | None:
+        return self._local_undo(store, lambda conn: _cancel_shipment(conn, key))
+
+    def _local_undo(
+        self, store: object, operation: Callable[[Connection], Awaitable[bool]]
+    ) -> PostgresAction | None:
+        """A compensation as a local action of ``store``, if the shop lives in its database."""
+        if not isinstance(store, PostgresStore) or store.db is not self.db:
+            return None
+
+        async def run(conn: Connection) -> JSON:
+            return await operation(conn)
+
+        return PostgresAction(self.db, run)
 
     # -- demo data and checks ------------------------------------------------------------
 
@@ -297,10 +294,15 @@ async def _reserve(conn: Connection, key: str, order_id: str, lines: dict[str, i
         assert seen is not None
         return replayed(seen["status"], "reserved", NOT_ENOUGH_STOCK)
     try:
-        async with conn.transaction():  # a savepoint: all lines or none
-            for item_id, qty in sorted(lines.items()):
-                if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
-                    raise _Rollback
+        if len(lines) == 1:  # nothing to undo if its one line is refused: no savepoint
+            ((item_id, qty),) = lines.items()
+            if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
+                raise _Rollback
+        else:
+            async with conn.transaction():  # a savepoint: all lines or none
+                for item_id, qty in sorted(lines.items()):
+                    if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
+                        raise _Rollback
     except _Rollback:
         await conn.execute(SET_RESERVATION, "rejected", now(), key)
         return NOT_ENOUGH_STOCK
@@ -344,3 +346,43 @@ async def _insert_order(
     return Order(
         order_id=order_id, user_id=user_id, items=dict(ordered), address=address, total=total
     )
+
+
+async def _refund(conn: Connection, key: str) -> bool:
+    """Undo the charge ``key`` (or leave a tombstone); whether money moved."""
+    if await conn.fetchval(CLAIM_PAYMENT, key, "", 0, "voided", now()) is not None:
+        return False
+    seen = await conn.fetchrow(SELECT_PAYMENT, key)
+    assert seen is not None
+    if seen["status"] != "charged":
+        return False
+    await conn.execute(CREDIT, seen["amount"], seen["user_id"])
+    await conn.execute(SET_PAYMENT, "refunded", now(), key)
+    return True
+
+
+async def _release(conn: Connection, key: str) -> bool:
+    """Put the reservation ``key`` back (or leave a tombstone); whether stock moved."""
+    claimed = await conn.fetchval(CLAIM_RESERVATION, key, "", "{}", "voided", now())
+    if claimed is not None:
+        return False
+    seen = await conn.fetchrow(SELECT_RESERVATION, key)
+    assert seen is not None
+    if seen["status"] != "reserved":
+        return False
+    lines: dict[str, int] = orjson.loads(seen["lines"])
+    await conn.executemany(PUT_STOCK, [(qty, item) for item, qty in lines.items()])
+    await conn.execute(SET_RESERVATION, "released", now(), key)
+    return True
+
+
+async def _cancel_shipment(conn: Connection, key: str) -> bool:
+    """Cancel the shipment ``key`` (or leave a tombstone); whether one was."""
+    if await conn.fetchval(CLAIM_SHIPMENT, key, "", "", "voided", now()) is not None:
+        return False
+    seen = await conn.fetchrow(SELECT_SHIPMENT, key)
+    assert seen is not None
+    if seen["status"] != "shipped":
+        return False
+    await conn.execute(SET_SHIPMENT, "cancelled", now(), key)
+    return True

@@ -154,19 +154,10 @@ class SqliteShop:
         return self._local(store, lambda conn: _charge(conn, key, user_id, amount), result)
 
     async def refund(self, key: str) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            seen = conn.execute(SELECT_PAYMENT, (key,)).fetchone()
-            if seen is None:
-                conn.execute(INSERT_PAYMENT, (key, "", 0, "voided", now()))
-                return False
-            status, user_id, amount = seen
-            if status != "charged":
-                return False
-            conn.execute(CREDIT, (amount, user_id))
-            conn.execute(SET_PAYMENT, ("refunded", now(), key))
-            return True
+        return await self.db.write(lambda conn: _refund(conn, key))
 
-        return await self.db.write(work)
+    def local_refund(self, store: object, key: str) -> SqliteAction | None:
+        return self._local_undo(store, lambda conn: _refund(conn, key))
 
     # -- inventory -----------------------------------------------------------------------
 
@@ -179,19 +170,10 @@ class SqliteShop:
         return self._local(store, lambda conn: _reserve(conn, key, order_id, lines), result)
 
     async def release(self, key: str) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            seen = conn.execute(SELECT_RESERVATION, (key,)).fetchone()
-            if seen is None:
-                conn.execute(INSERT_RESERVATION, (key, "", "{}", "voided", now()))
-                return False
-            if seen[0] != "reserved":
-                return False
-            lines: dict[str, int] = orjson.loads(seen[1])
-            conn.executemany(PUT_STOCK, [(qty, item_id) for item_id, qty in lines.items()])
-            conn.execute(SET_RESERVATION, ("released", now(), key))
-            return True
+        return await self.db.write(lambda conn: _release(conn, key))
 
-        return await self.db.write(work)
+    def local_release(self, store: object, key: str) -> SqliteAction | None:
+        return self._local_undo(store, lambda conn: _release(conn, key))
 
     # -- shipping ------------------------------------------------------------------------
 
@@ -219,17 +201,22 @@ class SqliteShop:
         return SqliteAction(self.db, run)
 
     async def cancel_shipment(self, key: str) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            seen = conn.execute(SELECT_SHIPMENT, (key,)).fetchone()
-            if seen is None:
-                conn.execute(INSERT_SHIPMENT, (key, "", "", "voided", now()))
-                return False
-            if seen[0] != "shipped":
-                return False
-            conn.execute(SET_SHIPMENT, ("cancelled", now(), key))
-            return True
+        return await self.db.write(lambda conn: _cancel_shipment(conn, key))
 
-        return await self.db.write(work)
+    def local_cancel_shipment(self, store: object, key: str) -> SqliteAction | None:
+        return self._local_undo(store, lambda conn: _cancel_shipment(conn, key))
+
+    def _local_undo(
+        self, store: object, operation: Callable[[sqlite3.Connection], bool]
+    ) -> SqliteAction | None:
+        """A compensation as a local action of ``store``, if the shop lives in its database."""
+        if not isinstance(store, SqliteStore) or store.db is not self.db:
+            return None
+
+        def run(conn: sqlite3.Connection) -> JSON:
+            return operation(conn)
+
+        return SqliteAction(self.db, run)
 
     # -- demo data and checks ------------------------------------------------------------
 
@@ -338,3 +325,43 @@ def _insert_order(
         address=address,
         total=total,
     )
+
+
+def _refund(conn: sqlite3.Connection, key: str) -> bool:
+    """Undo the charge ``key`` (or leave a tombstone); whether money moved."""
+    seen = conn.execute(SELECT_PAYMENT, (key,)).fetchone()
+    if seen is None:
+        conn.execute(INSERT_PAYMENT, (key, "", 0, "voided", now()))
+        return False
+    status, user_id, amount = seen
+    if status != "charged":
+        return False
+    conn.execute(CREDIT, (amount, user_id))
+    conn.execute(SET_PAYMENT, ("refunded", now(), key))
+    return True
+
+
+def _release(conn: sqlite3.Connection, key: str) -> bool:
+    """Put the reservation ``key`` back (or leave a tombstone); whether stock moved."""
+    seen = conn.execute(SELECT_RESERVATION, (key,)).fetchone()
+    if seen is None:
+        conn.execute(INSERT_RESERVATION, (key, "", "{}", "voided", now()))
+        return False
+    if seen[0] != "reserved":
+        return False
+    lines: dict[str, int] = orjson.loads(seen[1])
+    conn.executemany(PUT_STOCK, [(qty, item_id) for item_id, qty in lines.items()])
+    conn.execute(SET_RESERVATION, ("released", now(), key))
+    return True
+
+
+def _cancel_shipment(conn: sqlite3.Connection, key: str) -> bool:
+    """Cancel the shipment ``key`` (or leave a tombstone); whether one was."""
+    seen = conn.execute(SELECT_SHIPMENT, (key,)).fetchone()
+    if seen is None:
+        conn.execute(INSERT_SHIPMENT, (key, "", "", "voided", now()))
+        return False
+    if seen[0] != "shipped":
+        return False
+    conn.execute(SET_SHIPMENT, ("cancelled", now(), key))
+    return True

@@ -22,6 +22,7 @@ from sagakit.records import (
     JSONObject,
     OutboxMessage,
     Outgoing,
+    Plan,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -159,6 +160,18 @@ class SagaStore(SagaQueries, MessageStore, Protocol):
         """
         ...
 
+    async def start_unit(
+        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float, plan: Plan
+    ) -> StartResult:
+        """Start ``instance`` as :meth:`start` does and, if it was created, run ``plan`` in
+        the same transaction: each local action it yields in a savepoint of its own (rolled
+        back if it raises, kept if it refuses), then the transition it returns.
+
+        One commit for the whole run. If the plan itself raises, nothing at all is written
+        and the exception is raised here.
+        """
+        ...
+
     async def transition_with(
         self,
         change: Transition,
@@ -258,3 +271,24 @@ class SagaStore(SagaQueries, MessageStore, Protocol):
     async def close(self) -> None:
         """Release connections and threads."""
         ...
+
+
+def run_plan(plan: Plan, run: Callable[[object], JSON]) -> Transition | None:
+    """Drive ``plan`` to its transition, running each action it yields with ``run``.
+
+    ``run`` runs one action (in a savepoint of the store's transaction) and returns its
+    result; what it raises is thrown into the plan, which decides what that means.
+    """
+    result: JSON = None
+    error: Exception | None = None
+    while True:
+        try:
+            action = plan.send(result) if error is None else plan.throw(error)
+        except StopIteration as end:
+            written: Transition | None = end.value
+            return written
+        result, error = None, None
+        try:
+            result = run(action)
+        except Exception as raised:
+            error = raised

@@ -15,6 +15,7 @@ from sagakit.records import (
     JSON,
     OutboxMessage,
     Outgoing,
+    Plan,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -23,7 +24,7 @@ from sagakit.records import (
     Transition,
     now,
 )
-from sagakit.store.base import SagaPage
+from sagakit.store.base import SagaPage, run_plan
 from sagakit.store.memory_messages import MemoryMessages
 
 
@@ -120,6 +121,17 @@ class MemoryStore(MemoryMessages):
             self._events[stored.saga_id] = [event]
             self.outbox.extend((stored.saga_id, m) for m in outbox)
             return StartResult(instance=stored, created=True)
+
+    async def start_unit(
+        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float, plan: Plan
+    ) -> StartResult:
+        started = await self.start(instance, event, lease_seconds=lease_seconds)
+        if started.created:
+            # No database, so no local action: a plan that yields one is told so.
+            written = run_plan(plan, _no_local_actions)
+            if written is not None:
+                await self.transition(written)
+        return started
 
     async def transition(self, change: Transition) -> bool:
         async with self._lock:
@@ -311,3 +323,7 @@ class MemoryStore(MemoryMessages):
 def _parked(change: Transition, lease_until: float | None) -> float | None:
     """The lease after ``change``: its ``park_until`` when it parks the saga, else unchanged."""
     return lease_until if change.park_until is None else change.park_until
+
+
+def _no_local_actions(action: object) -> JSON:
+    raise StoreError("the memory store has no database to run a local action in")

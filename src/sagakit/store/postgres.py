@@ -19,6 +19,7 @@ from sagakit.records import (
     JSON,
     OutboxMessage,
     Outgoing,
+    Plan,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -242,6 +243,46 @@ def _transition_arguments(changes: Sequence[Transition]) -> list[object]:
     ]
 
 
+def _insert_arguments(
+    instance: SagaInstance,
+    event: SagaEvent,
+    lease_seconds: float,
+    outbox: tuple[OutboxMessage, ...],
+) -> list[object]:
+    """The arguments of ``INSERT_INSTANCE`` for ``instance``, its first event and messages."""
+    steps = instance.steps
+    return [
+        instance.saga_id,
+        instance.name,
+        instance.version,
+        instance.status.value,
+        orjson.dumps(instance.input).decode(),
+        instance.business_key,
+        instance.created_at,
+        instance.owner,
+        instance.fence,
+        lease_seconds,
+        [s.index for s in steps],
+        [s.name for s in steps],
+        [s.status.value for s in steps],
+        [s.attempts for s in steps],
+        [s.compensation_attempts for s in steps],
+        [_dump(s.result) for s in steps],
+        [s.error for s in steps],
+        [s.started_at for s in steps],
+        [s.finished_at for s in steps],
+        event.at,
+        event.type,
+        event.step,
+        event.attempt,
+        event.detail,
+        [m.step for m in outbox],
+        [m.key for m in outbox],
+        [m.kind for m in outbox],
+        [orjson.dumps(m.body).decode() for m in outbox],
+    ]
+
+
 def _dump(value: JSON) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
@@ -390,41 +431,12 @@ class PostgresStore(PostgresMessages):
         lease_seconds: float,
         outbox: tuple[OutboxMessage, ...] = (),
     ) -> StartResult:
-        steps = instance.steps
         # A key whose live saga is compensated between our insert and our read can make
         # both miss; trying again settles it.
         for _ in range(5):
             async with self.db.connection("start") as conn:
                 lease_until = await conn.fetchval(
-                    INSERT_INSTANCE,
-                    instance.saga_id,
-                    instance.name,
-                    instance.version,
-                    instance.status.value,
-                    orjson.dumps(instance.input).decode(),
-                    instance.business_key,
-                    instance.created_at,
-                    instance.owner,
-                    instance.fence,
-                    lease_seconds,
-                    [s.index for s in steps],
-                    [s.name for s in steps],
-                    [s.status.value for s in steps],
-                    [s.attempts for s in steps],
-                    [s.compensation_attempts for s in steps],
-                    [_dump(s.result) for s in steps],
-                    [s.error for s in steps],
-                    [s.started_at for s in steps],
-                    [s.finished_at for s in steps],
-                    event.at,
-                    event.type,
-                    event.step,
-                    event.attempt,
-                    event.detail,
-                    [m.step for m in outbox],
-                    [m.key for m in outbox],
-                    [m.kind for m in outbox],
-                    [orjson.dumps(m.body).decode() for m in outbox],
+                    INSERT_INSTANCE, *_insert_arguments(instance, event, lease_seconds, outbox)
                 )
             if lease_until is not None:
                 return StartResult(instance=instance.evolve(lease_until=lease_until), created=True)
@@ -435,6 +447,45 @@ class PostgresStore(PostgresMessages):
             if existing is not None and existing.status is not SagaStatus.COMPENSATED:
                 return StartResult(instance=existing, created=False)
         raise InvalidTransition(f"could not start a saga for key {instance.business_key!r}")
+
+    async def start_unit(
+        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float, plan: Plan
+    ) -> StartResult:
+        # One transaction: a plan that raises rolls the insert and every action back.
+        async with self.db.transaction("unit") as conn:
+            lease_until = await conn.fetchval(
+                INSERT_INSTANCE, *_insert_arguments(instance, event, lease_seconds, ())
+            )
+            if lease_until is not None:
+                written = await self._run_plan(conn, plan)
+                if written is not None:
+                    await conn.execute(UPDATE_FENCED, *_transition_arguments([written]))
+                return StartResult(instance=instance.evolve(lease_until=lease_until), created=True)
+        # The key is taken: find its saga as ``start`` does (its insert changes nothing).
+        return await self.start(instance, event, lease_seconds=lease_seconds)
+
+    async def _run_plan(self, conn: Connection, plan: Plan) -> Transition | None:
+        """Drive ``plan``, each action in a savepoint (kept if it refuses, else undone)."""
+        result: JSON = None
+        error: Exception | None = None
+        while True:
+            try:
+                action = plan.send(result) if error is None else plan.throw(error)
+            except StopIteration as end:
+                written: Transition | None = end.value
+                return written
+            result, error = None, None
+            if not isinstance(action, PostgresAction) or action.db is not self.db:
+                error = StoreError("not a local action of this PostgreSQL store")
+                continue
+            try:
+                async with conn.transaction():
+                    try:
+                        result = await action.run(conn)
+                    except StepFailed as refusal:
+                        error = refusal
+            except Exception as raised:
+                error = raised
 
     async def transition(self, change: Transition) -> bool:
         return await self._transitions.submit(change)

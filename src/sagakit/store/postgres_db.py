@@ -41,6 +41,20 @@ CREATE TABLE IF NOT EXISTS sagakit_migrations (
 MIGRATION_LOCK: Final = "SELECT pg_advisory_xact_lock(7283515410)"
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """What a released connection needs beyond asyncpg's own rollback: nothing.
+
+    asyncpg rolls back a transaction left open and forgets the listeners before it calls
+    this; its default reset would then send one more query on every release (advisory
+    unlocks, ``CLOSE ALL``, ``UNLISTEN *``, ``RESET ALL``), a round trip per pooled use.
+    sagakit leaves no session state behind: its locks are transaction-scoped, it opens no
+    cursor outside a transaction, the one listening connection is never given back before
+    :meth:`PostgresDatabase.close` unlistens it, and nothing sets a session variable. A local
+    action (:class:`~sagakit.store.postgres.PostgresAction`) must keep it so: ``SET LOCAL``,
+    not ``SET``.
+    """
+
+
 @contextlib.contextmanager
 def wrapped_errors(action: str) -> Iterator[None]:
     """Turn driver errors raised inside the block into ``StoreError``."""
@@ -66,6 +80,7 @@ class PostgresDatabase:
                 min_size=min_size,
                 max_size=max_size,
                 server_settings={k: v for k, v in SERVER_SETTINGS.items() if k not in url},
+                reset=_keep_session,
             )
         return cls(pool)
 

@@ -19,6 +19,7 @@ from sagakit.records import (
     JSON,
     OutboxMessage,
     Outgoing,
+    Plan,
     SagaEvent,
     SagaInstance,
     SagaStatus,
@@ -28,7 +29,7 @@ from sagakit.records import (
     Transition,
     now,
 )
-from sagakit.store.base import SagaPage
+from sagakit.store.base import SagaPage, run_plan
 from sagakit.store.sqlite_db import SqliteDatabase, path_from_url
 from sagakit.store.sqlite_messages import SqliteMessages
 
@@ -291,24 +292,52 @@ class SqliteStore(SqliteMessages):
         lease_seconds: float,
         outbox: tuple[OutboxMessage, ...] = (),
     ) -> StartResult:
-        def work(conn: sqlite3.Connection) -> StartResult:
-            if instance.business_key is not None:
-                row = conn.execute(
-                    SELECT_LATEST_BY_KEY, (instance.name, instance.business_key)
-                ).fetchone()
-                if row is not None and row[3] != SagaStatus.COMPENSATED:
-                    return StartResult(instance=_load_instance(conn, row), created=False)
-            stored = instance.evolve(lease_until=now() + lease_seconds)
-            conn.execute(INSERT_INSTANCE, _instance_row(stored))
-            conn.executemany(
-                INSERT_STEP, [_insert_step_row(stored.saga_id, s) for s in stored.steps]
-            )
-            conn.execute(INSERT_EVENT, _event_row(stored.saga_id, event))
-            if outbox:
-                conn.executemany(INSERT_OUTBOX, _outbox_rows(stored.saga_id, outbox, event.at))
-            return StartResult(instance=stored, created=True)
+        return await self.db.write(
+            lambda conn: _insert_instance(conn, instance, event, lease_seconds, outbox)
+        )
 
-        return await self.db.write(work)
+    async def start_unit(
+        self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float, plan: Plan
+    ) -> StartResult:
+        def work(conn: sqlite3.Connection) -> StartResult | BaseException:
+            # A savepoint around it all: a plan that raises (a bug, a test's simulated
+            # crash) undoes the saga's insert and every action, and only this job's.
+            conn.execute("SAVEPOINT unit")
+            try:
+                started = _insert_instance(conn, instance, event, lease_seconds, ())
+                written = None
+                if started.created:
+                    written = run_plan(plan, lambda action: self._run_action(conn, action))
+                if written is not None:
+                    _apply(conn, written)
+            except BaseException as error:
+                conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
+                return error
+            conn.execute("RELEASE unit")
+            return started
+
+        outcome = await self.db.write(work)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _run_action(self, conn: sqlite3.Connection, action: object) -> JSON:
+        """Run one local action of a unit in a savepoint: kept if it refuses, else undone."""
+        if not isinstance(action, SqliteAction) or action.db is not self.db:
+            raise StoreError("not a local action of this SQLite store")
+        conn.execute("SAVEPOINT unit_step")
+        try:
+            result = action.run(conn)
+        except StepFailed:
+            conn.execute("RELEASE unit_step")
+            raise
+        except BaseException:
+            conn.execute("ROLLBACK TO unit_step")
+            conn.execute("RELEASE unit_step")
+            raise
+        conn.execute("RELEASE unit_step")
+        return result
 
     async def transition(self, change: Transition) -> bool:
         cancel_requested = await self.db.write(lambda conn: _apply(conn, change))
@@ -473,6 +502,27 @@ class SqliteAction:
 
     db: SqliteDatabase
     run: Callable[[sqlite3.Connection], JSON]
+
+
+def _insert_instance(
+    conn: sqlite3.Connection,
+    instance: SagaInstance,
+    event: SagaEvent,
+    lease_seconds: float,
+    outbox: tuple[OutboxMessage, ...],
+) -> StartResult:
+    """Insert ``instance`` unless its business key is taken (then: the saga holding it)."""
+    if instance.business_key is not None:
+        row = conn.execute(SELECT_LATEST_BY_KEY, (instance.name, instance.business_key)).fetchone()
+        if row is not None and row[3] != SagaStatus.COMPENSATED:
+            return StartResult(instance=_load_instance(conn, row), created=False)
+    stored = instance.evolve(lease_until=now() + lease_seconds)
+    conn.execute(INSERT_INSTANCE, _instance_row(stored))
+    conn.executemany(INSERT_STEP, [_insert_step_row(stored.saga_id, s) for s in stored.steps])
+    conn.execute(INSERT_EVENT, _event_row(stored.saga_id, event))
+    if outbox:
+        conn.executemany(INSERT_OUTBOX, _outbox_rows(stored.saga_id, outbox, event.at))
+    return StartResult(instance=stored, created=True)
 
 
 def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:

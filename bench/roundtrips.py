@@ -1,0 +1,245 @@
+"""Count PostgreSQL round trips and transactions per checkout: ``python -m bench.roundtrips``.
+
+Serves ``sagakit serve`` on a fresh PostgreSQL database (loaded as the suite loads it)
+through a small TCP proxy that reads the client's side of PostgreSQL's wire protocol, and
+checks out ``--checkouts`` orders one after another. A round trip is a message after which
+the client waits for the server: a ``Sync`` (the end of an extended-protocol exchange:
+parse, bind, execute) or a simple ``Query``. The counts of an idle window as long as the
+load (the server's background work: lease renewal, recovery polling) are subtracted.
+Transactions are PostgreSQL's own count (``pg_stat_database.xact_commit``) over the same
+windows. Simple queries are listed by text, so a ``BEGIN``/``COMMIT`` or the pool's reset
+query shows by name; a ``Parse`` is a statement prepared anew (not from asyncpg's cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import re
+import struct
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from bench import data, servers
+
+#: The startup packets' protocol codes: SSLRequest, GSSENCRequest, CancelRequest.
+NO_TYPE_BYTE = {80877103, 80877104, 80877102}
+#: asyncpg's savepoint names, numbered: counted as one.
+SAVEPOINT = re.compile(r"__asyncpg_savepoint_\w+__")
+
+
+@dataclass(slots=True)
+class Counts:
+    """What the proxy saw the clients send."""
+
+    syncs: int = 0
+    parses: int = 0
+    queries: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def round_trips(self) -> int:
+        """Syncs plus simple queries: each one waits for the server's answer."""
+        return self.syncs + sum(self.queries.values())
+
+    def copy(self) -> Counts:
+        """A snapshot."""
+        return Counts(self.syncs, self.parses, collections.Counter(self.queries))
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that counts the client's round trips, in its own thread."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.counts = Counts()
+        self.port = servers.free_port()
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def snapshot(self) -> Counts:
+        """The counts so far."""
+        with self._lock:
+            return self.counts.copy()
+
+    def __enter__(self) -> Proxy:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port)
+        )
+        self._started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        back = asyncio.ensure_future(_pipe(up_reader, writer))
+        try:
+            await self._frontend(reader, up_writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            up_writer.close()
+            await asyncio.gather(back, return_exceptions=True)
+            writer.close()
+
+    async def _frontend(self, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:
+        # Untyped packets (SSL request, startup) until the startup message; then typed ones.
+        while True:
+            head = await reader.readexactly(8)
+            length, code = struct.unpack("!ii", head)
+            up.write(head + await reader.readexactly(length - 8))
+            await up.drain()
+            if code not in NO_TYPE_BYTE:
+                break
+        while True:
+            head = await reader.readexactly(5)
+            kind, length = head[:1], struct.unpack("!i", head[1:])[0]
+            body = await reader.readexactly(length - 4)
+            with self._lock:
+                if kind == b"S":
+                    self.counts.syncs += 1
+                elif kind == b"P":
+                    self.counts.parses += 1
+                elif kind == b"Q":
+                    text = " ".join(body.rstrip(b"\0").decode(errors="replace").split())
+                    text = SAVEPOINT.sub("<savepoint>", text)
+                    self.counts.queries[text[:60]] += 1
+            up.write(head + body)
+            await up.drain()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    writer.close()
+
+
+async def _commits(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        await asyncio.sleep(1.2)  # the backends' statistics are flushed about once a second
+        value = await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(value)
+    finally:
+        await conn.close()
+
+
+def _checkout(url: str, n: int) -> None:
+    request = urllib.request.Request(f"{url}/checkout/o{n}", method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+    except urllib.error.HTTPError as refused:  # the 400 of every tenth order
+        refused.read()
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Round trips and commits over one window."""
+
+    counts: Counts
+    commits: int
+    seconds: float
+
+
+def _window(proxy: Proxy, url: str, action: Callable[[], None]) -> Window:
+    before, commits = proxy.snapshot(), asyncio.run(_commits(url))
+    start = time.monotonic()
+    action()
+    seconds = time.monotonic() - start
+    after, commits_after = proxy.snapshot(), asyncio.run(_commits(url))
+    delta = Counts(
+        after.syncs - before.syncs, after.parses - before.parses, after.queries - before.queries
+    )
+    # Each _commits call is itself one committed transaction (on another connection).
+    return Window(delta, commits_after - commits - 1, seconds)
+
+
+@contextlib.contextmanager
+def _served(admin_url: str, checkouts: int) -> Iterator[tuple[str, Proxy, str]]:
+    with data.fresh_postgres(admin_url, "roundtrips") as url, tempfile.TemporaryDirectory() as d:
+        parts = urlsplit(url)
+        port = servers.free_port()
+        log = Path(d) / "server.log"
+        with servers.serving(servers.sagakit_command(port, url, 1), port, log):
+            pass  # migrates
+        asyncio.run(data.load_postgres(url, checkouts))
+        with Proxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
+            # Without TLS, so that the proxy can read the messages.
+            netloc = f"{parts.username}@127.0.0.1:{proxy.port}"
+            proxied = urlunsplit(parts._replace(netloc=netloc, query="sslmode=disable"))
+            command = servers.sagakit_command(port, proxied, 1)
+            with servers.serving(command, port, log) as server:
+                yield server.url, proxy, url
+
+
+def measure(admin_url: str, checkouts: int) -> dict[str, object]:
+    """Round trips and transactions per checkout, net of an idle window as long."""
+    with _served(admin_url, checkouts) as (http_url, proxy, url):
+        _checkout(http_url, 0)  # warm: statements prepared, pool filled
+
+        def checkouts_one_by_one() -> None:
+            for n in range(1, checkouts):
+                _checkout(http_url, n)
+
+        load = _window(proxy, url, checkouts_one_by_one)
+        idle = _window(proxy, url, lambda: time.sleep(load.seconds))
+    done = checkouts - 1
+    queries = load.counts.queries - idle.counts.queries
+    return {
+        "checkouts": done,
+        "round_trips": (load.counts.round_trips - idle.counts.round_trips) / done,
+        "syncs": (load.counts.syncs - idle.counts.syncs) / done,
+        "parses": (load.counts.parses - idle.counts.parses) / done,
+        "simple_queries": {text: n / done for text, n in queries.most_common()},
+        "transactions": (load.commits - idle.commits) / done,
+    }
+
+
+def main() -> None:
+    """Print the round trips and transactions per checkout."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkouts", type=int, default=201)
+    parser.add_argument("--postgres-url", default=data.DEFAULT_POSTGRES)
+    args = parser.parse_args()
+    found = measure(args.postgres_url, args.checkouts)
+    print(f"{found['checkouts']} checkouts, one at a time, net of an idle window as long:")
+    print(f"  round trips per checkout:  {found['round_trips']:.2f}")
+    print(f"    extended (Sync):         {found['syncs']:.2f}")
+    print(f"    statements parsed:       {found['parses']:.2f} (not from the statement cache)")
+    for text, n in found["simple_queries"].items():  # type: ignore[attr-defined]
+        print(f"    simple {text!r}: {n:.2f}")
+    print(f"  transactions per checkout: {found['transactions']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
