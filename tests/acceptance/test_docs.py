@@ -64,7 +64,7 @@ BLOCKS = _blocks()
 def test_the_docs_have_blocks_that_run() -> None:
     """The parser finds the README's saga and the docs' programs (it cannot find none)."""
     modes = [b.mode for b in BLOCKS]
-    assert "README.md:56" in {b.where for b in BLOCKS}
+    assert any(b.where.startswith("README.md:") and b.mode == "script" for b in BLOCKS)
     assert modes.count("script") >= 5
     assert modes.count("pytest") >= 1
 
