@@ -290,6 +290,10 @@ class SagaOrchestrator:
         )
         if not result.created:
             return result
+        if not unit.finished:  # the store rolled the unit back: drive it the ordinary way
+            self.notify(result.instance, (event,))
+            self.drive(result.instance, start_at=0)
+            return result
         current = unit.instance(result.instance)
         self.notify(current, (event, *unit.events))
         unit.tell_compensated()

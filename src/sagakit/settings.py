@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     #: one transaction). Off, each action commits on its own first, as a remote participant's
     #: would, and the step's record follows.
     local_steps: bool = True
+    #: Run a checkout whose steps are all local as one transaction (start, every effect,
+    #: the compensations after a refusal, the outcome). Off, each transition is its own
+    #: write, as for a saga with remote steps (the crash tests of that path turn it off).
+    one_unit: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

@@ -73,6 +73,8 @@ class LocalUnit:
         #: The step the ordinary driver runs next (``BACKWARD``: it compensates), or
         #: ``None`` once the saga has ended inside the unit.
         self.resume_at: int | None = None
+        #: Whether the plan ran to its end (a store may abandon it, rolled back whole).
+        self.finished = False
         #: The transition the plan returned (set once it has run).
         self.written: Transition | None = None
         #: The local compensations that ran, and what each returned, in order.
@@ -99,6 +101,11 @@ class LocalUnit:
 
     def plan(self) -> Plan:
         """Run every step's local action in turn; see the module's docstring."""
+        written = yield from self._plan()
+        self.finished = True
+        return written
+
+    def _plan(self) -> Plan:
         for index, step in enumerate(self.saga.steps):
             if index:
                 self._start(index)

@@ -34,6 +34,9 @@ BASE_ENV: Final = {
     "SAGAKIT_POLL_SECONDS": str(POLL_SECONDS),
     "SAGAKIT_LOG_LEVEL": "info",
     "SAGAKIT_LOG_FORMAT": "json",
+    # The per-transition writes, whose sagas a kill or a pause can catch mid-flight; the
+    # one-unit checkout leaves none (tests that want it set it back on).
+    "SAGAKIT_ONE_UNIT": "false",
 }
 #: What ``sagakit worker`` logs once it polls for sagas.
 WORKER_READY: Final = "worker running on"

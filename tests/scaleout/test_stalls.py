@@ -121,6 +121,8 @@ async def serve(started: list[ServeProcess], url: str, local_steps: str, log: Pa
         "SAGAKIT_LOCAL_STEPS": local_steps,
         "SAGAKIT_DEMO_DATA": "false",
         "SAGAKIT_LOG_LEVEL": "warning",
+        # Per-transition writes: a one-unit checkout is never mid-flight for a stall to catch.
+        "SAGAKIT_ONE_UNIT": "false",
     }
     process = ServeProcess(port, ["serve", "--port", str(port), "--database-url", url], env, log)
     started.append(process)

@@ -86,6 +86,7 @@ async def running_service(
                 lease_seconds=settings.lease_seconds,
                 probe=probe,
                 listeners=tools.listeners,
+                one_unit=settings.one_unit and probe is None,
             )
             if participants.amqp is not None:
                 participants.amqp.owner = orchestrator.owner

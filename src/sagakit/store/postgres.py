@@ -192,6 +192,10 @@ WAKE: Final = (
 )
 
 
+class _Abandoned(Exception):
+    """A local action of a unit failed: the unit's transaction is rolled back whole."""
+
+
 @dataclass(frozen=True, slots=True)
 class PostgresAction:
     """A local action of :class:`PostgresStore`: ``run`` gets a connection inside the
@@ -452,20 +456,30 @@ class PostgresStore(PostgresMessages):
         self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float, plan: Plan
     ) -> StartResult:
         # One transaction: a plan that raises rolls the insert and every action back.
-        async with self.db.transaction("unit") as conn:
-            lease_until = await conn.fetchval(
-                INSERT_INSTANCE, *_insert_arguments(instance, event, lease_seconds, ())
-            )
-            if lease_until is not None:
-                written = await self._run_plan(conn, plan)
-                if written is not None:
-                    await conn.execute(UPDATE_FENCED, *_transition_arguments([written]))
-                return StartResult(instance=instance.evolve(lease_until=lease_until), created=True)
-        # The key is taken: find its saga as ``start`` does (its insert changes nothing).
+        try:
+            async with self.db.transaction("unit") as conn:
+                lease_until = await conn.fetchval(
+                    INSERT_INSTANCE, *_insert_arguments(instance, event, lease_seconds, ())
+                )
+                if lease_until is not None:
+                    written = await self._run_plan(conn, plan)
+                    if written is not None:
+                        await conn.execute(UPDATE_FENCED, *_transition_arguments([written]))
+                    started = instance.evolve(lease_until=lease_until)
+                    return StartResult(instance=started, created=True)
+        except _Abandoned:
+            # An action failed: the unit was rolled back whole. The saga starts the
+            # ordinary way below, and its driver runs that attempt again.
+            plan.close()
+        # Or the key is taken: find its saga as ``start`` does (its insert changes nothing).
         return await self.start(instance, event, lease_seconds=lease_seconds)
 
     async def _run_plan(self, conn: Connection, plan: Plan) -> Transition | None:
-        """Drive ``plan``, each action in a savepoint (kept if it refuses, else undone)."""
+        """Drive ``plan``; an action that fails (rather than refuses) abandons the unit.
+
+        No savepoints: they would cost two round trips per action, for the rare action
+        that errors. A refusal keeps what it wrote (its inbox row), as it must.
+        """
         result: JSON = None
         error: Exception | None = None
         while True:
@@ -479,13 +493,11 @@ class PostgresStore(PostgresMessages):
                 error = StoreError("not a local action of this PostgreSQL store")
                 continue
             try:
-                async with conn.transaction():
-                    try:
-                        result = await action.run(conn)
-                    except StepFailed as refusal:
-                        error = refusal
+                result = await action.run(conn)
+            except StepFailed as refusal:
+                error = refusal
             except Exception as raised:
-                error = raised
+                raise _Abandoned from raised
 
     async def transition(self, change: Transition) -> bool:
         return await self._transitions.submit(change)
