@@ -1,4 +1,4 @@
-"""The README's fifteen-line saga (CI runs it: tests/acceptance/test_examples.py)."""
+"""The README's saga (CI runs it: tests/acceptance/test_examples.py)."""
 
 import asyncio
 
@@ -18,10 +18,9 @@ async def ship(ctx: StepContext) -> JSON:
     raise StepFailed("Invalid shipping address")     # a business refusal
 
 async def main() -> None:
-    saga = Saga("order", [charge, ship])
-    orchestrator = await SagaOrchestrator.from_url("sqlite:///./demo.db", [saga])
-    handle = await orchestrator.start("order", {"total": 10}, business_key="o1")
-    print((await handle.result(timeout=10)).status)   # compensated
-    await orchestrator.close()
+    order = Saga("order", [charge, ship])
+    async with SagaOrchestrator.connect("sqlite:///./demo.db", [order]) as sagas:
+        handle = await sagas.start("order", {"total": 10}, business_key="o1")
+        print((await handle.result(timeout=10)).status)   # compensated
 
 asyncio.run(main())

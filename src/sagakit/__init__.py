@@ -10,6 +10,7 @@ and ``sagakit.testing`` (a fake clock, crash points and an effect ledger for you
 
 from sagakit.errors import (
     BusinessKeyConflict,
+    InvalidInput,
     InvalidTransition,
     LeaseLost,
     SagakitError,
@@ -31,7 +32,16 @@ from sagakit.records import (
     StepStatus,
 )
 from sagakit.retry import RetryPolicy
-from sagakit.saga import FunctionStep, Parallel, Saga, Step, StepContext, WaitFor, step
+from sagakit.saga import (
+    FunctionStep,
+    Parallel,
+    Saga,
+    Sleep,
+    Step,
+    StepContext,
+    WaitFor,
+    step,
+)
 from sagakit.store import MemoryStore, SagaQueries, SagaStore, open_store
 from sagakit.worker import Worker
 
@@ -39,6 +49,7 @@ __all__ = [
     "JSON",
     "BusinessKeyConflict",
     "FunctionStep",
+    "InvalidInput",
     "InvalidTransition",
     "JSONObject",
     "LeaseLost",
@@ -55,6 +66,7 @@ __all__ = [
     "SagaStatus",
     "SagaStore",
     "SagakitError",
+    "Sleep",
     "StartResult",
     "Step",
     "StepContext",

@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker = commands.add_parser("worker", help="run a worker alone: recovery and retries")
     worker.add_argument("--database-url", help="sqlite:///path (default ./sagakit.db)")
+    worker.add_argument(
+        "--app",
+        help="module:attr: a worker of your own sagas instead of the checkout's"
+        " (see `sagakit worker --app x --help`)",
+    )
     participant = commands.add_parser(
         "participant", help="run one checkout participant as an HTTP service"
     )
@@ -248,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``sagakit`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "worker" and args.app:
+        from sagakit import app_worker
+
+        app_worker.main(list(sys.argv[1:] if argv is None else argv)[1:])
+        return
     try:
         settings = settings_from(args)
     except ValidationError as exc:

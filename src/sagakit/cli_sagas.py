@@ -1,9 +1,11 @@
-"""``sagakit sagas``: list, show, retry, cancel and resolve saga instances from a shell.
+"""``sagakit sagas``: list, show, retry, cancel, resolve and signal saga instances.
 
-The commands work on the database itself, so they need no API process. ``retry`` and
-``cancel`` drive the saga's compensation in this process when no other process holds it,
+The commands work on the database itself, so they need no API process. ``retry``,
+``cancel`` and ``signal`` drive the saga in this process when no other process holds it,
 with a progress bar, until it ends or ``--timeout`` runs out; then a worker carries on.
-Every action is recorded in the saga's history with the actor ``cli:<user>``.
+They know the checkout's sagas, or with ``--app module:attr`` an application's own (a
+``Saga``, a list of them, or a function returning them). Every action is recorded in the
+saga's history with the actor ``cli:<user>``.
 
 Exit codes: 0 done; 1 refused (unknown saga, wrong state, or the saga did not end as
 asked); 2 bad usage or settings (no database there); 3 ``--timeout`` ran out first.
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+import orjson
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -44,8 +47,9 @@ from sagakit.cli_tables import (
     steps_table,
 )
 from sagakit.errors import SagakitError, SagaNotFound, StoreError, UnknownSaga
+from sagakit.lifecycle import AppNotFound, load_sagas
 from sagakit.orchestrator import SagaOrchestrator
-from sagakit.records import SagaInstance, SagaStatus, StepStatus
+from sagakit.records import JSON, SagaInstance, SagaStatus, StepStatus
 from sagakit.settings import Settings
 from sagakit.store import SagaStore, open_store
 from sagakit.store.activity import stuck_reason, stuck_rule
@@ -120,6 +124,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add ``sagas`` and its actions to the ``sagakit`` command's subcommands."""
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument("--database-url", help="sqlite:///path or postgresql://...")
+    database.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="your application's sagas (a Saga, a list, or a function returning them);"
+        " without it, the checkout's",
+    )
     one = argparse.ArgumentParser(add_help=False, parents=[database])
     one.add_argument("saga_id", metavar="SAGA_ID", type=_saga_id, help="the saga's id")
     waits = argparse.ArgumentParser(add_help=False, parents=[one])
@@ -128,7 +138,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sagas = commands.add_parser(
         "sagas",
-        help="list, show, retry, cancel or resolve sagas",
+        help="list, show, retry, cancel, resolve or signal sagas",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -146,6 +156,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions.add_parser("cancel", parents=[waits], help="make a running saga compensate")
     resolve = actions.add_parser("resolve", parents=[one], help="mark a failed saga compensated")
     resolve.add_argument("--reason", required=True, type=_reason, help="why, for the history")
+    signal = actions.add_parser("signal", parents=[waits], help="send a waiting saga a signal")
+    signal.add_argument("name", metavar="NAME", help="the signal's name")
+    signal.add_argument(
+        "--payload", type=_payload, default=None, help="the signal's payload, as JSON (null)"
+    )
+
+
+def _payload(text: str) -> JSON:
+    try:
+        value: JSON = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    return value
 
 
 #: Exit codes: done, refused (what the API answers 404 or 409), a setting or the
@@ -157,12 +180,13 @@ EXIT_TIMEOUT: Final = 3
 
 
 #: The command's help: the module's docstring without its reStructuredText markup.
-HELP: Final = """sagakit sagas: list, show, retry, cancel and resolve saga instances from a shell.
+HELP: Final = """sagakit sagas: list, show, retry, cancel, resolve and signal sagas from a shell.
 
-The commands work on the database itself, so they need no API process. retry and
-cancel drive the saga's compensation in this process when no other process holds it,
-with a progress bar, until it ends or --timeout runs out; then a worker carries on.
-Every action is recorded in the saga's history with the actor cli:<user>.
+The commands work on the database itself, so they need no API process. retry, cancel
+and signal drive the saga in this process when no other process holds it, with a
+progress bar, until it ends or --timeout runs out; then a worker carries on. They know
+the checkout's sagas, or with --app module:attr an application's own. Every action is
+recorded in the saga's history with the actor cli:<user>.
 
 Exit codes: 0 done; 1 refused (unknown saga, wrong state, or the saga did not end as
 asked); 2 bad usage or settings (no database there); 3 --timeout ran out first."""
@@ -175,6 +199,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(command(args, settings))
     except StoreError as exc:
         print(f"sagakit: {exc.message} (--database-url / SAGAKIT_DATABASE_URL)", file=sys.stderr)
+        return EXIT_SETTINGS
+    except AppNotFound as exc:
+        print(f"sagakit: {exc}", file=sys.stderr)
         return EXIT_SETTINGS
     except SagakitError as exc:
         print(f"sagakit: {exc.message}", file=sys.stderr)
@@ -330,11 +357,24 @@ def outcome(saga: SagaInstance, timeout: float) -> int:
 
 
 @contextlib.asynccontextmanager
-async def orchestrating(settings: Settings) -> AsyncIterator[SagaOrchestrator]:
-    """The orchestrator the service runs (same sagas, same store), without its worker."""
+async def orchestrating(
+    settings: Settings, app: str | None = None
+) -> AsyncIterator[SagaOrchestrator]:
+    """The orchestrator the service runs (same sagas, same store), without its worker; with
+    ``app``, an orchestrator of that application's sagas on the database."""
+    _require_database(settings.database_url)
+    if app is not None:
+        sagas = load_sagas(app)
+        orchestrator = await SagaOrchestrator.from_url(
+            settings.database_url, sagas, lease_seconds=settings.lease_seconds
+        )
+        try:
+            yield orchestrator
+        finally:
+            await orchestrator.close(grace=0)  # what is left goes back to the workers
+        return
     from sagakit.service import running_service
 
-    _require_database(settings.database_url)
     quiet = settings.model_copy(update={"demo_data": False})
     async with running_service(quiet, worker=False) as service:
         try:
@@ -346,14 +386,15 @@ async def orchestrating(settings: Settings) -> AsyncIterator[SagaOrchestrator]:
 
 async def retry_saga(args: argparse.Namespace, settings: Settings) -> int:
     """``sagas retry``: resume a failed saga's compensation here, and follow it."""
-    async with orchestrating(settings) as orchestrator:
+    async with orchestrating(settings, args.app) as orchestrator:
         saga = await orchestrator.store.get(args.saga_id)
         if saga is None:
             raise SagaNotFound(f"no saga {args.saga_id!r}")
         if saga.status is SagaStatus.FAILED and not _known(orchestrator, saga):
             raise CommandFailed(
-                f"the CLI does not know saga {saga.name!r} v{saga.version}: retry it through"
-                " the API of the service that defines it"
+                f"the CLI does not know saga {saga.name!r} v{saga.version}: name its"
+                " definitions with --app module:attr, or retry it through the API of the"
+                " service that defines it"
             )
         await orchestrator.retry(args.saga_id, actor=actor())
         ended = await follow(orchestrator, args.saga_id, args.timeout)
@@ -362,10 +403,24 @@ async def retry_saga(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cancel_saga(args: argparse.Namespace, settings: Settings) -> int:
     """``sagas cancel``: ask a running saga to compensate, and follow it."""
-    async with orchestrating(settings) as orchestrator:
+    async with orchestrating(settings, args.app) as orchestrator:
         await orchestrator.cancel(args.saga_id, actor=actor())
         ended = await follow(orchestrator, args.saga_id, args.timeout)
     return outcome(ended, args.timeout)
+
+
+async def signal_saga(args: argparse.Namespace, settings: Settings) -> int:
+    """``sagas signal``: deliver a signal to a saga (kept if it does not wait yet), resume
+    the saga here, and follow it."""
+    async with orchestrating(settings, args.app) as orchestrator:
+        new = await orchestrator.signal(args.saga_id, args.name, args.payload)
+        ended = await follow(orchestrator, args.saga_id, args.timeout)
+    already = "" if new else " (it had been delivered before)"
+    say(
+        f"signal {args.name!r} delivered{already}; saga {ended.saga_id} is ",
+        status_text(ended.status),
+    )
+    return 0
 
 
 COMMANDS: Final[dict[str, Command]] = {
@@ -374,4 +429,5 @@ COMMANDS: Final[dict[str, Command]] = {
     "retry": retry_saga,
     "cancel": cancel_saga,
     "resolve": resolve_saga,
+    "signal": signal_saga,
 }

@@ -58,3 +58,7 @@ class BusinessKeyConflict(SagakitError):
 
 class LeaseLost(BaseException):  # a signal, not an error: see module docstring
     """Another process has claimed this saga; this one must stop driving it."""
+
+
+class InvalidInput(SagakitError, ValueError):
+    """The input does not fit the saga's input model; nothing was stored."""

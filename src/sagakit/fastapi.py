@@ -17,22 +17,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
-from typing import Annotated, Final
+from typing import Annotated
 
-from fastapi import Depends, Request
-from starlette.applications import Starlette
+from sagakit.extras import missing_extra
 
+try:
+    from fastapi import Depends, Request
+    from starlette.applications import Starlette
+except ModuleNotFoundError as exc:
+    missing_extra(exc, "sagakit.fastapi")
+
+from sagakit.api.operated import STATE_ATTRIBUTE
+from sagakit.api.operator import operator_router
 from sagakit.orchestrator import DEFAULT_LEASE_SECONDS, Listener, SagaOrchestrator
 from sagakit.saga import Saga
-from sagakit.worker import Worker
 
-__all__ = ["STATE_ATTRIBUTE", "Orchestrator", "get_orchestrator", "sagas_lifespan"]
-
-#: Where the running orchestrator is kept: ``app.state.sagakit_orchestrator``.
-STATE_ATTRIBUTE: Final = "sagakit_orchestrator"
+__all__ = [
+    "STATE_ATTRIBUTE",
+    "Orchestrator",
+    "get_orchestrator",
+    "operator_router",
+    "sagas_lifespan",
+]
 
 
 @contextlib.asynccontextmanager
@@ -48,29 +56,25 @@ async def sagas_lifespan(
 ) -> AsyncIterator[SagaOrchestrator]:
     """Run sagas beside ``app`` for as long as the block lasts.
 
-    Opens the store that ``url`` names, keeps an orchestrator of ``sagas`` where
-    :func:`get_orchestrator` finds it, and runs a :class:`~sagakit.worker.Worker` (lease
-    renewal, and recovery of sagas whose process died, every ``poll_seconds``). On the
-    way out it stops the worker, lets running sagas finish for up to ``grace`` seconds,
-    hands the others back (another process takes them over at once) and closes the store.
+    :meth:`SagaOrchestrator.connect` (the store that ``url`` names, and a worker beside the
+    app: lease renewal, and recovery of sagas whose process died, every ``poll_seconds``),
+    with the orchestrator kept where :func:`get_orchestrator` finds it. On the way out it
+    stops the worker, lets running sagas finish for up to ``grace`` seconds, hands the
+    others back (another process takes them over at once) and closes the store.
     """
-    orchestrator = await SagaOrchestrator.from_url(
-        url, sagas, lease_seconds=lease_seconds, listeners=listeners
-    )
-    worker = asyncio.create_task(
-        Worker(orchestrator, poll_seconds=poll_seconds).run(), name="sagakit-worker"
-    )
-    setattr(app.state, STATE_ATTRIBUTE, orchestrator)
-    try:
-        yield orchestrator
-    finally:
-        delattr(app.state, STATE_ATTRIBUTE)
-        worker.cancel()
+    async with SagaOrchestrator.connect(
+        url,
+        sagas,
+        poll_seconds=poll_seconds,
+        lease_seconds=lease_seconds,
+        grace=grace,
+        listeners=listeners,
+    ) as orchestrator:
+        setattr(app.state, STATE_ATTRIBUTE, orchestrator)
         try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            yield orchestrator
         finally:
-            await orchestrator.close(grace)
+            delattr(app.state, STATE_ATTRIBUTE)
 
 
 async def get_orchestrator(request: Request) -> SagaOrchestrator:

@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -39,6 +40,9 @@ from sagakit.saga import Saga
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
 from sagakit.unit import BACKWARD, LocalUnit, fits
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 logger = logging.getLogger("sagakit")
 
@@ -134,6 +138,41 @@ class SagaOrchestrator:
             listeners=listeners,
         )
 
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        sagas: Iterable[Saga] = (),
+        *,
+        poll_seconds: float = 1.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        grace: float = 5.0,
+        listeners: Iterable[Listener] = (),
+    ) -> contextlib.AbstractAsyncContextManager[SagaOrchestrator]:
+        """``async with SagaOrchestrator.connect(url, sagas) as orchestrator:`` opens the store
+        and runs a worker beside the block: lease renewal, and every ``poll_seconds`` the
+        recovery of sagas whose process died (once their lease expired), retries, timers and
+        deadlines. On the way out the worker stops, running sagas get up to ``grace`` seconds
+        to finish, the others are handed back, and the store is closed.
+        """
+        from sagakit.lifecycle import connected
+
+        return connected(
+            cls,
+            url,
+            sagas,
+            poll_seconds=poll_seconds,
+            lease_seconds=lease_seconds,
+            grace=grace,
+            listeners=listeners,
+        )
+
+    async def run(self, *, poll_seconds: float = 1.0) -> None:
+        """Run only the worker (lease renewal, recovery, timers) until cancelled."""
+        from sagakit.lifecycle import run_worker
+
+        await run_worker(self, poll_seconds)
+
     async def close(self, grace: float = 5.0) -> None:
         """:meth:`shutdown`, then close the store."""
         try:
@@ -179,7 +218,7 @@ class SagaOrchestrator:
     async def start(
         self,
         name: str,
-        input: JSONObject,
+        input: JSONObject | BaseModel,
         *,
         business_key: str | None = None,
         saga_id: str | None = None,
@@ -194,9 +233,12 @@ class SagaOrchestrator:
         With a ``business_key``, an instance already active, completed or failed for that
         key is returned instead (``created`` is then false) and nothing new starts; if
         that instance was started with another ``input``, ``BusinessKeyConflict`` is
-        raised. ``await handle.result()`` waits for the outcome.
+        raised. ``await handle.result()`` waits for the outcome. A typed saga's ``input`` (a
+        model, or a dict) is validated first: ``InvalidInput`` is raised, and nothing stored,
+        when it does not fit.
         """
         saga = self.definition(name, version)
+        input = saga.input_json(input)
         first = saga.step_names[0]
         started = self.clock()
         # Every member of the first group starts with the saga (a parallel group starts whole).
@@ -478,6 +520,9 @@ class SagaOrchestrator:
         """
         event = SagaEvent(type="operator_cancel", detail=f"cancel requested by {actor}")
         instance = await self.store.request_cancel(saga_id, event)
+        # A saga parked on a WaitFor has no driver to see the request: make it claimable now,
+        # so that a worker (or resume) drives it into its compensation.
+        await self.store.wake(saga_id)
         self.notify(instance, (event,))
         return instance
 

@@ -31,6 +31,7 @@ from sagakit.records import (
     Transition,
 )
 from sagakit.saga import Saga, Step, StepContext, WaitFor, idempotency_key
+from sagakit.saga import Sleep as SleepStep
 
 if TYPE_CHECKING:
     from sagakit.store.base import SagaStore
@@ -402,6 +403,9 @@ class SagaRun:
             if self.cancel_requested:
                 await self.cancel(index)
                 return
+            if self.past_deadline():
+                await self.cancel(index, f"the saga's deadline of {self.saga.deadline:g}s passed")
+                return
             group = self.saga.group_of[index]
             if len(group) > 1:
                 index = await self.run_group(group)
@@ -435,15 +439,21 @@ class SagaRun:
             self.status is SagaStatus.RUNNING
             and not self.stopping
             and not self.cancel_requested
+            and not self.past_deadline()
             and self.steps[index].status is StepStatus.RUNNING
         ):
             await self.attempt(index)
 
-    async def cancel(self, index: int) -> None:
-        """An operator cancelled: compensate from the step about to run, whose state is unknown."""
+    def past_deadline(self) -> bool:
+        """Whether the saga has run past its definition's deadline (``Saga(deadline=...)``)."""
+        deadline = self.saga.deadline
+        return deadline is not None and self.clock() >= self.origin.created_at + deadline
+
+    async def cancel(self, index: int, message: str = "cancelled by an operator") -> None:
+        """An operator cancelled, or the saga's deadline passed: compensate from the step about
+        to run, whose state is unknown."""
         record = self.steps[index]
         self.steps[index] = record.evolve(status=StepStatus.COMPENSATING, finished_at=self.clock())
-        message = "cancelled by an operator"
         event = SagaEvent(type="saga_cancelled", step=record.name, detail=message)
         await self.begin_compensation(event, message, record.name)
 
@@ -484,12 +494,15 @@ class SagaRun:
         started = record.started_at if record.started_at is not None else self.clock()
         deadline = WAIT_FOREVER if step.deadline is None else started + step.deadline
         if self.clock() >= deadline:
+            if isinstance(step, SleepStep):
+                return await self.succeed(index, {"slept": step.seconds})
             await self.give_up(index, f"no signal {step.signal!r} within {step.deadline}s")
             return index
+        if self.saga.deadline is not None:  # woken at the saga's deadline, if that comes first
+            deadline = min(deadline, self.origin.created_at + self.saga.deadline)
         self.probe("before_wait", step.name)
         self.steps[index] = record.evolve(status=StepStatus.WAITING)
-        detail = f"waiting for signal {step.signal!r}"
-        event = SagaEvent(type="step_waiting", step=step.name, detail=detail)
+        event = SagaEvent(type="step_waiting", step=step.name, detail=step.waiting())
         await self.write(event, park_until=deadline)
         self.parked, self.park_until = step, deadline
         return index

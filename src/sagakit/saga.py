@@ -5,32 +5,48 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, overload
+
+from typing_extensions import TypeVar
 
 from sagakit.records import JSON, JSONObject, OutboxMessage
 from sagakit.retry import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
+from sagakit.typed import input_json, result_json, typed_context
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 #: Seconds one attempt of a step's action or compensation may take, unless it says otherwise.
 DEFAULT_TIMEOUT: Final = 30.0
 
 
+#: A saga's input as a step sees it: JSON, or the saga's input model (``StepContext[Order]``).
+InputT = TypeVar("InputT", default=JSONObject)
+#: A step's own result as its compensation sees it: JSON, or the step's result model.
+ResultT = TypeVar("ResultT", default=JSON)
+ModelT = TypeVar("ModelT", bound="BaseModel")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepContext:
+class StepContext(Generic[InputT, ResultT]):
     """What a step's ``do`` or ``compensate`` is given.
 
     ``idempotency_key`` is the same for every attempt of this step in this saga, across
     crashes and processes: participants deduplicate by it. ``result`` is this step's own
     stored result (only in ``compensate``; ``None`` when the action's outcome is unknown).
+    In a typed saga (``Saga(..., input=Model)``, ``@step(..., result=Model)``) the
+    functions of ``@step`` get ``input`` and ``result`` as those models:
+    ``StepContext[Order, Charge]``; ``results`` (the earlier steps') stay JSON.
     """
 
     saga_id: str
     saga_name: str
     step: str
-    input: JSONObject
+    input: InputT
     results: Mapping[str, JSON]
     idempotency_key: str
     attempt: int
-    result: JSON = None
+    result: ResultT | None = None
 
 
 def idempotency_key(saga_id: str, step: str) -> str:
@@ -104,11 +120,14 @@ class Step:
         return None
 
 
-#: A step's action as a function: ``async def charge(ctx: StepContext) -> JSON``.
-Action: TypeAlias = Callable[[StepContext], Awaitable[JSON]]
+#: A step's action as a function: ``async def charge(ctx: StepContext) -> JSON`` (or, in a
+#: typed saga, ``async def charge(ctx: StepContext[Order]) -> Charge``).
+Action: TypeAlias = Callable[[StepContext[Any, Any]], Awaitable[Any]]
 #: A step's compensation as a function: ``async def refund(ctx: StepContext) -> None``.
-Compensation: TypeAlias = Callable[[StepContext], Awaitable[None]]
+Compensation: TypeAlias = Callable[[StepContext[Any, Any]], Awaitable[None]]
 CompensationT = TypeVar("CompensationT", bound=Compensation)
+#: Not yet in a saga: the first saga a ``@step`` joins gives it its input model.
+_UNBOUND: Final[Any] = object()
 
 
 class FunctionStep(Step):
@@ -126,6 +145,7 @@ class FunctionStep(Step):
         retry: RetryPolicy,
         compensation_retry: RetryPolicy,
         timeout: float | None,
+        result_model: type[BaseModel] | None = None,
     ) -> None:
         self.name = name
         self.action = action
@@ -133,15 +153,31 @@ class FunctionStep(Step):
         self.retry = retry
         self.compensation_retry = compensation_retry
         self.timeout = timeout
+        self.result_model = result_model
+        #: The input model of the saga this step is in (``None``: JSON), once it is in one.
+        self.input_model: type[BaseModel] | None = _UNBOUND
+
+    def join(self, saga: str, input_model: type[BaseModel] | None) -> None:
+        """Take the input model of ``saga``, which this step is in."""
+        if self.input_model is _UNBOUND:
+            self.input_model = input_model
+        elif self.input_model is not input_model:
+            raise ValueError(
+                f"step {self.name!r} of saga {saga!r} is already in a saga with another input"
+                " model: make one step per saga"
+            )
 
     async def do(self, ctx: StepContext) -> JSON:
-        """Run the action."""
-        return await self.action(ctx)
+        """Run the action (with models for the input, in a typed saga); store its JSON."""
+        model = None if self.input_model is _UNBOUND else self.input_model
+        value = await self.action(typed_context(ctx, model, None))
+        return result_json(self.result_model, value)
 
     async def compensate(self, ctx: StepContext) -> None:
         """Run the compensation, if the step has one."""
         if self.undo is not None:
-            await self.undo(ctx)
+            model = None if self.input_model is _UNBOUND else self.input_model
+            await self.undo(typed_context(ctx, model, self.result_model))
 
     def compensation(self, undo: CompensationT) -> CompensationT:
         """Decorate ``undo`` as this step's compensation; it is returned unchanged."""
@@ -155,9 +191,32 @@ class FunctionStep(Step):
         return f"<FunctionStep {self.name!r}>"
 
 
+@overload
 def step(
     name: str,
     *,
+    result: None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Callable[[Action], FunctionStep]: ...
+
+
+@overload
+def step(
+    name: str,
+    *,
+    result: type[ModelT],
+    retry: RetryPolicy = DEFAULT_RETRY,
+    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Callable[[Callable[[StepContext[Any, Any]], Awaitable[ModelT]]], FunctionStep]: ...
+
+
+def step(
+    name: str,
+    *,
+    result: type[BaseModel] | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
     compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
     timeout: float | None = DEFAULT_TIMEOUT,
@@ -166,13 +225,20 @@ def step(
 
     The name is given rather than taken from the function because it is durable: the store
     records it, and recovery finds the step by it, so renaming the function must not
-    orphan the sagas under way. Attach the undo with ``@<step>.compensation``.
+    orphan the sagas under way. Attach the undo with ``@<step>.compensation``. With
+    ``result=Model`` the action returns a ``Model`` (its JSON is stored) and the
+    compensation gets it back as ``ctx.result``.
     """
 
     def decorate(action: Action) -> FunctionStep:
         _require_async(action)
         return FunctionStep(
-            name, action, retry=retry, compensation_retry=compensation_retry, timeout=timeout
+            name,
+            action,
+            retry=retry,
+            compensation_retry=compensation_retry,
+            timeout=timeout,
+            result_model=result,
         )
 
     return decorate
@@ -206,8 +272,36 @@ class WaitFor(Step):
         """Never called: the orchestrator waits for the signal instead."""
         raise TypeError(f"step {self.name!r} waits for a signal; it has no action to run")
 
+    def waiting(self) -> str:
+        """What the history says while the step waits."""
+        return f"waiting for signal {self.signal!r}"
+
     def __repr__(self) -> str:
         return f"<WaitFor {self.name!r} signal={self.signal!r} deadline={self.deadline!r}>"
+
+
+class Sleep(WaitFor):
+    """A step that parks the saga for ``seconds``, durably, then goes on.
+
+    No process holds the saga while it sleeps: the store keeps when it wakes, and a worker
+    of any process connected to the store (``connect()``, ``sagas_lifespan``, ``sagakit
+    worker``) resumes it then, after a restart too. The step's result is
+    ``{"slept": seconds}``. Its signal (the step's name) ends the sleep early, as an
+    operator may: ``sagakit sagas signal SAGA_ID NAME``.
+    """
+
+    def __init__(self, name: str, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"step {name!r}: a sleep is a positive number of seconds")
+        super().__init__(name, deadline=seconds)
+        self.seconds = seconds
+
+    def waiting(self) -> str:
+        """What the history says while the saga sleeps."""
+        return f"sleeping {self.seconds:g}s"
+
+    def __repr__(self) -> str:
+        return f"<Sleep {self.name!r} {self.seconds!r}s>"
 
 
 class Parallel:
@@ -250,8 +344,20 @@ class Saga:
     group_of: tuple[tuple[int, ...], ...] = field(repr=False, compare=False)
     #: The indices of the steps that send messages (override :meth:`Step.outgoing`).
     senders: frozenset[int] = field(repr=False, compare=False)
+    #: The pydantic model of the input (``None``: any JSON object).
+    input_model: type[BaseModel] | None = field(repr=False, compare=False)
+    #: Seconds after its start past which a running instance is cancelled (``None``: never).
+    deadline: float | None = field(repr=False, compare=False)
 
-    def __init__(self, name: str, steps: Sequence[Step | Parallel], version: int = 1) -> None:
+    def __init__(
+        self,
+        name: str,
+        steps: Sequence[Step | Parallel],
+        version: int = 1,
+        *,
+        input: type[BaseModel] | None = None,
+        deadline: float | None = None,
+    ) -> None:
         flat: list[Step] = []
         groups: list[tuple[int, ...]] = []
         for item in steps:
@@ -273,6 +379,20 @@ class Saga:
         if len(set(names)) != len(names):
             raise ValueError(f"saga {self.name!r}: step names must be unique")
         object.__setattr__(self, "step_names", names)
+        object.__setattr__(self, "input_model", input)
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"saga {name!r}: a deadline is a positive number of seconds")
+        object.__setattr__(self, "deadline", deadline)
+        for member in flat:
+            if isinstance(member, FunctionStep):
+                member.join(name, input)
+
+    def input_json(self, input: JSONObject | BaseModel) -> JSONObject:
+        """The JSON to store for ``input``: validated by the input model, if the saga has one.
+
+        Raises :class:`~sagakit.errors.InvalidInput` when it does not fit.
+        """
+        return input_json(self.name, self.input_model, input)
 
     def opening_messages(self, saga_id: str, input: JSONObject) -> tuple[OutboxMessage, ...]:
         """The messages the first group's steps send with their first attempt, which the

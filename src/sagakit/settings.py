@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sagakit.extras import missing_extra
+
+try:
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+except ModuleNotFoundError as exc:
+    missing_extra(exc, "sagakit's settings (the service and its CLI)")
 
 
 class Settings(BaseSettings):

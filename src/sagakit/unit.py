@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from sagakit.errors import StepFailed
 from sagakit.records import (
@@ -38,11 +38,8 @@ from sagakit.records import (
     StepStatus,
     Transition,
 )
-from sagakit.run import current_step, describe
+from sagakit.run import Clock, Probe, current_step, describe
 from sagakit.saga import Saga, StepContext, WaitFor, idempotency_key
-
-if TYPE_CHECKING:
-    from sagakit.orchestrator import Clock, Probe
 
 logger = logging.getLogger("sagakit")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 #: The examples the tests below run: every file of ``examples/`` must be one of them.
-RUN_HERE = {"quickstart.py", "fastapi_app.py", "testing_kit.py", "idempotent_participant.py"}
+RUN_HERE = {
+    "quickstart.py",
+    "parcel.py",
+    "fastapi_app.py",
+    "testing_kit.py",
+    "idempotent_participant.py",
+}
+#: Number words, for headings that count lines.
+NUMBERS = {"fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "twenty": 20}
 
 
 def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> list[str]:
@@ -65,6 +74,35 @@ def test_readme_and_quickstart_show_the_code_that_runs() -> None:
 
     assert python_block(ROOT / "README.md") == code
     assert python_block(ROOT / "docs" / "quickstart.md") == code
+
+
+def test_the_readme_saga_has_as_many_lines_as_its_heading_says() -> None:
+    """ "A saga in N lines": N is the number of non-blank lines of the code below it."""
+    readme = (ROOT / "README.md").read_text()
+    word = readme.split("## A saga in ", 1)[1].split(" lines", 1)[0]
+    lines = [line for line in python_block(ROOT / "README.md").splitlines() if line.strip()]
+
+    assert NUMBERS[word] == len(lines)
+
+
+def test_a_process_killed_mid_saga_leaves_it_to_the_next_one(tmp_path: Path) -> None:
+    """examples/parcel.py: killed inside ``ship``, run again, ``ship`` reruns with its key."""
+    died = subprocess.run(
+        [sys.executable, str(EXAMPLES / "parcel.py"), "--die"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert died.returncode == -signal.SIGKILL
+    reserve, ship = died.stdout.splitlines()
+    saga_id = reserve.split()[1].split(":")[0]
+    assert reserve == f"reserve {saga_id}:reserve"
+    assert ship == f"ship {saga_id}:ship"
+
+    assert run(sys.executable, EXAMPLES / "parcel.py", cwd=tmp_path) == [ship, "completed"]
+    assert run(sys.executable, EXAMPLES / "parcel.py", cwd=tmp_path) == ["completed"]
 
 
 def test_every_example_is_run_by_a_test() -> None:
@@ -155,10 +193,14 @@ def test_wheel_in_a_fresh_venv_runs_the_quickstart_without_dev_extras(tmp_path: 
     work.mkdir()
 
     printed = run(python, EXAMPLES / "quickstart.py", cwd=work, env=env)
-    probe = "import importlib.util as u, sagakit; print(sagakit.__file__, u.find_spec('pytest'))"
+    probe = (
+        "import importlib.util as u, sagakit;"
+        " print(sagakit.__file__, u.find_spec('pytest'), u.find_spec('fastapi'))"
+    )
     (where,) = run(python, "-c", probe, cwd=work, env=env)
-    module, pytest_spec = where.split()
+    module, pytest_spec, fastapi_spec = where.split()
 
     assert printed == ["refund {'charged': 10}", "compensated"]
     assert Path(module).is_relative_to(venv / "lib")  # the installed wheel, not src/
-    assert pytest_spec == "None"  # no dev extras came with it
+    assert pytest_spec == "None"  # no development tool came with it
+    assert fastapi_spec == "None"  # nor the server extra: the core alone

@@ -68,7 +68,7 @@ def test_lines_logged_inside_a_step_name_its_saga_step_and_attempt(
 ) -> None:
     """While a step runs, every line carries its saga id, saga name, step and attempt."""
     log, buffer = logger
-    ctx = StepContext(
+    ctx: StepContext = StepContext(
         saga_id="s-1",
         saga_name="checkout",
         step="payment",

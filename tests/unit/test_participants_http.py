@@ -11,7 +11,7 @@ from sagakit.service.remote import http_saga
 from sagakit.settings import Settings
 from sagakit.transports.http import HttpStep, ParticipantUnavailable
 
-CONTEXT = StepContext(
+CONTEXT: StepContext = StepContext(
     saga_id="s1",
     saga_name="checkout",
     step="payment",

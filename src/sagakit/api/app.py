@@ -8,10 +8,11 @@ from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
-from sagakit.api import catalog, checkout, dashboard, health, sagas
+from sagakit.api import catalog, checkout, health
 from sagakit.api.errors import install_error_handlers
 from sagakit.api.limits import BodySizeLimit
 from sagakit.api.observe import Observe
+from sagakit.api.operator import operator_router
 from sagakit.api.responses import JSONResponse
 from sagakit.api.sessions import Sessions
 from sagakit.api.throttle import SignInThrottle
@@ -58,6 +59,7 @@ def create_app(settings: Settings, running: RunningService) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(Observe)  # added last, so outermost: a 413 is logged and counted too
-    for module in (checkout, catalog, sagas, health, dashboard):
+    for module in (checkout, catalog, health):
         app.include_router(module.router)
+    app.include_router(operator_router())  # /sagas and the dashboard, as any app mounts them
     return app

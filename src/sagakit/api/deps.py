@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from sagakit.api.access import admin
+from sagakit.api.operated import SETTINGS_STATE
 from sagakit.api.schemas import ID_PATTERN
 from sagakit.settings import Settings
 from sagakit.shop.checkout import CheckoutService
@@ -22,8 +23,10 @@ async def get_service(request: Request) -> CheckoutService:
 
 
 async def get_settings(request: Request) -> Settings:
-    """The settings this app was created with."""
-    settings: Settings = request.app.state.settings
+    """The settings this app was created with (an operator router's own, on its routes)."""
+    settings: Settings | None = getattr(request.state, SETTINGS_STATE, None)
+    if settings is None:
+        settings = request.app.state.settings
     return settings
 
 

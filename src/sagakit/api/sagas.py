@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BeforeValidator, JsonValue
 from starlette.responses import Response
 
 from sagakit.api.access import Admin, log_action, operator
-from sagakit.api.deps import AppSettings, SagaId, Service
+from sagakit.api.deps import AppSettings, SagaId
+from sagakit.api.operated import DomainErrors, Operations
 from sagakit.api.responses import JSONResponse
 from sagakit.api.schemas import (
     ID_PATTERN,
@@ -39,7 +40,12 @@ from sagakit.store.activity import Filters, StuckRule, count_matching, stuck_rea
 READ_ERRORS: Final[dict[int | str, dict[str, object]]] = {
     401: {"model": Error, "description": "no valid token"},
 }
-router = APIRouter(tags=["sagas"], dependencies=[Depends(operator)], responses=READ_ERRORS)
+router = APIRouter(
+    tags=["sagas"],
+    dependencies=[Depends(operator)],
+    responses=READ_ERRORS,
+    route_class=DomainErrors,
+)
 
 ADMIN_ERRORS: Final[dict[int | str, dict[str, object]]] = {
     403: {"model": Error, "description": "a viewer token: admin only"},
@@ -106,7 +112,7 @@ def detail(saga: SagaInstance, events: list[SagaEvent], rule: StuckRule) -> Saga
 
 
 @router.get("/sagas/{saga_id}", responses={404: {"model": Error}})
-async def get_saga(saga_id: SagaId, service: Service, settings: AppSettings) -> SagaOut:
+async def get_saga(saga_id: SagaId, service: Operations, settings: AppSettings) -> SagaOut:
     """A saga with its input, its steps and its history of events.
 
     `owner`, `lease_expires_at` and `last_progress_at` say who drives it and whether it
@@ -135,7 +141,7 @@ Instant = Annotated[datetime | None, BeforeValidator(_instant)]
     responses={422: {"model": Error, "description": "a bad filter, limit or cursor"}},
 )
 async def list_sagas(
-    service: Service,
+    service: Operations,
     settings: AppSettings,
     status: Annotated[SagaStatus | None, Query(description="only sagas in this status")] = None,
     name: Annotated[
@@ -208,7 +214,9 @@ async def list_sagas(
     response_model=RetryOut,
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not failed"}},
 )
-async def retry_saga(saga_id: SagaId, service: Service, who: Admin, request: Request) -> Response:
+async def retry_saga(
+    saga_id: SagaId, service: Operations, who: Admin, request: Request
+) -> Response:
     """Resume the compensation of a `failed` saga where it stopped (admin).
 
     This process drives the compensation; the answer comes at once, with the saga
@@ -231,7 +239,7 @@ SignalName = Annotated[str, Path(pattern=ID_PATTERN, description="the signal's n
 async def signal_saga(
     saga_id: SagaId,
     name: SignalName,
-    service: Service,
+    service: Operations,
     who: Admin,
     request: Request,
     payload: Annotated[
@@ -258,7 +266,9 @@ async def signal_saga(
     status_code=202,
     responses={**ADMIN_ERRORS, 409: {"model": Error, "description": "the saga is not running"}},
 )
-async def cancel_saga(saga_id: SagaId, service: Service, who: Admin, request: Request) -> CancelOut:
+async def cancel_saga(
+    saga_id: SagaId, service: Operations, who: Admin, request: Request
+) -> CancelOut:
     """Ask a `running` saga to stop and compensate the steps it did (admin).
 
     Whichever process drives the saga sees the request at its next step, compensates that
@@ -294,7 +304,7 @@ def waiting_note(saga: SagaInstance, me: str) -> str | None:
     },
 )
 async def resolve_saga(
-    saga_id: SagaId, body: ResolveIn, service: Service, who: Admin, request: Request
+    saga_id: SagaId, body: ResolveIn, service: Operations, who: Admin, request: Request
 ) -> SagaSummary:
     """Mark a `failed` saga `compensated` by hand, once an operator has undone it (admin).
 

@@ -43,9 +43,19 @@ def plain_json(value: JsonValue) -> JsonValue:
 #: A string field that refuses control characters (see ``FORBIDDEN_CHARACTERS``).
 Text = AfterValidator(plain_text)
 
-Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["order1"])]
-Amount = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT, description="minor units")]
-Quantity = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+#: Any id (users, items, orders, sagas' business keys); the kinds below show their own example.
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+UserId = Annotated[str, Field(pattern=ID_PATTERN, examples=["user1"])]
+ItemId = Annotated[str, Field(pattern=ID_PATTERN, examples=["item1"])]
+OrderId = Annotated[str, Field(pattern=ID_PATTERN, examples=["order42"])]
+Amount = Annotated[
+    StrictInt,
+    Field(ge=0, le=MAX_AMOUNT, description="money, in minor units (cents)", examples=[2500]),
+]
+Stock = Annotated[
+    StrictInt, Field(ge=0, le=MAX_AMOUNT, description="how many are in stock", examples=[12])
+]
+Quantity = Annotated[StrictInt, Field(ge=1, le=1_000_000, examples=[2])]
 
 
 class Strict(BaseModel):
@@ -64,7 +74,7 @@ class Error(BaseModel):
 class UserIn(Strict):
     """A new user."""
 
-    user_id: Id
+    user_id: UserId
     balance: Amount
 
 
@@ -78,8 +88,8 @@ class UserOut(BaseModel):
 class ItemIn(Strict):
     """A new item."""
 
-    item_id: Id
-    stock: Amount
+    item_id: ItemId
+    stock: Stock
     price: Amount
 
 
@@ -94,10 +104,15 @@ class ItemOut(BaseModel):
 class OrderIn(Strict):
     """A new order; its id is generated when absent."""
 
-    order_id: Id | None = None
-    user_id: Id
-    items: Annotated[dict[Id, Quantity], Field(min_length=1, max_length=1000)]
-    address: Annotated[str, Field(max_length=1000), Text] = ""
+    order_id: OrderId | None = None
+    user_id: UserId
+    items: Annotated[
+        dict[ItemId, Quantity],
+        Field(min_length=1, max_length=1000, examples=[{"item1": 2, "item2": 1}]),
+    ]
+    address: Annotated[
+        str, Field(max_length=1000, examples=["12 Some Street, Springfield"]), Text
+    ] = ""
 
 
 class OrderOut(BaseModel):

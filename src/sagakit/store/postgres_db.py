@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import resources
@@ -147,7 +148,13 @@ class PostgresDatabase:
             def notified(*_: object) -> None:
                 callback()
 
-            await conn.add_listener(channel, notified)
+            try:
+                await conn.add_listener(channel, notified)
+            except BaseException:
+                # Cancelled (a worker stopped as it started) or failed: give the connection
+                # back, or closing the pool would wait for it for ever.
+                await asyncio.shield(self.pool.release(conn))
+                raise
         self._listeners.append((conn, channel, notified))
 
     async def close(self) -> None:

@@ -14,8 +14,9 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from sagakit.api.dashboard import views
 from sagakit.api.dashboard.auth import check_operator
-from sagakit.api.deps import Service
+from sagakit.api.operated import Operations
 from sagakit.api.schemas import FORBIDDEN_CHARACTERS
 from sagakit.errors import SagakitError
 from sagakit.records import SagaStatus
@@ -42,7 +43,7 @@ async def _fields(request: Request) -> dict[str, str]:
 
 
 @router.post("/retry-failed")
-async def retry_failed(request: Request, service: Service) -> Response:
+async def retry_failed(request: Request, service: Operations) -> Response:
     """Retry the compensation of every failed saga matching the form's filters."""
     who = await check_operator(request, "bulk retry", "failed sagas matching the filters")
     fields = await _fields(request)
@@ -62,4 +63,4 @@ async def retry_failed(request: Request, service: Service) -> Response:
             continue  # retried meanwhile by someone else, or no longer failed
         retried += 1
     query = urlencode({**fields, "retried": retried})
-    return RedirectResponse(f"/dashboard?{query}", status_code=303)
+    return RedirectResponse(f"{views.base()}?{query}", status_code=303)

@@ -17,25 +17,47 @@ from html import escape
 from typing import Annotated, Final
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from sagakit.api.access import client_address, role_of
 from sagakit.api.dashboard import bulk, views
 from sagakit.api.dashboard.auth import check_operator, principal_of
-from sagakit.api.deps import AppSettings, SagaId, Service
+from sagakit.api.deps import AppSettings, SagaId, get_settings
 from sagakit.api.errors import status_of
+from sagakit.api.operated import DomainErrors, Operated, Operations
 from sagakit.api.schemas import FORBIDDEN_CHARACTERS, plain_text
 from sagakit.api.sessions import COOKIE, sessions_of
 from sagakit.api.throttle import SignInThrottle
 from sagakit.errors import SagakitError
 from sagakit.records import SagaInstance, SagaStatus
-from sagakit.shop.checkout import CheckoutService
 from sagakit.store.activity import Filters, count_matching, stuck_rule
 
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
 logger = logging.getLogger("sagakit.auth")
+
+
+async def _base(request: Request) -> None:
+    """Tell the views where the dashboard is mounted (``/dashboard``, or under a prefix)."""
+    path: str = request.scope["path"]
+    route = request.scope.get("route")
+    # The route as this module declared it ("/dashboard/sagas/{saga_id}"): what the request's
+    # path ends with, once its parameters are filled in; what comes before is the prefix.
+    declared = getattr(route, "path", "/dashboard")
+    try:
+        suffix = declared.format(**request.path_params)
+    except (KeyError, IndexError, ValueError):
+        suffix = declared
+    prefix = path[: -len(suffix)] if path.endswith(suffix) else ""
+    views.BASE.set(prefix + "/dashboard")
+
+
+router = APIRouter(
+    prefix="/dashboard",
+    include_in_schema=False,
+    route_class=DomainErrors,
+    dependencies=[Depends(_base)],
+)
 
 FRAGMENT_HEADER: Final = "x-dashboard-fragment"
 #: An operator action, given who acts.
@@ -96,7 +118,7 @@ def _instant(text: str) -> float | None:
 @router.get("", response_class=HTMLResponse)
 async def saga_list(
     request: Request,
-    service: Service,
+    service: Operations,
     settings: AppSettings,
     status: SagaStatus | None = None,
     name: Text = "",
@@ -152,7 +174,7 @@ async def saga_list(
 
 @router.get("/sagas/{saga_id}", response_class=HTMLResponse)
 async def saga_page(
-    saga_id: SagaId, request: Request, service: Service, settings: AppSettings
+    saga_id: SagaId, request: Request, service: Operations, settings: AppSettings
 ) -> Response:
     """One saga: summary, actions, steps and the timeline of its attempts and compensations."""
     principal = await principal_of(request)
@@ -206,7 +228,7 @@ async def login(request: Request, settings: AppSettings) -> Response:
         role.value,
         extra={"client": address, "actor": f"dashboard:{session.label}", "role": role.value},
     )
-    response = RedirectResponse("/dashboard", status_code=303)
+    response = RedirectResponse(views.base(), status_code=303)
     sessions_of(request).set_cookie(request, response, session_id)
     return response
 
@@ -220,17 +242,17 @@ async def logout(request: Request) -> Response:
             "signed out",
             extra={"client": client_address(request), "actor": f"dashboard:{ended.label}"},
         )
-    response = RedirectResponse("/dashboard", status_code=303)
+    response = RedirectResponse(views.base(), status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
 
 
 def _back_to(saga_id: str) -> Response:
-    return RedirectResponse(f"/dashboard/sagas/{saga_id}", status_code=303)
+    return RedirectResponse(f"{views.base()}/sagas/{saga_id}", status_code=303)
 
 
 async def _act(
-    request: Request, service: CheckoutService, saga_id: str, action: str, run: Action
+    request: Request, service: Operated, saga_id: str, action: str, run: Action
 ) -> Response:
     """Check the operator, run the action; back to the saga's page, or the page with why not."""
     who = await check_operator(request, action, saga_id)
@@ -242,7 +264,7 @@ async def _act(
 
 
 async def _refused(
-    request: Request, service: CheckoutService, saga_id: str, message: str, status: int
+    request: Request, service: Operated, saga_id: str, message: str, status: int
 ) -> Response:
     """The saga's page again, with the reason the action was refused above it."""
     notice = f'<p class="notice refused" role="alert">{escape(message)}</p>'
@@ -252,13 +274,13 @@ async def _refused(
             "Refused", f"{notice}<h1>No saga {escape(saga_id)}</h1>", signed=True, status=status
         )
     events = await service.store.events(saga_id)
-    rule = stuck_rule(request.app.state.settings)
+    rule = stuck_rule(await get_settings(request))
     body = notice + views.saga_page(saga, events, can_act=True, rule=rule)
     return _html(f"Saga {saga_id}", body, signed=True, status=status)
 
 
 @router.post("/sagas/{saga_id}/retry")
-async def retry(saga_id: SagaId, request: Request, service: Service) -> Response:
+async def retry(saga_id: SagaId, request: Request, service: Operations) -> Response:
     """Resume a failed saga's compensation."""
     return await _act(
         request,
@@ -270,7 +292,7 @@ async def retry(saga_id: SagaId, request: Request, service: Service) -> Response
 
 
 @router.post("/sagas/{saga_id}/cancel")
-async def cancel(saga_id: SagaId, request: Request, service: Service) -> Response:
+async def cancel(saga_id: SagaId, request: Request, service: Operations) -> Response:
     """Ask a running saga to stop and compensate what it did."""
     return await _act(
         request,
@@ -282,7 +304,7 @@ async def cancel(saga_id: SagaId, request: Request, service: Service) -> Respons
 
 
 @router.post("/sagas/{saga_id}/resolve")
-async def resolve(saga_id: SagaId, request: Request, service: Service) -> Response:
+async def resolve(saga_id: SagaId, request: Request, service: Operations) -> Response:
     """Mark a failed saga compensated by hand, with the operator's reason."""
     reason = " ".join((await _form(request)).get("reason", "").split())
     if not reason or len(reason) > MAX_REASON or FORBIDDEN_CHARACTERS.search(reason):

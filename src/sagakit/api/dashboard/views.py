@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from html import escape
@@ -21,6 +22,16 @@ from sagakit.api.dashboard.timeline import Kind, Row, timeline
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus
 from sagakit.store.activity import StuckRule, stuck_reason
 from sagakit.store.base import SagaPage
+
+#: Where the dashboard is mounted for this request (its routes set it): ``/dashboard``, or
+#: ``/ops/dashboard`` under an operator router mounted at ``/ops``.
+BASE: ContextVar[str] = ContextVar("sagakit_dashboard_base", default="/dashboard")
+
+
+def base() -> str:
+    """The dashboard's path for this request, which every link and form starts with."""
+    return BASE.get()
+
 
 LIST_REFRESH_SECONDS = 5
 #: How many newer pages the list remembers the way back to.
@@ -67,7 +78,7 @@ class ListFilters:
             "trail": ",".join(current.trail) if current.cursor else "",
         }
         text = urlencode({k: v for k, v in query.items() if v})
-        return f"/dashboard?{text}" if text else "/dashboard"
+        return f"{base()}?{text}" if text else base()
 
 
 # -- small pieces ------------------------------------------------------------------------
@@ -98,8 +109,8 @@ def took(seconds: float | None) -> str:
 def page(title: str, body: str, *, nonce: str, signed_in: bool) -> str:
     """A whole page: header bar, ``body`` in ``main``, the stylesheet and the script."""
     nav = (
-        '<nav><a href="/dashboard">Sagas</a>'
-        "<form method=post action=/dashboard/logout><button type=submit>Sign out</button>"
+        f'<nav><a href="{base()}">Sagas</a>'
+        f"<form method=post action={base()}/logout><button type=submit>Sign out</button>"
         "</form></nav>"
         if signed_in
         else ""
@@ -109,7 +120,7 @@ def page(title: str, body: str, *, nonce: str, signed_in: bool) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)} · sagakit</title>"
         f'<style nonce="{nonce}">{STYLE}</style></head><body>'
-        f'<header class=bar><div class=wrap><a class=brand href="/dashboard">sagakit</a>{nav}'
+        f'<header class=bar><div class=wrap><a class=brand href="{base()}">sagakit</a>{nav}'
         "</div></header>"
         f"<main>{body}</main>"
         f'<script nonce="{nonce}">{SCRIPT}</script></body></html>'
@@ -121,7 +132,7 @@ def sign_in(message: str = "") -> str:
     note = f'<p class="notice">{escape(message)}</p>' if message else ""
     return (
         "<div class=card><h1>sagakit dashboard</h1>"
-        f"{note}<form method=post action=/dashboard/login>"
+        f"{note}<form method=post action={base()}/login>"
         "<label>Token <input type=password name=token autocomplete=current-password "
         "required autofocus></label><button type=submit>Sign in</button></form>"
         '<p class="muted">The admin token is <code>SAGAKIT_ADMIN_TOKEN</code> (or the one '
@@ -186,13 +197,13 @@ def _filter_form(filters: ListFilters) -> str:
     active = filters.name or filters.key or filters.created_after or filters.created_before
     return (
         f"<details class=filters{' open' if active else ''}><summary>Filters</summary>"
-        "<form method=get action=/dashboard>"
+        f"<form method=get action={base()}>"
         f"{status}{field('Saga name', 'name', filters.name)}"
         f"{field('Order (business key)', 'key', filters.key)}"
         f"{field('Started from (UTC)', 'created_after', filters.created_after, moment)}"
         f"{field('Started before (UTC)', 'created_before', filters.created_before, moment)}"
         '<div class=buttons><button type=submit>Filter</button><a class="button secondary" '
-        'href="/dashboard">Clear</a></div></form></details>'
+        f'href="{base()}">Clear</a></div></form></details>'
     )
 
 
@@ -257,7 +268,7 @@ def _row(saga: SagaInstance, stuck: str | None) -> str:
     )
     duration = "" if saga.status.is_active else took(saga.updated_at - saga.created_at)
     return (
-        f'<tr><td class=mono><a href="/dashboard/sagas/{saga.saga_id}">{saga.saga_id[:12]}</a>'
+        f'<tr><td class=mono><a href="{base()}/sagas/{saga.saga_id}">{saga.saga_id[:12]}</a>'
         f"</td><td>{escape(saga.name)}</td><td>{escape(saga.business_key or '')}</td>"
         f"<td>{badge(saga.status.value)}{_stuck_badge(stuck)}</td><td>{failure}</td>"
         f"<td class=num>{when(saga.created_at)}</td><td class=num>{duration}</td></tr>"
@@ -272,7 +283,7 @@ def saga_page(
 ) -> str:
     """A saga's page body: a link back, then its live region."""
     live = live_saga(saga, events, can_act=can_act, rule=rule)
-    return f'<p><a href="/dashboard">← All sagas</a></p>{live}'
+    return f'<p><a href="{base()}">← All sagas</a></p>{live}'
 
 
 def live_saga(
@@ -323,22 +334,22 @@ def _pretty(value: object) -> str:
 
 
 def _actions(saga: SagaInstance) -> str:
-    base = f"/dashboard/sagas/{saga.saga_id}"
+    here = f"{base()}/sagas/{saga.saga_id}"
     forms: list[str] = []
     if saga.status is SagaStatus.FAILED:
         forms.append(
-            f'<form method=post action="{base}/retry">'
+            f'<form method=post action="{here}/retry">'
             "<button type=submit>Retry compensation</button></form>"
         )
         forms.append(
-            f'<form class=resolve method=post action="{base}/resolve">'
+            f'<form class=resolve method=post action="{here}/resolve">'
             "<label>Reason (kept in the history)<input name=reason required maxlength=500 "
             'placeholder="refunded by hand, ticket 1234"></label>'
             "<button type=submit class=secondary>Mark resolved</button></form>"
         )
     elif saga.status is SagaStatus.RUNNING and not saga.cancel_requested:
         forms.append(
-            f'<form method=post action="{base}/cancel" data-confirm="Cancel this saga? '
+            f'<form method=post action="{here}/cancel" data-confirm="Cancel this saga? '
             'The steps it has done will be compensated.">'
             "<button type=submit class=danger>Cancel saga</button></form>"
         )

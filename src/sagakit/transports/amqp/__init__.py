@@ -20,3 +20,10 @@ services (the effect and its inbox row in one transaction, deduplicated by the k
 publishes the reply (persistent, confirmed), and only then acks. A command that fails
 again after a redelivery is rejected to the dead-letter queue.
 """
+
+from sagakit.extras import missing_extra
+
+try:
+    import aio_pika  # noqa: F401  # the amqp extra: say so here, before a submodule fails
+except ModuleNotFoundError as exc:
+    missing_extra(exc, "The AMQP transport")

@@ -1,15 +1,4 @@
-"""A kit for testing your own sagas: virtual time, simulated crashes, and an effect ledger.
-
-- :class:`FakeClock`: give ``clock.sleep`` to the orchestrator and retry backoffs cost
-  nothing (step timeouts still use the event loop's clock).
-- :class:`CrashAt` and :func:`crash_points`: a probe that makes the orchestrator's driver
-  die at a named point, as if the process had been killed there.
-- :func:`restart` and :func:`wait_through_crashes`: a new process on the same store that
-  recovers what the dead one left.
-- :class:`EffectLedger`: what your fake participants really did, by idempotency key, with
-  assertions that each effect happened once.
-- :class:`~sagakit.store.MemoryStore`, re-exported: the store for all of it.
-"""
+"""The kit's parts: virtual time, crash points and restarts, and the effect ledger."""
 
 from __future__ import annotations
 
@@ -22,7 +11,8 @@ from typing import Final
 from sagakit.errors import SagaNotFound
 from sagakit.orchestrator import Probe, SagaOrchestrator, Sleep
 from sagakit.records import JSON, SagaInstance
-from sagakit.saga import Saga, StepContext
+from sagakit.saga import Saga, StepContext, WaitFor
+from sagakit.saga import Sleep as SleepStep
 from sagakit.store import MemoryStore
 
 __all__ = [
@@ -69,9 +59,20 @@ class FakeClock:
         self.now += max(0.0, seconds)
 
 
-#: The points of the state machine where a probe is called, in the order a step meets them:
-#: each one lies between two recorded transitions.
-POINTS: Final = ("before_do", "after_do", "before_compensate", "after_compensate")
+#: The points of the state machine where a probe is called: each one lies between two
+#: recorded transitions. A step with an action meets ``before_do`` and ``after_do``, a
+#: ``WaitFor`` ``before_wait`` and ``after_wait`` (once parked), and its signal
+#: ``after_signal`` (named by the signal, once stored); a compensated step meets
+#: ``before_compensate`` and ``after_compensate``.
+POINTS: Final = (
+    "before_do",
+    "after_do",
+    "before_compensate",
+    "after_compensate",
+    "before_wait",
+    "after_wait",
+    "after_signal",
+)
 
 
 class SimulatedCrash(BaseException):  # like LeaseLost: step code must not swallow it
@@ -80,7 +81,8 @@ class SimulatedCrash(BaseException):  # like LeaseLost: step code must not swall
 
 @dataclass(frozen=True, slots=True)
 class CrashPoint:
-    """A place to crash: one of :data:`POINTS` of one step."""
+    """A place to crash: one of :data:`POINTS` of one step (of one signal for
+    ``after_signal``)."""
 
     point: str
     step: str
@@ -104,12 +106,28 @@ class CrashPoint:
 def crash_points(saga: Saga) -> list[CrashPoint]:
     """Every point of ``saga`` where a crash can happen, in the order a run reaches them.
 
-    Forward points come in step order, compensation points newest step first. A given
-    run reaches only some: a completed saga never compensates, and a step that refuses
-    never reaches its ``after_do``.
+    Forward points come in step order (a ``WaitFor`` has no action: its points are
+    ``before_wait``, ``after_wait`` and its signal's ``after_signal``), compensation points
+    newest step first. A given run reaches only some: a completed saga never compensates,
+    a step that refuses never reaches its ``after_do``, and the last step is never
+    compensated. :func:`~sagakit.testing.crash_sweep` finds the ones a run reaches.
     """
-    forward = [CrashPoint(p, s) for s in saga.step_names for p in POINTS[:2]]
-    backward = [CrashPoint(p, s) for s in reversed(saga.step_names) for p in POINTS[2:]]
+    forward: list[CrashPoint] = []
+    for member in saga.steps:
+        if isinstance(member, WaitFor):
+            forward += [
+                CrashPoint("before_wait", member.name),
+                CrashPoint("after_wait", member.name),
+            ]
+            if not isinstance(member, SleepStep):  # nobody signals a sleep (but an operator)
+                forward.append(CrashPoint("after_signal", member.signal))
+        else:
+            forward += [CrashPoint("before_do", member.name), CrashPoint("after_do", member.name)]
+    backward = [
+        CrashPoint(p, s)
+        for s in reversed(saga.step_names)
+        for p in ("before_compensate", "after_compensate")
+    ]
     return forward + backward
 
 
@@ -266,11 +284,20 @@ class EffectLedger:
                 _check(done == 1, f"{step!r} applied {done} times under key {key!r}")
 
     def assert_undone_once(self, *steps: str) -> None:
-        """Each of ``steps`` applied its effect once and undid it once, per key."""
-        self.assert_applied_once(*steps)
+        """Every effect of ``steps`` was undone exactly once, per key, and nothing was undone
+        that was not applied.
+
+        A step that applied nothing passes: a parallel member that never ran, or a step whose
+        compensation was a no-op because its action never applied, has nothing to undo. Add
+        :meth:`assert_applied_once` where the effect must have happened first.
+        """
         for step in steps:
-            for key, (_, undone) in self._counts(step).items():
-                _check(undone == 1, f"{step!r} was undone {undone} times under key {key!r}")
+            for key, (done, undone) in self._counts(step).items():
+                _check(done <= 1, f"{step!r} applied {done} times under key {key!r}")
+                _check(
+                    undone == done,
+                    f"{step!r} was undone {undone} times but applied {done} under key {key!r}",
+                )
 
     def assert_not_undone(self, *steps: str) -> None:
         """None of ``steps`` undid anything."""

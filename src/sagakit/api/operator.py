@@ -1,0 +1,44 @@
+"""The operator's surface of any FastAPI app: ``/sagas`` and the dashboard, as one router.
+
+``sagakit.fastapi.operator_router`` is this; the checkout service mounts it too.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from sagakit.api import dashboard, sagas
+from sagakit.api.operated import (
+    OPERATED_STATE,
+    SETTINGS_STATE,
+    STATE_ATTRIBUTE,
+    OrchestratorSagas,
+)
+from sagakit.orchestrator import SagaOrchestrator
+from sagakit.settings import Settings
+
+
+def operator_router(*, admin_token: str | None = None) -> APIRouter:
+    """The operator's surface for the sagas of this app: the ``/sagas`` API and the dashboard.
+
+    ``app.include_router(operator_router(admin_token=...), prefix="/ops")`` serves
+    ``/ops/sagas...`` (list, show, retry, cancel, resolve, signal) and ``/ops/dashboard``
+    for the orchestrator ``sagakit.fastapi.sagas_lifespan`` runs in the app, with the
+    checkout service's rules: acting needs the admin token (``Authorization: Bearer``, or
+    the dashboard's sign-in), and the routes answer errors as JSON themselves. Without
+    ``admin_token``, the app's own settings and service are used (the checkout service
+    mounts it so).
+    """
+    settings = None if admin_token is None else Settings.model_construct(admin_token=admin_token)
+
+    async def bind(request: Request) -> None:
+        orchestrator = getattr(request.app.state, STATE_ATTRIBUTE, None)
+        if isinstance(orchestrator, SagaOrchestrator):
+            setattr(request.state, OPERATED_STATE, OrchestratorSagas(orchestrator))
+        if settings is not None:
+            setattr(request.state, SETTINGS_STATE, settings)
+
+    router = APIRouter(dependencies=[Depends(bind)])
+    router.include_router(sagas.router)
+    router.include_router(dashboard.router)
+    return router
