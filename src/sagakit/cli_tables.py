@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord, StepStatus
+from sagakit.run import WAIT_FOREVER
 from sagakit.store.activity import StuckRule, stuck_reason
 
 #: The colour of each saga or step status (step statuses share most of the names).
@@ -48,6 +49,8 @@ def when(at: float | None, *, precise: bool = False) -> str:
     """A timestamp in UTC, to the second (or to the millisecond)."""
     if at is None:
         return ""
+    if at >= WAIT_FOREVER:  # a saga parked with no deadline
+        return "never"
     text = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     return (text[:-3] if precise else text[:-7]) + "Z"
 

@@ -372,9 +372,18 @@ class SagaOrchestrator:
             self._runs.pop(saga_id, None)
             self._adopted.pop(saga_id, None)
         if not task.cancelled() and isinstance(task.exception(), LeaseLost):
-            logger.warning("saga %s: lease lost, another process drives it now", saga_id)
+            logger.warning(
+                "saga %s: lease lost, another process drives it now",
+                saga_id,
+                extra={"saga_id": saga_id},
+            )
         elif not task.cancelled() and task.exception() is not None:
-            logger.error("saga %s: driver crashed", saga_id, exc_info=task.exception())
+            logger.error(
+                "saga %s: driver crashed",
+                saga_id,
+                exc_info=task.exception(),
+                extra={"saga_id": saga_id},
+            )
 
     @property
     def driving(self) -> frozenset[str]:
@@ -472,7 +481,12 @@ class SagaOrchestrator:
             # Somebody else moved the saga on meanwhile (or our driver has parked it): what
             # our driver holds in memory is stale. Stop it before it writes again.
             self._stop_stale(saga_id, task)
-        logger.info("saga %s: recovered (%s)", saga_id, instance.status)
+        logger.info(
+            "saga %s: recovered (%s)",
+            saga_id,
+            instance.status,
+            extra={"saga_id": saga_id, "saga": instance.name},
+        )
         self.notify(instance, (SagaEvent(type="saga_claimed", detail=f"claimed by {self.owner}"),))
         self.drive(instance)
 
@@ -493,7 +507,11 @@ class SagaOrchestrator:
         self._adopted.pop(saga_id, None)
         del self._running[saga_id]
         task.cancel()
-        logger.warning("saga %s: stopped a stale driver; driving from the stored state", saga_id)
+        logger.warning(
+            "saga %s: stopped a stale driver; driving from the stored state",
+            saga_id,
+            extra={"saga_id": saga_id},
+        )
 
     def adoption(self, saga_id: str, revision: int) -> int | None:
         """The fence a driver whose write at ``revision`` was refused may go on with: the

@@ -676,7 +676,12 @@ class SagaRun:
                     return False
                 continue
             self.probe("after_compensate", step.name)
-            logger.info("saga %s: compensated step %s", self.saga_id, step.name)
+            logger.info(
+                "saga %s: compensated step %s",
+                self.saga_id,
+                step.name,
+                extra=self.fields(step.name, attempt),
+            )
             self.steps[index] = self.steps[index].evolve(
                 status=StepStatus.COMPENSATED, finished_at=self.clock()
             )
@@ -684,6 +689,10 @@ class SagaRun:
                 SagaEvent(type="compensation_succeeded", step=step.name, attempt=attempt)
             )
             return True
+
+    def fields(self, step: str, attempt: int) -> dict[str, object]:
+        """The fields of a log line about this saga's ``step`` (outside the step's own code)."""
+        return {"saga_id": self.saga_id, "saga": self.saga.name, "step": step, "attempt": attempt}
 
     async def compensation_failed(self, index: int, message: str) -> bool:
         """Record a failed compensation; whether another attempt is allowed."""
@@ -704,6 +713,7 @@ class SagaRun:
             self.saga_id,
             step.name,
             message,
+            extra=self.fields(step.name, attempt),
         )
         await self.write(
             SagaEvent(type="compensation_failed", step=step.name, attempt=attempt, detail=message),

@@ -72,14 +72,16 @@ async def test_the_sagas_api_lists_shows_and_signals_the_apps_sagas(
     """``/ops/sagas`` shows the app's saga; a signal with the admin token completes it."""
     saga_id = await parked_booking(client)
 
-    listing = (await client.get("/ops/sagas", params={"name": "booking"})).json()
-    shown = (await client.get(f"/ops/sagas/{saga_id}")).json()
+    stranger = await client.get("/ops/sagas")
+    listing = (await client.get("/ops/sagas", params={"name": "booking"}, headers=ADMIN)).json()
+    shown = (await client.get(f"/ops/sagas/{saga_id}", headers=ADMIN)).json()
     refused = await client.post(f"/ops/sagas/{saga_id}/signals/approved", json={"by": "x"})
     sent = await client.post(
         f"/ops/sagas/{saga_id}/signals/approved", json={"by": "ana"}, headers=ADMIN
     )
     done = await orchestrator_of(client).wait(saga_id, timeout=5)
 
+    assert stranger.status_code == 401  # the checkout service's rules: reading needs a token
     assert [s["saga_id"] for s in listing["sagas"]] == [saga_id]
     assert [s["status"] for s in shown["steps"]] == ["succeeded", "waiting", "pending"]
     assert refused.status_code == 401

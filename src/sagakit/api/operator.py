@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import State
 
 from sagakit.api import dashboard, sagas
 from sagakit.api.operated import (
@@ -14,8 +17,11 @@ from sagakit.api.operated import (
     STATE_ATTRIBUTE,
     OrchestratorSagas,
 )
+from sagakit.api.sessions import Sessions
+from sagakit.api.throttle import SignInThrottle
 from sagakit.orchestrator import SagaOrchestrator
 from sagakit.settings import Settings
+from sagakit.store.sessions import open_sessions
 
 
 def operator_router(*, admin_token: str | None = None) -> APIRouter:
@@ -30,6 +36,7 @@ def operator_router(*, admin_token: str | None = None) -> APIRouter:
     mounts it so).
     """
     settings = None if admin_token is None else Settings.model_construct(admin_token=admin_token)
+    equipping = asyncio.Lock()
 
     async def bind(request: Request) -> None:
         orchestrator = getattr(request.app.state, STATE_ATTRIBUTE, None)
@@ -37,8 +44,21 @@ def operator_router(*, admin_token: str | None = None) -> APIRouter:
             setattr(request.state, OPERATED_STATE, OrchestratorSagas(orchestrator))
         if settings is not None:
             setattr(request.state, SETTINGS_STATE, settings)
+            async with equipping:
+                await _equip(request.app.state, settings, orchestrator)
 
     router = APIRouter(dependencies=[Depends(bind)])
     router.include_router(sagas.router)
     router.include_router(dashboard.router)
     return router
+
+
+async def _equip(state: State, settings: Settings, orchestrator: object) -> None:
+    """Give an app that is not the checkout service what the access rules read: its
+    settings, a sign-in throttle, and sessions in its saga store's database (once)."""
+    if not hasattr(state, "settings"):
+        state.settings = settings
+    if not hasattr(state, "sign_in_throttle"):
+        state.sign_in_throttle = SignInThrottle()
+    if not hasattr(state, "sessions") and isinstance(orchestrator, SagaOrchestrator):
+        state.sessions = Sessions(await open_sessions(orchestrator.store), settings)

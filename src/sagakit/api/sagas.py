@@ -35,6 +35,7 @@ from sagakit.api.schemas import (
     plain_json,
 )
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord
+from sagakit.run import WAIT_FOREVER
 from sagakit.store.activity import Filters, StuckRule, count_matching, stuck_reason, stuck_rule
 
 READ_ERRORS: Final[dict[int | str, dict[str, object]]] = {
@@ -58,6 +59,11 @@ def iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat()
 
 
+def lease_iso(until: float | None) -> str | None:
+    """When a lease runs out, in ISO 8601; ``None`` for none, or a saga parked for ever."""
+    return None if until is None or until >= WAIT_FOREVER else iso(until)
+
+
 def summary(saga: SagaInstance, rule: StuckRule | None = None) -> SagaSummary:
     """A saga as a listing shows it."""
     reason = stuck_reason(saga, time.time(), rule or StuckRule())
@@ -71,7 +77,7 @@ def summary(saga: SagaInstance, rule: StuckRule | None = None) -> SagaSummary:
         created_at=iso(saga.created_at),
         updated_at=iso(saga.updated_at),
         owner=saga.owner,
-        lease_expires_at=iso(saga.lease_until) if saga.lease_until else None,
+        lease_expires_at=lease_iso(saga.lease_until),
         last_progress_at=iso(saga.updated_at),
         stuck=reason is not None,
         stuck_reason=reason,

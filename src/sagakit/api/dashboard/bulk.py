@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
 from sagakit.api.dashboard import views
@@ -20,8 +20,6 @@ from sagakit.api.operated import Operations
 from sagakit.api.schemas import FORBIDDEN_CHARACTERS
 from sagakit.errors import SagakitError
 from sagakit.records import SagaStatus
-
-router = APIRouter()
 
 #: At most this many sagas are retried by one bulk action.
 MAX_BULK: Final = 500
@@ -42,7 +40,6 @@ async def _fields(request: Request) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v and not FORBIDDEN_CHARACTERS.search(v)}
 
 
-@router.post("/retry-failed")
 async def retry_failed(request: Request, service: Operations) -> Response:
     """Retry the compensation of every failed saga matching the form's filters."""
     who = await check_operator(request, "bulk retry", "failed sagas matching the filters")

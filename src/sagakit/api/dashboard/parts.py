@@ -10,6 +10,7 @@ from typing import Final
 import orjson
 
 from sagakit.records import SagaEvent, SagaInstance, SagaStatus, StepRecord, StepStatus
+from sagakit.run import WAIT_FOREVER
 
 
 def badge(value: str) -> str:
@@ -21,6 +22,8 @@ def when(at: float | None) -> str:
     """A timestamp as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
     if at is None:
         return ""
+    if at >= WAIT_FOREVER:  # a saga parked with no deadline
+        return "never"
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 

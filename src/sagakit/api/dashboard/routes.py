@@ -320,4 +320,6 @@ async def resolve(saga_id: SagaId, request: Request, service: Operations) -> Res
     )
 
 
-router.include_router(bulk.router)
+# Declared here, not included from a router of its own: the dashboard's base path is read
+# off the route this module declares (see ``_base``).
+router.add_api_route("/retry-failed", bulk.retry_failed, methods=["POST"])
