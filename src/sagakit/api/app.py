@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from sagakit.api import catalog, checkout, health
 from sagakit.api.errors import install_error_handlers
-from sagakit.api.limits import BodySizeLimit
 from sagakit.api.observe import Observe
 from sagakit.api.operator import operator_router
 from sagakit.api.responses import JSONResponse
@@ -57,8 +56,7 @@ def create_app(settings: Settings, running: RunningService) -> FastAPI:
     app.state.settings = settings
     app.state.sign_in_throttle = SignInThrottle()
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit)
-    app.add_middleware(Observe)  # added last, so outermost: a 413 is logged and counted too
+    app.add_middleware(Observe, hot=[checkout.HOT])
     for module in (checkout, catalog, health):
         app.include_router(module.router)
     app.include_router(operator_router())  # /sagas and the dashboard, as any app mounts them

@@ -49,20 +49,32 @@ def status_of(exc: SagakitError) -> int:
     return 500
 
 
-async def _domain_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SagakitError)
+def domain_answer(exc: SagakitError, method: str, path: str) -> tuple[int, dict[str, object]]:
+    """The status and JSON body that answer ``exc``, raised by ``method path``."""
     if isinstance(exc, CheckoutBlocked):
-        body = {
+        body: dict[str, object] = {
             "order_id": exc.order_id,
             "saga_id": exc.saga_id,
             "status": "failed",
             "error": exc.message,
         }
-        return JSONResponse(body, status_code=409)
+        return 409, body
     status = status_of(exc)
     if status >= 500:
-        logger.error("%s %s: %s", request.method, request.url.path, exc)
-    return JSONResponse({"error": exc.message}, status_code=status)
+        logger.error("%s %s: %s", method, path, exc)
+    return status, {"error": exc.message}
+
+
+def unexpected_answer(method: str, path: str) -> tuple[int, dict[str, object]]:
+    """Log the exception being handled; the 500 that answers it (never its details)."""
+    logger.exception("%s %s failed", method, path)
+    return 500, {"error": "internal server error"}
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SagakitError)
+    status, body = domain_answer(exc, request.method, request.url.path)
+    return JSONResponse(body, status_code=status)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -97,8 +109,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("%s %s failed", request.method, request.url.path)
-    return JSONResponse({"error": "internal server error"}, status_code=500)
+    status, body = unexpected_answer(request.method, request.url.path)
+    return JSONResponse(body, status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:

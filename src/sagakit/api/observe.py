@@ -1,9 +1,15 @@
-"""One pure-ASGI middleware around every HTTP request: its id, its access log line, its metrics.
+"""The one ASGI middleware around every HTTP request: id, body limit, hot route, log, metrics.
 
 - **Request id**: taken from ``X-Request-ID`` or made, echoed in the answer, and bound to the
   structlog context for the request's lifetime, so every line logged while it is handled
   carries it, and so do the lines of a saga that the request started (its driving task
   inherits the context it was created in).
+- **Body limit**: a body over ``limit`` bytes (by ``Content-Length``, or counted while a
+  streamed one is read) is answered 413 before any route runs.
+- **Hot routes**: a request a :data:`HotRoute` claims (the checkout) is answered by it
+  directly, without the framework's routing, validation and dependency resolution; every
+  request it does not claim goes to the application. A hot route claims only requests whose
+  answer is the one the application's route would give.
 - **Access log**: one ``sagakit.access`` line per request, with ``method``, ``route`` (the
   path template, ``/sagas/{saga_id}``, never the raw path), ``status``, ``duration_ms``
   and ``client``.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import structlog
@@ -31,19 +38,25 @@ if TYPE_CHECKING:
 
     from opentelemetry.context import Context
 
+from sagakit.api.limits import MAX_BODY_BYTES, ClientGone, bounded_receive, refuse
 from sagakit.records import new_id
 
 logger = logging.getLogger("sagakit.access")
 
-HEADER: Final = "x-request-id"
+HEADER: Final = b"x-request-id"
 #: What a caller's id may look like: anything else (too long, spaces, newlines that would
 #: forge log lines) is replaced by a fresh id.
 VALID: Final = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
+#: Answers a request it claimed, through the ``send`` given.
+Answer = Callable[[Send], Awaitable[None]]
+#: A hot route: its path template (for logs and metrics), and what claims a request.
+HotRoute = tuple[str, Callable[[Scope], Answer | None]]
+
 
 def _incoming(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
-        if name == HEADER.encode():
+        if name == HEADER:
             text = value.decode("latin-1")
             return text if VALID.fullmatch(text) else None
     return None
@@ -54,16 +67,16 @@ TRACE_HEADERS: Final = (b"traceparent", b"tracestate")
 
 def _continue_trace(scope: Scope) -> Token[Context] | None:
     """Attach the caller's trace context, when traces are on and it sent one; the token."""
+    if not any(name == b"traceparent" for name, _ in scope["headers"]) or "app" not in scope:
+        return None
+    service = getattr(scope["app"].state, "service", None)
+    if service is None or service.instruments.tracer is None:
+        return None
     carrier = {
         name.decode(): value.decode("latin-1")
         for name, value in scope["headers"]
         if name in TRACE_HEADERS
     }
-    if "traceparent" not in carrier or "app" not in scope:
-        return None
-    service = getattr(scope["app"].state, "service", None)
-    if service is None or service.instruments.tracer is None:
-        return None
     from opentelemetry import context, propagate
 
     return context.attach(propagate.extract(carrier))
@@ -77,39 +90,57 @@ def route_of(scope: Scope) -> str:
 
 
 class Observe:
-    """ASGI middleware: give each request an id, log it once answered, count it."""
+    """ASGI middleware: give each request an id, bound its body, log it once answered, count it."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY_BYTES, hot: Sequence[HotRoute] = ()
+    ) -> None:
         self.app = app
+        self.limit = limit
+        self.hot = tuple(hot)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = _incoming(scope) or new_id()
-        header = (HEADER.encode(), request_id.encode())
-        status = [500]
+        header = (HEADER, request_id.encode())
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status = message["status"]
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
         started = time.perf_counter()
         token = _continue_trace(scope)
+        route: str | None = None
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await self.app(scope, receive, send_with_id)
+                bounded = await bounded_receive(scope, receive, self.limit)
+                if bounded is None:
+                    await refuse(send_with_id, self.limit)
+                    return
+                for template, claim in self.hot:
+                    answer = claim(scope)
+                    if answer is not None:
+                        route = template
+                        await answer(send_with_id)
+                        return
+                await self.app(scope, bounded, send_with_id)
+            except ClientGone:
+                return  # nobody to answer; logged with no status given (500)
             finally:
-                self._observe(scope, status[0], time.perf_counter() - started)
+                self._observe(scope, route, status, time.perf_counter() - started)
                 if token is not None:
                     from opentelemetry import context
 
                     context.detach(token)
 
-    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        route, method = route_of(scope), scope["method"]
+    def _observe(self, scope: Scope, route: str | None, status: int, seconds: float) -> None:
+        route, method = route or route_of(scope), scope["method"]
         client = scope.get("client")
         logger.info(
             "%s %s %d",
