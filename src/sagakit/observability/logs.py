@@ -180,6 +180,10 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # No line names its source file, thread or process: do not look them up for each record
+    # (the caller's frame above all; together about 4 µs a record, two records a checkout).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # Lines logged with structlog's own API take the same road.
     structlog.configure(
         processors=[
