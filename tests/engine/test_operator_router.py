@@ -18,6 +18,7 @@ from tests.acceptance import ops_app
 
 TOKEN = "ops-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+VIEWERS = ["viewer-one", "viewer-two"]
 
 
 def shop_app(url: str) -> FastAPI:
@@ -29,7 +30,7 @@ def shop_app(url: str) -> FastAPI:
             yield
 
     app = FastAPI(lifespan=lifespan)
-    app.include_router(operator_router(admin_token=TOKEN), prefix="/ops")
+    app.include_router(operator_router(admin_token=TOKEN, viewer_tokens=VIEWERS), prefix="/ops")
     return app
 
 
@@ -88,6 +89,25 @@ async def test_the_sagas_api_lists_shows_and_signals_the_apps_sagas(
     assert sent.status_code == 202
     assert done.status is SagaStatus.COMPLETED
     assert done.results()["approval"] == {"by": "ana"}
+
+
+async def test_a_viewer_token_reads_the_sagas_but_may_not_act_on_them(
+    client: httpx.AsyncClient,
+) -> None:
+    """Each of ``viewer_tokens`` reads ``/ops/sagas``; acting answers 403 and changes nothing."""
+    saga_id = await parked_booking(client)
+    viewers = [{"Authorization": f"Bearer {token}"} for token in VIEWERS]
+
+    listed = [await client.get("/ops/sagas", headers=viewer) for viewer in viewers]
+    cancel = await client.post(f"/ops/sagas/{saga_id}/cancel", headers=viewers[0])
+    unknown = await client.get("/ops/sagas", headers={"Authorization": "Bearer viewer"})
+    shown = (await client.get(f"/ops/sagas/{saga_id}", headers=viewers[1])).json()
+
+    assert [r.status_code for r in listed] == [200, 200]
+    assert cancel.status_code == 403
+    assert unknown.status_code == 401
+    assert shown["status"] == "running"
+    assert [s["status"] for s in shown["steps"]] == ["succeeded", "waiting", "pending"]
 
 
 async def test_errors_are_json_in_an_app_without_sagakits_handlers(

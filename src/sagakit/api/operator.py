@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import State
@@ -24,18 +25,26 @@ from sagakit.settings import Settings
 from sagakit.store.sessions import open_sessions
 
 
-def operator_router(*, admin_token: str | None = None) -> APIRouter:
+def operator_router(
+    *, admin_token: str | None = None, viewer_tokens: Iterable[str] | str = ()
+) -> APIRouter:
     """The operator's surface for the sagas of this app: the ``/sagas`` API and the dashboard.
 
-    ``app.include_router(operator_router(admin_token=...), prefix="/ops")`` serves
-    ``/ops/sagas...`` (list, show, retry, cancel, resolve, signal) and ``/ops/dashboard``
-    for the orchestrator ``sagakit.fastapi.sagas_lifespan`` runs in the app, with the
-    checkout service's rules: acting needs the admin token (``Authorization: Bearer``, or
-    the dashboard's sign-in), and the routes answer errors as JSON themselves. Without
-    ``admin_token``, the app's own settings and service are used (the checkout service
-    mounts it so).
+    ``app.include_router(operator_router(admin_token=..., viewer_tokens=[...]),
+    prefix="/ops")`` serves ``/ops/sagas...`` (list, show, retry, cancel, resolve, signal)
+    and ``/ops/dashboard`` for the orchestrator ``sagakit.fastapi.sagas_lifespan`` runs in
+    the app, with the checkout service's rules: reading needs the admin token or a viewer
+    token (``Authorization: Bearer``, or the dashboard's sign-in), acting needs the admin
+    token, and the routes answer errors as JSON themselves. ``viewer_tokens`` is a list, or
+    one comma-separated string as ``SAGAKIT_VIEWER_TOKENS`` is. Given neither token, the
+    app's own settings and service are used (the checkout service mounts it so).
     """
-    settings = None if admin_token is None else Settings.model_construct(admin_token=admin_token)
+    viewers = viewer_tokens if isinstance(viewer_tokens, str) else ",".join(viewer_tokens)
+    settings = (
+        None
+        if admin_token is None and not viewers
+        else Settings.model_construct(admin_token=admin_token, viewer_tokens=viewers)
+    )
     equipping = asyncio.Lock()
 
     async def bind(request: Request) -> None:
