@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from sagakit.api import checkout
 from sagakit.api.observe import Observe
+from sagakit.errors import StoreError
+from sagakit.shop.errors import CheckoutBlocked
 from tests.api.conftest import Serve, client_of
 
 #: Every kind of checkout request: answered by the hot route or declined to the application.
@@ -30,7 +32,29 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
     ("POST", "/checkout/order1?wait=false&x=1", {}),  # declined
     ("GET", "/checkout/order1", {}),  # 405
     ("POST", "/checkout/order1", {"content-length": str(2 * 1024 * 1024)}),  # 413
+    ("POST", "/checkout/blocked", {}),  # 409: its last saga failed
+    ("POST", "/checkout/store-down", {}),  # 503
+    ("POST", "/checkout/bug", {}),  # 500, never its details
 ]
+
+#: What the service raises for the orders of the last three requests.
+FAULTS: dict[str, Exception] = {
+    "blocked": CheckoutBlocked("blocked", "saga-1", "refund failed"),
+    "store-down": StoreError("the database is unreachable"),
+    "bug": RuntimeError("a secret detail"),
+}
+
+
+def _with_faults(app: FastAPI) -> None:
+    service = app.state.service
+    checkout = service.checkout
+
+    async def faulty(order_id: str, *, wait_seconds: float) -> Any:
+        if order_id in FAULTS:
+            raise FAULTS[order_id]
+        return await checkout(order_id, wait_seconds=wait_seconds)
+
+    service.checkout = faulty
 
 
 def _hot_routes_off(app: FastAPI) -> None:
@@ -47,11 +71,12 @@ def _comparable(response: httpx.Response) -> tuple[int, Any, str]:
 
 
 async def _answers(app: FastAPI) -> list[tuple[int, Any, str]]:
+    _with_faults(app)
     answers = []
     async with client_of(app) as client:
         for method, url, headers in REQUESTS:
             response = await client.request(method, url, headers=headers)
-            assert response.headers["x-request-id"]
+            assert response.headers["x-request-id"]  # every answer names its request
             answers.append(_comparable(response))
     return answers
 
@@ -65,9 +90,10 @@ async def test_the_hot_route_answers_every_request_as_the_applications_route_doe
         _hot_routes_off(routed)
         without = await _answers(routed)
     assert [status for status, _, _ in with_hot] == [
-        200, 200, 400, 400, 400, 200, 200, 404, 422, 422, 422, 200, 200, 405, 413,
+        200, 200, 400, 400, 400, 200, 200, 404, 422, 422, 422, 200, 200, 405, 413, 409, 503, 500,
     ]  # fmt: skip
     assert with_hot == without
+    assert with_hot[-1][1] == {"error": "internal server error"}
 
 
 def _scope(app: FastAPI, method: str, path: str, query: bytes = b"", root: str = "") -> Any:

@@ -4,6 +4,9 @@
   structlog context for the request's lifetime, so every line logged while it is handled
   carries it, and so do the lines of a saga that the request started (its driving task
   inherits the context it was created in).
+- **The last resort**: an exception no handler answered is logged and answered ``500`` with
+  a JSON ``error`` that never shows its details (and with the request id, which the
+  framework's own last resort, outside this middleware, could not add).
 - **Body limit**: a body over ``limit`` bytes (by ``Content-Length``, or counted while a
   streamed one is read) is answered 413 before any route runs.
 - **Hot routes**: a request a :data:`HotRoute` claims (the checkout) is answered by it
@@ -38,7 +41,8 @@ if TYPE_CHECKING:
 
     from opentelemetry.context import Context
 
-from sagakit.api.limits import MAX_BODY_BYTES, ClientGone, bounded_receive, refuse
+from sagakit.api.errors import unexpected_answer
+from sagakit.api.limits import MAX_BODY_BYTES, ClientGone, bounded_receive, refuse, send_json
 from sagakit.records import new_id
 
 logger = logging.getLogger("sagakit.access")
@@ -106,11 +110,12 @@ class Observe:
         request_id = _incoming(scope) or new_id()
         header = (HEADER, request_id.encode())
         status = 500
+        answered = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
@@ -132,6 +137,12 @@ class Observe:
                 await self.app(scope, bounded, send_with_id)
             except ClientGone:
                 return  # nobody to answer; logged with no status given (500)
+            except Exception:
+                if answered:
+                    raise  # too late for an answer: the server closes the connection
+                # Answered here rather than by the framework's last resort, which sits
+                # outside this middleware: the 500 names its request id too.
+                await send_json(send_with_id, *unexpected_answer(scope["method"], scope["path"]))
             finally:
                 self._observe(scope, route, status, time.perf_counter() - started)
                 if token is not None:
