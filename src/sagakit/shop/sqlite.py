@@ -33,11 +33,11 @@ INSERT_ITEM: Final = "INSERT INTO items (item_id, stock, price) VALUES (?, ?, ?)
 SELECT_ORDER: Final = (
     "SELECT o.order_id, o.user_id, o.address, o.total,"
     " (SELECT s.status FROM saga_instances s WHERE s.name = 'checkout'"
-    "  AND s.business_key = o.order_id ORDER BY s.seq DESC LIMIT 1)"
+    "  AND s.business_key = o.order_id ORDER BY s.seq DESC LIMIT 1),"
+    # The lines in the same statement, as a JSON object in item order.
+    " (SELECT json_group_object(l.item_id, l.qty) FROM"
+    "  (SELECT item_id, qty FROM order_lines WHERE order_id = o.order_id ORDER BY item_id) l)"
     " FROM orders o WHERE o.order_id = ?"
-)
-SELECT_ORDER_LINES: Final = (
-    "SELECT item_id, qty FROM order_lines WHERE order_id = ? ORDER BY item_id"
 )
 INSERT_ORDER: Final = (
     "INSERT INTO orders (order_id, user_id, address, total, created_at) VALUES (?, ?, ?, ?, ?)"
@@ -130,7 +130,7 @@ class SqliteShop:
             row = conn.execute(SELECT_ORDER, (order_id,)).fetchone()
             if row is None:
                 return None
-            lines = dict(conn.execute(SELECT_ORDER_LINES, (order_id,)).fetchall())
+            lines: dict[str, int] = orjson.loads(row[5])
             saga_status = SagaStatus(row[4]) if row[4] else None
             return Order(
                 order_id=row[0],
