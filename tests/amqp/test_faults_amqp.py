@@ -346,16 +346,18 @@ async def test_checkout_service_started_while_rabbitmq_does_not_answer_waits_for
 
     The checkout service reaches RabbitMQ through a proxy that refuses every connection:
     it starts anyway, answers, records the checkouts with their commands in the outbox.
-    The outage lasts longer than a step's six tries of 0.3 s replies (about 7 s with the
+    The outage lasts longer than a step's six tries of 0.5 s replies (about 8 s with the
     backoff), yet no try is used up: a step whose command was never published keeps
-    waiting. Once the proxy lets connections through, every saga finishes forward.
+    waiting. Once the proxy lets connections through, every saga finishes forward, each
+    step at its first try: a command published late in a reply window still gets a whole
+    window for its reply.
     """
     await asyncio.gather(*(amqp.participant(kind) for kind in KINDS))
     proxy = Proxy()
     await proxy.start()
     proxy.refusing = True
     amqp.amqp_url = proxy.url
-    server = await amqp.serve(env={"SAGAKIT_AMQP_REPLY_SECONDS": "0.3"})
+    server = await amqp.serve(env={"SAGAKIT_AMQP_REPLY_SECONDS": "0.5"})
     async with server.client() as client:
         orders = await create_orders(client, 8)
         answers = [await client.post(f"/checkout/{o}", params={"wait": "false"}) for o in orders]
@@ -364,6 +366,7 @@ async def test_checkout_service_started_while_rabbitmq_does_not_answer_waits_for
         unsent = "SELECT count(*) FROM saga_outbox WHERE sent_at IS NULL"
         assert amqp.rows(unsent) == [(len(orders),)]
         assert amqp.statuses() == {"running": len(orders)}
+        assert amqp.rows("SELECT max(attempts) FROM saga_steps") == [(1,)]
 
         proxy.refusing = False
         await amqp.wait_all_finished(60)

@@ -21,6 +21,7 @@ async def test_fifty_checkouts_of_one_order_through_two_processes_share_one_saga
     """Fifty simultaneous checkouts of order1 on two serves answer 200 with one saga, one charge."""
     first = await cluster.serve()
     second = await cluster.serve()
+    await cluster.connection()  # the test's own, before the pools take every free slot
     # A checkout takes milliseconds; a process that answers nothing in 15 s is stuck.
     async with first.client(timeout=15.0) as one, second.client(timeout=15.0) as two:
         answers = await asyncio.gather(
@@ -53,8 +54,14 @@ async def test_hundred_buyers_of_ten_through_three_processes_leave_ten_served_ni
         workers=2, env={**PATIENT, "PROMETHEUS_MULTIPROC_DIR": str(cluster.tmp / "metrics")}
     )
     single = await cluster.serve(env=PATIENT)
+    # The test's reading connection, opened before the load: the server's max_connections
+    # is shared with other suites, and the three pools may then hold every free slot.
+    await cluster.connection()
+    async with pair.client() as setup:
+        users = await create_buyers(setup, 100, balance=50)
+    # Fresh connections for the checkouts: one the setup left idle for the server's
+    # keep-alive (5 s, on a loaded machine) could be closed just as a checkout is sent on it.
     async with pair.client() as one, single.client() as two:
-        users = await create_buyers(one, 100, balance=50)
         answers = await asyncio.gather(
             *(
                 client.post(f"/checkout/order-{u}")

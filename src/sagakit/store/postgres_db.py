@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import resources
 from typing import Final, TypeAlias
@@ -27,6 +28,12 @@ Record: TypeAlias = asyncpg.Record
 SERVER_SETTINGS: Final = {"idle_in_transaction_session_timeout": "10s"}
 #: Seconds to wait for a pooled connection before giving up with ``StoreError``.
 ACQUIRE_TIMEOUT: Final = 30.0
+#: While the server refuses to open another connection (``too many clients``: its
+#: ``max_connections`` is shared with other clients), a use of a pool that holds some waits
+#: for one of them, trying again after this many seconds, then twice as long, up to
+#: ``REFUSED_PAUSE_LAST``.
+REFUSED_PAUSE_FIRST: Final = 0.01
+REFUSED_PAUSE_LAST: Final = 0.5
 #: Errors of the driver and the network, turned into StoreError at this boundary: the
 #: server's (``PostgresError``), the client's misuse or closed connections
 #: (``InterfaceError``), its internal state errors (``InternalClientError``, raised when a
@@ -97,9 +104,27 @@ class PostgresDatabase:
     async def connection(self, action: str = "query") -> AsyncIterator[Connection]:
         """A pooled connection; driver errors inside become ``StoreError``."""
         with wrapped_errors(action):
-            # Bounded: a pool that stays exhausted becomes an error, not a silent hang.
-            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            conn = await self._acquire()
+            try:
                 yield conn
+            finally:
+                await self.pool.release(conn)
+
+    async def _acquire(self) -> Connection:
+        """A pooled connection, within ``ACQUIRE_TIMEOUT`` (bounded: a pool that stays
+        exhausted becomes an error, not a silent hang). A server refusing a new connection
+        is waited out while the pool holds others; a pool holding none fails at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ACQUIRE_TIMEOUT
+        pause = REFUSED_PAUSE_FIRST
+        while True:
+            try:
+                return await self.pool.acquire(timeout=max(0.0, deadline - loop.time()))
+            except asyncpg.TooManyConnectionsError:
+                if self.pool.get_size() == 0 or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, REFUSED_PAUSE_LAST)
 
     @contextlib.asynccontextmanager
     async def transaction(self, action: str = "transaction") -> AsyncIterator[Connection]:

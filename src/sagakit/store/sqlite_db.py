@@ -168,13 +168,18 @@ class SqliteDatabase:
         return await future  # type: ignore[return-value]  # the future holds work's T
 
     async def close(self) -> None:
-        """Finish queued writes and reads, then stop both threads."""
+        """Finish queued writes and reads, then stop both threads, one after the other.
+
+        The writer's connection is closed first, the reader's once it is: SQLite removes
+        the write-ahead log only when the last connection to the file closes, and two
+        connections closing at once each still see the other's shared lock, so neither
+        counts as the last and the ``-wal`` file stays behind.
+        """
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        self._reads.put(None)
-        for thread in (self._writer, self._reader):
+        for jobs, thread in ((self._queue, self._writer), (self._reads, self._reader)):
+            jobs.put(None)
             if thread is not None:
                 await asyncio.to_thread(thread.join)
 

@@ -59,20 +59,27 @@ class AmqpStep(Step):
     async def _reply(self, ctx: StepContext, kind: str) -> JSONObject:
         """The reply to this attempt's command (or an earlier attempt's: same key).
 
-        ``ReplyTimeout`` (the step tries again) when ``wait`` seconds passed and this
-        attempt's command was published; while it was not (RabbitMQ unreachable), it keeps
-        waiting: an outage is not the participant's failure, and should not use up the
-        step's tries and turn the saga backward.
+        ``ReplyTimeout`` (the step tries again) once the participant had ``wait`` seconds
+        to answer the published command; while it was not published (RabbitMQ
+        unreachable), it keeps waiting: an outage is not the participant's failure, and
+        should not use up the step's tries and turn the saga backward. A command found
+        published at the end of a window it was not published at the start of went out
+        during it, perhaps a moment ago: it gets one more whole window.
         """
         # The command was committed with this attempt's record, just before: publish it now.
         self.outbox.added.set()
         name = f"{self.name}.{kind}"
+        # Whether the command was out before the window that is running began; at first,
+        # it is taken to be (the relay publishes at once while RabbitMQ answers).
+        out_before = True
         while True:
             try:
                 return await self.outbox.wait_reply(ctx.saga_id, name, self.wait)
             except ReplyTimeout:
-                if await self.outbox.published(ctx.saga_id, self.name, kind):
+                published = await self.outbox.published(ctx.saga_id, self.name, kind)
+                if published and out_before:
                     raise
+                out_before = published
 
     async def do(self, ctx: StepContext) -> JSON:
         """Wait for the action's reply; a refusal raises ``StepFailed``."""
