@@ -8,6 +8,7 @@ database's clock, so hosts whose clocks disagree still agree on who holds a saga
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -87,6 +88,52 @@ INSERT_INSTANCE: Final = (
     "  WHERE EXISTS (SELECT 1 FROM inserted) ORDER BY o.n)"
     " SELECT lease_until FROM inserted"
 )
+#: Whether a saga that is not compensated holds the key ``$2`` of saga ``$1``: a unit
+#: asks before its first action, so that a duplicate request changes nothing.
+LIVE_KEY: Final = (
+    "SELECT 1 FROM saga_instances WHERE name = $1 AND business_key = $2 AND status <> 'compensated'"
+)
+KEY_TAKEN: Final = f"SELECT EXISTS ({LIVE_KEY})"
+#: A unit's saga, inserted once, as the unit left it (its final state, every step's row and
+#: its whole history), unless a saga that is not compensated holds its key: one insert
+#: instead of an insert and an update. ``$10``: it ended (no owner, no lease).
+INSERT_UNIT: Final = (
+    "WITH inserted AS ("
+    "  INSERT INTO saga_instances (saga_id, name, version, status, input, business_key, error,"
+    "   failed_step, created_at, updated_at, owner, fence, lease_until, revision)"
+    "  SELECT $1::text, $2::text, $3::int, $4::text, $5::jsonb, $6::text, $7::text, $8::text,"
+    "   $9::float8, $11::float8, CASE WHEN $10::bool THEN NULL ELSE $12::text END, $13::bigint,"
+    f"   CASE WHEN $10::bool THEN NULL ELSE {DB_NOW} + $14::float8 END, $15::bigint"
+    # A compensated saga is not in the unique index: look for a live one (committed) too.
+    "  WHERE $6::text IS NULL OR NOT EXISTS (SELECT 1 FROM saga_instances"
+    "   WHERE name = $2 AND business_key = $6 AND status <> 'compensated')"
+    "  ON CONFLICT (name, business_key)"
+    "   WHERE business_key IS NOT NULL AND status <> 'compensated' DO NOTHING"
+    "  RETURNING saga_id, lease_until),"
+    " steps AS ("
+    "  INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
+    "   result, error, started_at, finished_at)"
+    "  SELECT (SELECT saga_id FROM inserted), s.*"
+    "  FROM unnest($16::int[], $17::text[], $18::text[], $19::int[], $20::int[], $21::jsonb[],"
+    "   $22::text[], $23::float8[], $24::float8[])"
+    "   AS s(idx, name, status, attempts, compensation_attempts, result, error, started_at,"
+    "    finished_at)"
+    "  WHERE EXISTS (SELECT 1 FROM inserted)),"
+    " events AS ("
+    "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+    "  SELECT (SELECT saga_id FROM inserted), e.at, e.type, e.step, e.attempt, e.detail"
+    "  FROM unnest($25::float8[], $26::text[], $27::text[], $28::int[], $29::text[])"
+    "   WITH ORDINALITY AS e(at, type, step, attempt, detail, n)"
+    "  WHERE EXISTS (SELECT 1 FROM inserted) ORDER BY e.n)"
+    " SELECT lease_until FROM inserted"
+)
+
+
+def _checked_call(call: PostgresCall) -> str:
+    """``call``, run only if no live saga holds the key (``$1``, ``$2``): no row if one does."""
+    return f"SELECT {call.expression(3)} AS refusal WHERE NOT EXISTS ({LIVE_KEY})"
+
+
 UPDATE_FENCED: Final = (
     "WITH change AS ("
     "  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
@@ -208,13 +255,74 @@ class _Abandoned(Exception):
     """A local action of a unit failed: the unit's transaction is rolled back whole."""
 
 
+class _Taken(Exception):
+    """A unit's business key belongs to a saga already: its transaction is rolled back."""
+
+    def __init__(self, *, ran: bool) -> None:
+        super().__init__("business key taken")
+        #: Whether the plan had run to its end (so it cannot be driven the ordinary way).
+        self.ran = ran
+
+
+#: A SQL function's name, as :class:`PostgresCall` accepts it (no quoting, no schema).
+_FUNCTION_NAME: Final = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresCall:
+    """A local action that is one call of a SQL function: one statement, one round trip.
+
+    ``function(args...)`` (each argument cast to its ``types`` entry) returns NULL when the
+    action applied, or when a replay finds it applied, and the refusal's message (text)
+    when the step is refused. The step's result is then ``result``. Because the store knows
+    the whole action as SQL, it can send it together with its own statements: the first
+    action of a unit goes in the statement that checks the saga's business key.
+    """
+
+    function: str
+    args: tuple[object, ...]
+    types: tuple[str, ...]
+    result: JSON
+
+    def __post_init__(self) -> None:
+        if not _FUNCTION_NAME.fullmatch(self.function):
+            raise ValueError(f"not a plain SQL function name: {self.function!r}")
+        if len(self.args) != len(self.types):
+            raise ValueError("one type per argument")
+
+    def expression(self, first: int) -> str:
+        """The call as SQL, its arguments numbered from ``$first``."""
+        casts = ", ".join(f"${first + i}::{t}" for i, t in enumerate(self.types))
+        return f"{self.function}({casts})"
+
+    def outcome(self, refusal: str | None) -> JSON:
+        """The step's result for what the function returned (``StepFailed`` if refused)."""
+        if refusal is not None:
+            raise StepFailed(refusal)
+        return self.result
+
+    async def __call__(self, conn: Connection) -> JSON:
+        """Run the call on its own (a :attr:`PostgresAction.run`)."""
+        return self.outcome(await conn.fetchval(f"SELECT {self.expression(1)}", *self.args))
+
+
 @dataclass(frozen=True, slots=True)
 class PostgresAction:
     """A local action of :class:`PostgresStore`: ``run`` gets a connection inside the
-    transaction that records the step, and returns the step's result."""
+    transaction that records the step, and returns the step's result.
+
+    ``call``, when given, is the same action as one SQL function call (``run`` must do
+    exactly what it does): the store may then send it with its own statements.
+    """
 
     db: PostgresDatabase
     run: Callable[[Connection], Awaitable[JSON]]
+    call: PostgresCall | None = None
+
+    @classmethod
+    def of_call(cls, db: PostgresDatabase, call: PostgresCall) -> PostgresAction:
+        """The action that ``call`` is."""
+        return cls(db, call, call)
 
 
 def _transition_arguments(changes: Sequence[Transition]) -> list[object]:
@@ -296,6 +404,46 @@ def _insert_arguments(
         [m.key for m in outbox],
         [m.kind for m in outbox],
         [orjson.dumps(m.body).decode() for m in outbox],
+    ]
+
+
+def _unit_arguments(
+    instance: SagaInstance, event: SagaEvent, written: Transition | None, lease_seconds: float
+) -> list[object]:
+    """The arguments of ``INSERT_UNIT``: ``instance`` as ``written`` left it (if it did), its
+    first ``event`` and the unit's."""
+    steps = instance.steps if written is None else written.steps
+    events = (event,) if written is None else (event, *written.events)
+    return [
+        instance.saga_id,
+        instance.name,
+        instance.version,
+        (instance.status if written is None else written.status).value,
+        orjson.dumps(instance.input).decode(),
+        instance.business_key,
+        None if written is None else written.error,
+        None if written is None else written.failed_step,
+        instance.created_at,
+        written is not None and written.release,
+        instance.created_at if written is None else written.at,
+        instance.owner,
+        instance.fence,
+        lease_seconds,
+        instance.revision + (0 if written is None else 1),
+        [s.index for s in steps],
+        [s.name for s in steps],
+        [s.status.value for s in steps],
+        [s.attempts for s in steps],
+        [s.compensation_attempts for s in steps],
+        [_dump(s.result) for s in steps],
+        [s.error for s in steps],
+        [s.started_at for s in steps],
+        [s.finished_at for s in steps],
+        [e.at for e in events],
+        [e.type for e in events],
+        [e.step for e in events],
+        [e.attempt for e in events],
+        [e.detail for e in events],
     ]
 
 
@@ -467,31 +615,51 @@ class PostgresStore(PostgresMessages):
     async def start_unit(
         self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float, plan: Plan
     ) -> StartResult:
-        # One transaction: a plan that raises rolls the insert and every action back.
+        # One transaction: BEGIN, the key's check with the first action (when it is a
+        # call), each further action, one insert of the saga as the unit left it, COMMIT. A
+        # plan that raises rolls every action back, and nothing of the saga was written.
         try:
             async with self.db.transaction("unit") as conn:
-                lease_until = await conn.fetchval(
-                    INSERT_INSTANCE, *_insert_arguments(instance, event, lease_seconds, ())
+                written = await self._run_plan(conn, plan, instance)
+                inserted = await conn.fetchrow(
+                    INSERT_UNIT, *_unit_arguments(instance, event, written, lease_seconds)
                 )
-                if lease_until is not None:
-                    written = await self._run_plan(conn, plan)
-                    if written is not None:
-                        await conn.execute(UPDATE_FENCED, *_transition_arguments([written]))
-                    started = instance.evolve(lease_until=lease_until)
-                    return StartResult(instance=started, created=True)
+                if inserted is None:
+                    raise _Taken(ran=True)  # a saga that is not compensated took the key
+            started = instance.evolve(lease_until=inserted["lease_until"])
+            return StartResult(instance=started, created=True)
         except _Abandoned:
             # An action failed: the unit was rolled back whole. The saga starts the
             # ordinary way below, and its driver runs that attempt again.
             plan.close()
-        # Or the key is taken: find its saga as ``start`` does (its insert changes nothing).
+        except _Taken as taken:
+            plan.close()
+            if taken.ran:
+                # Another request took the key while this one ran its plan (rolled back):
+                # answer with that saga, as a request that came second would get.
+                assert instance.business_key is not None
+                existing = await self.latest_by_key(instance.name, instance.business_key)
+                if existing is None:  # pragma: no cover - a saga is never deleted
+                    raise InvalidTransition(
+                        f"no saga holds key {instance.business_key!r}"
+                    ) from None
+                return StartResult(instance=existing, created=False)
+        # The key is taken (or the unit was abandoned): ``start`` finds its saga, or starts
+        # this one the ordinary way.
         return await self.start(instance, event, lease_seconds=lease_seconds)
 
-    async def _run_plan(self, conn: Connection, plan: Plan) -> Transition | None:
+    async def _run_plan(
+        self, conn: Connection, plan: Plan, instance: SagaInstance
+    ) -> Transition | None:
         """Drive ``plan``; an action that fails (rather than refuses) abandons the unit.
 
-        No savepoints: they would cost two round trips per action, for the rare action
-        that errors. A refusal keeps what it wrote (its inbox row), as it must.
+        Before the first action, the saga's business key is checked (in the same statement
+        when the action is a :class:`PostgresCall`): a key taken raises ``_Taken`` before
+        anything is applied. No savepoints: they would cost two round trips per action, for
+        the rare action that errors. A refusal keeps what it wrote (its inbox row), as it
+        must.
         """
+        unchecked = instance.business_key is not None
         result: JSON = None
         error: Exception | None = None
         while True:
@@ -505,9 +673,23 @@ class PostgresStore(PostgresMessages):
                 error = StoreError("not a local action of this PostgreSQL store")
                 continue
             try:
+                if unchecked:  # the first action: the key is checked with it
+                    unchecked = False
+                    key = (instance.name, instance.business_key)
+                    if action.call is not None:
+                        call = action.call
+                        row = await conn.fetchrow(_checked_call(call), *key, *call.args)
+                        if row is None:
+                            raise _Taken(ran=False)
+                        result = call.outcome(row["refusal"])
+                        continue
+                    if await conn.fetchval(KEY_TAKEN, *key):
+                        raise _Taken(ran=False)
                 result = await action.run(conn)
             except StepFailed as refusal:
                 error = refusal
+            except _Taken:
+                raise
             except Exception as raised:
                 raise _Abandoned from raised
 
