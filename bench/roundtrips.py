@@ -37,6 +37,8 @@ from bench import data, servers
 NO_TYPE_BYTE = {80877103, 80877104, 80877102}
 #: asyncpg's savepoint names, numbered: counted as one.
 SAVEPOINT = re.compile(r"__asyncpg_savepoint_\w+__")
+#: A dollar-quoted literal (``$tag$...$tag$``): counted as one, whatever it holds.
+DOLLAR_QUOTED = re.compile(r"(\$\w*\$).*?\1", re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -127,7 +129,10 @@ class Proxy:
                 elif kind == b"Q":
                     text = " ".join(body.rstrip(b"\0").decode(errors="replace").split())
                     text = SAVEPOINT.sub("<savepoint>", text)
-                    self.counts.queries[text[:60]] += 1
+                    text = DOLLAR_QUOTED.sub("<literal>", text)
+                    self.counts.queries[
+                        text[:60] if len(text) <= 60 else text[:45] + "..." + text[-12:]
+                    ] += 1
             up.write(head + body)
             await up.drain()
 

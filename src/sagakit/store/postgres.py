@@ -8,11 +8,13 @@ database's clock, so hosts whose clocks disagree still agree on who holds a saga
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import asyncpg
 import orjson
 
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFailed, StoreError
@@ -31,7 +33,13 @@ from sagakit.records import (
 )
 from sagakit.store.base import SagaPage
 from sagakit.store.group_commit import GroupCommit
-from sagakit.store.postgres_db import Connection, PostgresDatabase, Record
+from sagakit.store.postgres_db import (
+    DRIVER_ERRORS,
+    Connection,
+    PostgresDatabase,
+    Record,
+    prepared_names,
+)
 from sagakit.store.postgres_messages import PostgresMessages
 
 DB_NOW: Final = "extract(epoch FROM clock_timestamp())"
@@ -127,6 +135,41 @@ INSERT_UNIT: Final = (
     "  WHERE EXISTS (SELECT 1 FROM inserted) ORDER BY e.n)"
     " SELECT lease_until FROM inserted"
 )
+
+
+#: The name under which ``INSERT_ENDED`` is prepared on a session (SQL ``PREPARE``).
+ENDED: Final = "sagakit_insert_ended_unit"
+#: A unit's saga that ended inside it, from one JSON document (``_ended_document``): no
+#: owner, no lease, so nothing to read back. Prepared by name, it is run with ``EXECUTE``
+#: in the same simple query as the ``COMMIT``: one round trip for both. A saga that is not
+#: compensated and holds the key makes it fail (the unique index), and the unit roll back.
+INSERT_ENDED: Final = (
+    "WITH u AS MATERIALIZED (SELECT $1::jsonb AS j),"
+    " inserted AS ("
+    "  INSERT INTO saga_instances (saga_id, name, version, status, input, business_key, error,"
+    "   failed_step, created_at, updated_at, owner, fence, lease_until, revision)"
+    "  SELECT j->>'saga_id', j->>'name', (j->>'version')::int, j->>'status', j->'input',"
+    "   j->>'business_key', j->>'error', j->>'failed_step', (j->>'created_at')::float8,"
+    "   (j->>'updated_at')::float8, NULL, (j->>'fence')::bigint, NULL, (j->>'revision')::bigint"
+    "  FROM u RETURNING saga_id),"
+    " steps AS ("
+    "  INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
+    "   result, error, started_at, finished_at)"
+    "  SELECT (SELECT saga_id FROM inserted), s.*"
+    "  FROM u, jsonb_to_recordset(u.j->'steps')"
+    "   AS s(idx int, name text, status text, attempts int, compensation_attempts int,"
+    "    result jsonb, error text, started_at float8, finished_at float8)),"
+    " events AS ("
+    "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+    "  SELECT (SELECT saga_id FROM inserted), e.at, e.type, e.step, e.attempt, e.detail"
+    "  FROM u, ROWS FROM (jsonb_to_recordset(u.j->'events')"
+    "   AS (at float8, type text, step text, attempt int, detail text))"
+    "   WITH ORDINALITY AS e(at, type, step, attempt, detail, n)"
+    "  ORDER BY e.n)"
+    " SELECT count(*) FROM inserted"
+)
+#: The unique index that keeps one saga that is not compensated per business key.
+ONE_PER_KEY: Final = "saga_instances_one_per_key"
 
 
 def _checked_call(call: PostgresCall) -> str:
@@ -447,6 +490,59 @@ def _unit_arguments(
     ]
 
 
+def _ended_document(instance: SagaInstance, event: SagaEvent, written: Transition) -> str:
+    """The JSON document ``INSERT_ENDED`` reads: ``instance`` as ``written`` ended it."""
+    return orjson.dumps(
+        {
+            "saga_id": instance.saga_id,
+            "name": instance.name,
+            "version": instance.version,
+            "status": written.status.value,
+            "input": instance.input,
+            "business_key": instance.business_key,
+            "error": written.error,
+            "failed_step": written.failed_step,
+            "created_at": instance.created_at,
+            "updated_at": written.at,
+            "fence": instance.fence,
+            "revision": instance.revision + 1,
+            "steps": [
+                {
+                    "idx": s.index,
+                    "name": s.name,
+                    "status": s.status.value,
+                    "attempts": s.attempts,
+                    "compensation_attempts": s.compensation_attempts,
+                    "result": s.result,
+                    "error": s.error,
+                    "started_at": s.started_at,
+                    "finished_at": s.finished_at,
+                }
+                for s in written.steps
+            ],
+            "events": [
+                {
+                    "at": e.at,
+                    "type": e.type,
+                    "step": e.step,
+                    "attempt": e.attempt,
+                    "detail": e.detail,
+                }
+                for e in (event, *written.events)
+            ],
+        }
+    ).decode()
+
+
+def _dollar_tag(text: str) -> str:
+    """A dollar-quoting tag that ``text`` does not contain: ``$tag$text$tag$`` is then a
+    literal of ``text`` exactly, with no escaping to get wrong."""
+    n = 0
+    while f"$sk{n}$" in text:
+        n += 1
+    return f"$sk{n}$"
+
+
 def _dump(value: JSON) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
@@ -616,17 +712,12 @@ class PostgresStore(PostgresMessages):
         self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float, plan: Plan
     ) -> StartResult:
         # One transaction: BEGIN, the key's check with the first action (when it is a
-        # call), each further action, one insert of the saga as the unit left it, COMMIT. A
-        # plan that raises rolls every action back, and nothing of the saga was written.
+        # call), each further action, one insert of the saga as the unit left it with the
+        # COMMIT. A plan that raises rolls every action back; nothing of the saga is written.
         try:
-            async with self.db.transaction("unit") as conn:
-                written = await self._run_plan(conn, plan, instance)
-                inserted = await conn.fetchrow(
-                    INSERT_UNIT, *_unit_arguments(instance, event, written, lease_seconds)
-                )
-                if inserted is None:
-                    raise _Taken(ran=True)  # a saga that is not compensated took the key
-            started = instance.evolve(lease_until=inserted["lease_until"])
+            async with self.db.connection("unit") as conn:
+                lease_until = await self._unit(conn, instance, event, lease_seconds, plan)
+            started = instance.evolve(lease_until=lease_until)
             return StartResult(instance=started, created=True)
         except _Abandoned:
             # An action failed: the unit was rolled back whole. The saga starts the
@@ -647,6 +738,50 @@ class PostgresStore(PostgresMessages):
         # The key is taken (or the unit was abandoned): ``start`` finds its saga, or starts
         # this one the ordinary way.
         return await self.start(instance, event, lease_seconds=lease_seconds)
+
+    async def _unit(
+        self,
+        conn: Connection,
+        instance: SagaInstance,
+        event: SagaEvent,
+        lease_seconds: float,
+        plan: Plan,
+    ) -> float | None:
+        """Run the unit in a transaction of its own on ``conn``; its saga's lease."""
+        prepared = prepared_names(conn)
+        # A session's first unit prepares the ended saga's insert in the same message.
+        await conn.execute(
+            "BEGIN" if ENDED in prepared else f"PREPARE {ENDED} AS {INSERT_ENDED}; BEGIN"
+        )
+        prepared.add(ENDED)
+        try:
+            written = await self._run_plan(conn, plan, instance)
+            if written is not None and written.release:
+                # Ended: the insert and the COMMIT in one message (simple query protocol).
+                document = _ended_document(instance, event, written)
+                tag = _dollar_tag(document)
+                try:
+                    status = await conn.execute(f"EXECUTE {ENDED}({tag}{document}{tag}); COMMIT")
+                except asyncpg.UniqueViolationError as taken:
+                    if taken.constraint_name == ONE_PER_KEY:
+                        raise _Taken(ran=True) from None
+                    raise
+                if status != "COMMIT":  # pragma: no cover - an error would have been raised
+                    raise StoreError(f"PostgreSQL unit ended with {status!r}, not COMMIT")
+                return None
+            inserted = await conn.fetchrow(
+                INSERT_UNIT, *_unit_arguments(instance, event, written, lease_seconds)
+            )
+            if inserted is None:
+                raise _Taken(ran=True)  # a saga that is not compensated took the key
+            await conn.execute("COMMIT")
+            lease_until: float | None = inserted["lease_until"]
+            return lease_until
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                with contextlib.suppress(*DRIVER_ERRORS):
+                    await conn.execute("ROLLBACK")
+            raise
 
     async def _run_plan(
         self, conn: Connection, plan: Plan, instance: SagaInstance
