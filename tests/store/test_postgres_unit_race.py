@@ -8,13 +8,15 @@ starting it the ordinary way) is only seen by the unit's insert: the one of an e
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
 from sagakit.orchestrator import SagaOrchestrator
 from sagakit.records import JSON
 from sagakit.saga import Saga, Step, StepContext
-from sagakit.store.postgres import PostgresAction, PostgresStore
+from sagakit.store.postgres import PostgresAction, PostgresCall, PostgresStore
 
 TAKE_KEY = (
     "INSERT INTO saga_instances (saga_id, name, version, status, input, business_key,"
@@ -75,6 +77,66 @@ async def test_a_key_taken_during_the_unit_rolls_it_back_and_answers_the_other_s
             effects = await conn.fetchval("SELECT count(*) FROM race_effects")
             sagas = await conn.fetch("SELECT saga_id FROM saga_instances")
             await conn.execute("DROP TABLE race_effects")
+        await orch.shutdown()
+    finally:
+        await store.close()
+
+    assert (handle.created, handle.instance.saga_id) == (False, "other")
+    assert effects == 0
+    assert [r["saga_id"] for r in sagas] == ["other"]
+
+
+SLOW_CALL = """
+CREATE FUNCTION race_slow_call(p_saga text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO race_effects VALUES (p_saga);
+    PERFORM pg_sleep(0.5);
+    RETURN NULL;
+END $$
+"""
+
+
+class SlowCall(Step):
+    """A local step given as a call (so the whole unit is one statement) that takes 0.5 s."""
+
+    name = "slow"
+
+    async def do(self, ctx: StepContext) -> JSON:  # pragma: no cover - always local here
+        raise AssertionError("runs as a local action")
+
+    def local_action(self, ctx: StepContext, store: object) -> object | None:
+        assert isinstance(store, PostgresStore)
+        call = PostgresCall("race_slow_call", (ctx.saga_id,), ("text",), "slow")
+        return PostgresAction.of_call(store.db, call)
+
+
+async def test_a_key_taken_during_the_one_statement_unit_discards_it(postgres_url: str) -> None:
+    """The key's check passed, then another connection took the key: the statement's insert
+    finds it, the statement fails whole (its call's effect too), and the request gets the
+    saga that took the key."""
+    store = await PostgresStore.open(postgres_url)
+    orch = SagaOrchestrator(store, [Saga("race", [SlowCall()])], one_unit=True)
+
+    async def take_key() -> None:
+        await asyncio.sleep(0.2)  # inside the call's sleep: after the unit's key check
+        other = await asyncpg.connect(postgres_url)
+        try:
+            await other.execute(TAKE_KEY)
+        finally:
+            await other.close()
+
+    try:
+        async with store.db.connection() as conn:
+            await conn.execute("CREATE TABLE race_effects (saga_id text)")
+            await conn.execute(SLOW_CALL)
+        taking = asyncio.create_task(take_key())
+        handle = await orch.start("race", {}, business_key="k")
+        await taking
+        async with store.db.connection() as conn:
+            effects = await conn.fetchval("SELECT count(*) FROM race_effects")
+            sagas = await conn.fetch("SELECT saga_id FROM saga_instances")
+            await conn.execute("DROP TABLE race_effects")
+            await conn.execute("DROP FUNCTION race_slow_call(text)")
         await orch.shutdown()
     finally:
         await store.close()

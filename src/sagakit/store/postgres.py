@@ -20,15 +20,18 @@ import orjson
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFailed, StoreError
 from sagakit.records import (
     JSON,
+    Confirm,
     OutboxMessage,
     Outgoing,
     Plan,
+    Retracted,
     SagaEvent,
     SagaInstance,
     SagaStatus,
     StartResult,
     StepRecord,
     StepStatus,
+    Tentative,
     Transition,
 )
 from sagakit.store.base import SagaPage
@@ -105,19 +108,19 @@ KEY_TAKEN: Final = f"SELECT EXISTS ({LIVE_KEY})"
 #: A unit's saga, inserted once, as the unit left it (its final state, every step's row and
 #: its whole history), unless a saga that is not compensated holds its key: one insert
 #: instead of an insert and an update. ``$10``: it ended (no owner, no lease).
-INSERT_UNIT: Final = (
-    "WITH inserted AS ("
-    "  INSERT INTO saga_instances (saga_id, name, version, status, input, business_key, error,"
-    "   failed_step, created_at, updated_at, owner, fence, lease_until, revision)"
-    "  SELECT $1::text, $2::text, $3::int, $4::text, $5::jsonb, $6::text, $7::text, $8::text,"
-    "   $9::float8, $11::float8, CASE WHEN $10::bool THEN NULL ELSE $12::text END, $13::bigint,"
-    f"   CASE WHEN $10::bool THEN NULL ELSE {DB_NOW} + $14::float8 END, $15::bigint"
-    # A compensated saga is not in the unique index: look for a live one (committed) too.
-    "  WHERE $6::text IS NULL OR NOT EXISTS (SELECT 1 FROM saga_instances"
-    "   WHERE name = $2 AND business_key = $6 AND status <> 'compensated')"
-    "  ON CONFLICT (name, business_key)"
-    "   WHERE business_key IS NOT NULL AND status <> 'compensated' DO NOTHING"
-    "  RETURNING saga_id, lease_until),"
+_UNIT_COLUMNS: Final = (
+    "INSERT INTO saga_instances (saga_id, name, version, status, input, business_key, error,"
+    " failed_step, created_at, updated_at, owner, fence, lease_until, revision)"
+    " SELECT $1::text, $2::text, $3::int, $4::text, $5::jsonb, $6::text, $7::text, $8::text,"
+    " $9::float8, $11::float8, CASE WHEN $10::bool THEN NULL ELSE $12::text END, $13::bigint,"
+    f" CASE WHEN $10::bool THEN NULL ELSE {DB_NOW} + $14::float8 END, $15::bigint"
+)
+_UNIT_ON_CONFLICT: Final = (
+    " ON CONFLICT (name, business_key)"
+    " WHERE business_key IS NOT NULL AND status <> 'compensated' DO NOTHING"
+    " RETURNING saga_id, lease_until"
+)
+_UNIT_ROWS: Final = (
     " steps AS ("
     "  INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
     "   result, error, started_at, finished_at)"
@@ -133,8 +136,61 @@ INSERT_UNIT: Final = (
     "  FROM unnest($25::float8[], $26::text[], $27::text[], $28::int[], $29::text[])"
     "   WITH ORDINALITY AS e(at, type, step, attempt, detail, n)"
     "  WHERE EXISTS (SELECT 1 FROM inserted) ORDER BY e.n)"
+)
+#: The number of ``INSERT_UNIT``'s parameters (``_unit_arguments``).
+UNIT_PARAMETERS: Final = 29
+#: A unit's saga, inserted once, as the unit left it (its final state, every step's row and
+#: its whole history), unless a saga that is not compensated holds its key: one insert
+#: instead of an insert and an update. ``$10``: it ended (no owner, no lease).
+INSERT_UNIT: Final = (
+    f"WITH inserted AS ({_UNIT_COLUMNS}"
+    # A compensated saga is not in the unique index: look for a live one (committed) too.
+    "  WHERE $6::text IS NULL OR NOT EXISTS (SELECT 1 FROM saga_instances"
+    "   WHERE name = $2 AND business_key = $6 AND status <> 'compensated')"
+    f" {_UNIT_ON_CONFLICT}),"
+    f"{_UNIT_ROWS}"
     " SELECT lease_until FROM inserted"
 )
+
+
+def _chain(calls: Sequence[PostgresCall], *, insert: bool) -> str:
+    """The unit's ``calls`` as one statement: the key's check, then each call in turn, each
+    only if the one before applied (a call returns NULL when it did).
+
+    ``insert``: the saga's insert follows when every call applied (``INSERT_UNIT``'s
+    parameters), and the statement fails (``sagakit_discard_unit``) if a call was refused
+    or the insert found the key taken meanwhile, so that nothing of it stays. Without it,
+    the statement says whether the key was taken, whether every call applied, and what
+    each call that ran answered (``r0``, ``r1``...).
+    """
+    # With the insert, its parameters come first (the name is $2, the key $6); else $1, $2.
+    first, name, key = (UNIT_PARAMETERS + 1, "$2", "$6") if insert else (3, "$1", "$2")
+    ctes = [
+        f"live AS (SELECT 1 FROM saga_instances WHERE {key}::text IS NOT NULL"
+        f" AND name = {name}::text AND business_key = {key}::text AND status <> 'compensated')"
+    ]
+    for k, call in enumerate(calls):
+        after = (
+            f"FROM a{k - 1} WHERE a{k - 1}.r IS NULL"
+            if k
+            else "WHERE NOT EXISTS (SELECT 1 FROM live)"
+        )
+        ctes.append(f"a{k} AS MATERIALIZED (SELECT {call.expression(first)} AS r {after})")
+        first += len(call.args)
+    last = len(calls) - 1
+    ctes.append(f"ok AS MATERIALIZED (SELECT 1 FROM a{last} WHERE a{last}.r IS NULL)")
+    taken = "EXISTS (SELECT 1 FROM live) AS taken"
+    if not insert:
+        answers = "".join(f", (SELECT r FROM a{k}) AS r{k}" for k in range(len(calls)))
+        applied = "EXISTS (SELECT 1 FROM ok) AS applied"
+        return f"WITH {', '.join(ctes)} SELECT {taken}, {applied}{answers}"
+    ctes.append(f"inserted AS ({_UNIT_COLUMNS} FROM ok {_UNIT_ON_CONFLICT})")
+    return (
+        f"WITH {', '.join(ctes)},{_UNIT_ROWS}"
+        f" SELECT {taken}, (SELECT lease_until FROM inserted) AS lease_until,"
+        " CASE WHEN EXISTS (SELECT 1 FROM live) OR EXISTS (SELECT 1 FROM inserted) THEN true"
+        "  ELSE sagakit_discard_unit('an action was refused, or the key taken') END AS settled"
+    )
 
 
 #: The name under which ``INSERT_ENDED`` is prepared on a session (SQL ``PREPARE``).
@@ -170,11 +226,6 @@ INSERT_ENDED: Final = (
 )
 #: The unique index that keeps one saga that is not compensated per business key.
 ONE_PER_KEY: Final = "saga_instances_one_per_key"
-
-
-def _checked_call(call: PostgresCall) -> str:
-    """``call``, run only if no live saga holds the key (``$1``, ``$2``): no row if one does."""
-    return f"SELECT {call.expression(3)} AS refusal WHERE NOT EXISTS ({LIVE_KEY})"
 
 
 UPDATE_FENCED: Final = (
@@ -296,6 +347,10 @@ WAKE: Final = (
 
 class _Abandoned(Exception):
     """A local action of a unit failed: the unit's transaction is rolled back whole."""
+
+
+class _Retry(Exception):
+    """A unit's tentative result was wrong: its transaction was rolled back; run it again."""
 
 
 class _Taken(Exception):
@@ -488,6 +543,16 @@ def _unit_arguments(
         [e.attempt for e in events],
         [e.detail for e in events],
     ]
+
+
+def _key_arguments(instance: SagaInstance) -> list[object]:
+    """``_chain``'s first parameters without the insert: the saga's name and key."""
+    return [instance.name, instance.business_key]
+
+
+def _call_arguments(calls: Sequence[PostgresCall]) -> list[object]:
+    """``_chain``'s last parameters: every call's arguments, in turn."""
+    return [argument for call in calls for argument in call.args]
 
 
 def _ended_document(instance: SagaInstance, event: SagaEvent, written: Transition) -> str:
@@ -747,7 +812,99 @@ class PostgresStore(PostgresMessages):
         lease_seconds: float,
         plan: Plan,
     ) -> float | None:
-        """Run the unit in a transaction of its own on ``conn``; its saga's lease."""
+        """Run the unit on ``conn``; its saga's lease.
+
+        The leading actions that are calls (:class:`PostgresCall`) are sent, tentatively,
+        the result they give when they apply, so that the plan names the next ones. If all
+        its actions are calls, the unit is one statement, committed alone (``_chain``);
+        otherwise a transaction: BEGIN, those calls in one statement, each further action,
+        and the saga's insert (with the COMMIT, when the saga ended in the unit). When a
+        tentative result was wrong (an action refused: rare), nothing of that attempt
+        stays, and the plan runs again with real results, one action at a time.
+        """
+        calls: list[PostgresCall] = []
+        try:
+            pending = plan.send(None)
+            while (call := self._call_of(pending)) is not None:
+                calls.append(call)
+                pending = plan.send(Tentative(call.result))
+            if isinstance(pending, Confirm):
+                applied, lease = await self._one_statement(
+                    conn, instance, event, lease_seconds, calls, pending.written, plan
+                )
+                if applied:
+                    return lease
+                calls, pending = [], plan.throw(Retracted())
+            else:
+                try:
+                    return await self._transaction(
+                        conn, instance, event, lease_seconds, plan, calls, pending
+                    )
+                except _Retry:
+                    calls, pending = [], plan.throw(Retracted())
+            return await self._transaction(conn, instance, event, lease_seconds, plan, [], pending)
+        except StopIteration as end:  # it ran no action: its first step is not local here
+            written: Transition | None = end.value
+            inserted = await conn.fetchrow(
+                INSERT_UNIT, *_unit_arguments(instance, event, written, lease_seconds)
+            )
+            if inserted is None:
+                raise _Taken(ran=True) from None
+            lease_until: float | None = inserted["lease_until"]
+            return lease_until
+
+    def _call_of(self, action: object) -> PostgresCall | None:
+        """``action``'s call, if it is a local action of this store given as one."""
+        if isinstance(action, PostgresAction) and action.db is self.db:
+            return action.call
+        return None
+
+    async def _one_statement(
+        self,
+        conn: Connection,
+        instance: SagaInstance,
+        event: SagaEvent,
+        lease_seconds: float,
+        calls: Sequence[PostgresCall],
+        written: Transition | None,
+        plan: Plan,
+    ) -> tuple[bool, float | None]:
+        """The unit whose actions are all ``calls`` as one statement (see ``_chain``):
+        whether it applied (else nothing stays), and the saga's lease."""
+        try:
+            row = await conn.fetchrow(
+                _chain(calls, insert=True),
+                *_unit_arguments(instance, event, written, lease_seconds),
+                *_call_arguments(calls),
+            )
+        except asyncpg.PostgresError:
+            # Discarded (``sagakit_discard_unit``: refused, or the key taken meanwhile), or
+            # an action failed: nothing stays. Run one action at a time, where a failure
+            # abandons the unit as it always did.
+            return False, None
+        assert row is not None
+        if row["taken"]:
+            raise _Taken(ran=False)  # the plan waits for its confirmation: unfinished
+        try:
+            plan.send(None)  # confirmed: the plan returns ``written``
+        except StopIteration:
+            lease: float | None = row["lease_until"]
+            return True, lease
+        raise StoreError("a unit's plan went on after its confirmation")
+
+    async def _transaction(
+        self,
+        conn: Connection,
+        instance: SagaInstance,
+        event: SagaEvent,
+        lease_seconds: float,
+        plan: Plan,
+        calls: Sequence[PostgresCall],
+        pending: object,
+    ) -> float | None:
+        """The unit as a transaction: ``calls`` (sent tentative results) in one statement,
+        then the plan from its ``pending`` action on, the saga's insert, the COMMIT.
+        ``_Retry`` (rolled back) if a call's tentative result was wrong."""
         prepared = prepared_names(conn)
         # A session's first unit prepares the ended saga's insert in the same message.
         await conn.execute(
@@ -755,7 +912,21 @@ class PostgresStore(PostgresMessages):
         )
         prepared.add(ENDED)
         try:
-            written = await self._run_plan(conn, plan, instance)
+            if calls:
+                try:
+                    row = await conn.fetchrow(
+                        _chain(calls, insert=False),
+                        *_key_arguments(instance),
+                        *_call_arguments(calls),
+                    )
+                except asyncpg.PostgresError:
+                    raise _Retry from None  # an action failed: one at a time, it abandons
+                assert row is not None
+                if row["taken"]:
+                    raise _Taken(ran=False)
+                if not row["applied"]:
+                    raise _Retry
+            written = await self._run_plan(conn, plan, instance, pending, checked=bool(calls))
             if written is not None and written.release:
                 # Ended: the insert and the COMMIT in one message (simple query protocol).
                 document = _ended_document(instance, event, written)
@@ -784,49 +955,59 @@ class PostgresStore(PostgresMessages):
             raise
 
     async def _run_plan(
-        self, conn: Connection, plan: Plan, instance: SagaInstance
+        self, conn: Connection, plan: Plan, instance: SagaInstance, action: object, *, checked: bool
     ) -> Transition | None:
-        """Drive ``plan``; an action that fails (rather than refuses) abandons the unit.
+        """Drive ``plan`` on from ``action``; an action that fails (rather than refuses)
+        abandons the unit.
 
-        Before the first action, the saga's business key is checked (in the same statement
-        when the action is a :class:`PostgresCall`): a key taken raises ``_Taken`` before
-        anything is applied. No savepoints: they would cost two round trips per action, for
-        the rare action that errors. A refusal keeps what it wrote (its inbox row), as it
-        must.
+        Unless ``checked``, the saga's business key is checked with the first action (in
+        its statement when it is a call): a key taken raises ``_Taken`` before anything is
+        applied. No savepoints: they would cost two round trips per action, for the rare
+        action that errors. A refusal keeps what it wrote (its inbox row), as it must.
         """
-        unchecked = instance.business_key is not None
-        result: JSON = None
-        error: Exception | None = None
+        unchecked = not checked and instance.business_key is not None
         while True:
+            result: JSON = None
+            error: Exception | None = None
+            if isinstance(action, Confirm):
+                pass  # the tentative results it was sent were right: the chain applied
+            elif not isinstance(action, PostgresAction) or action.db is not self.db:
+                error = StoreError("not a local action of this PostgreSQL store")
+            else:
+                try:
+                    if unchecked:  # the first action: the key is checked with it
+                        unchecked = False
+                        result = await self._checked(conn, instance, action)
+                    else:
+                        result = await action.run(conn)
+                except StepFailed as refusal:
+                    error = refusal
+                except _Taken:
+                    raise
+                except Exception as raised:
+                    raise _Abandoned from raised
             try:
                 action = plan.send(result) if error is None else plan.throw(error)
             except StopIteration as end:
                 written: Transition | None = end.value
                 return written
-            result, error = None, None
-            if not isinstance(action, PostgresAction) or action.db is not self.db:
-                error = StoreError("not a local action of this PostgreSQL store")
-                continue
-            try:
-                if unchecked:  # the first action: the key is checked with it
-                    unchecked = False
-                    key = (instance.name, instance.business_key)
-                    if action.call is not None:
-                        call = action.call
-                        row = await conn.fetchrow(_checked_call(call), *key, *call.args)
-                        if row is None:
-                            raise _Taken(ran=False)
-                        result = call.outcome(row["refusal"])
-                        continue
-                    if await conn.fetchval(KEY_TAKEN, *key):
-                        raise _Taken(ran=False)
-                result = await action.run(conn)
-            except StepFailed as refusal:
-                error = refusal
-            except _Taken:
-                raise
-            except Exception as raised:
-                raise _Abandoned from raised
+
+    async def _checked(
+        self, conn: Connection, instance: SagaInstance, action: PostgresAction
+    ) -> JSON:
+        """Run a unit's first ``action`` if no live saga holds the key (``_Taken`` if one
+        does): one statement when the action is a call."""
+        if action.call is None:
+            if await conn.fetchval(KEY_TAKEN, instance.name, instance.business_key):
+                raise _Taken(ran=False)
+            return await action.run(conn)
+        row = await conn.fetchrow(
+            _chain([action.call], insert=False), *_key_arguments(instance), *action.call.args
+        )
+        assert row is not None
+        if row["taken"]:
+            raise _Taken(ran=False)
+        return action.call.outcome(row["r0"])
 
     async def transition(self, change: Transition) -> bool:
         return await self._transitions.submit(change)
