@@ -165,15 +165,17 @@ class PostgresShop:
         return self._local_undo(store, _undo("sagakit_shop_cancel_shipment", key))
 
     async def _refusal(self, call: PostgresCall) -> str | None:
-        """Run the action ``call`` on its own (one statement, so its own transaction): the
-        refusal's message, or None when it applied."""
-        async with self.db.connection(call.function) as conn:
+        """Run the action ``call`` on its own, in a transaction: the refusal's message, or
+        None when it applied. (The explicit transaction keeps what a stalled process does
+        as it was: its session idles in it, and the server ends it, rolling it back.)"""
+        async with self.db.transaction(call.function) as conn:
             refusal: str | None = await conn.fetchval(f"SELECT {call.expression(1)}", *call.args)
         return refusal
 
     async def _undone(self, call: PostgresCall) -> bool:
-        """Run the compensation ``call`` on its own: whether it moved money or stock."""
-        async with self.db.connection(call.function) as conn:
+        """Run the compensation ``call`` on its own, in a transaction: whether it moved money
+        or stock."""
+        async with self.db.transaction(call.function) as conn:
             return bool(await conn.fetchval(f"SELECT {call.expression(1)}", *call.args))
 
     def _local(self, store: object, call: PostgresCall) -> PostgresAction | None:
