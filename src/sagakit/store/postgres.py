@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import asyncpg
 import orjson
 
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFailed, StoreError
@@ -40,7 +39,9 @@ from sagakit.store.postgres_db import (
     DRIVER_ERRORS,
     Connection,
     PostgresDatabase,
+    PostgresError,
     Record,
+    UniqueViolationError,
     prepared_names,
 )
 from sagakit.store.postgres_messages import PostgresMessages
@@ -877,7 +878,7 @@ class PostgresStore(PostgresMessages):
                 *_unit_arguments(instance, event, written, lease_seconds),
                 *_call_arguments(calls),
             )
-        except asyncpg.PostgresError:
+        except PostgresError:
             # Discarded (``sagakit_discard_unit``: refused, or the key taken meanwhile), or
             # an action failed: nothing stays. Run one action at a time, where a failure
             # abandons the unit as it always did.
@@ -919,7 +920,7 @@ class PostgresStore(PostgresMessages):
                         *_key_arguments(instance),
                         *_call_arguments(calls),
                     )
-                except asyncpg.PostgresError:
+                except PostgresError:
                     raise _Retry from None  # an action failed: one at a time, it abandons
                 assert row is not None
                 if row["taken"]:
@@ -933,7 +934,7 @@ class PostgresStore(PostgresMessages):
                 tag = _dollar_tag(document)
                 try:
                     status = await conn.execute(f"EXECUTE {ENDED}({tag}{document}{tag}); COMMIT")
-                except asyncpg.UniqueViolationError as taken:
+                except UniqueViolationError as taken:
                     if taken.constraint_name == ONE_PER_KEY:
                         raise _Taken(ran=True) from None
                     raise

@@ -19,6 +19,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 Record: TypeAlias = asyncpg.Record
+#: The driver's errors that the stores tell apart (imported from here, so that a missing
+#: driver is always reported as the extra to install).
+PostgresError: TypeAlias = asyncpg.PostgresError
+UniqueViolationError: TypeAlias = asyncpg.UniqueViolationError
 
 #: Session settings of every connection. A healthy sagakit process never sits idle inside
 #: a transaction; one that does is stalled (SIGSTOP, a frozen VM) and may hold row locks
@@ -73,8 +77,12 @@ class SagakitConnection(_Connection):
 def prepared_names(conn: Connection) -> set[str]:
     """The names of the statements prepared on ``conn``'s session (see
     :class:`SagakitConnection`); add a name once its ``PREPARE`` has succeeded."""
-    # The pool's proxy forwards attributes it lacks to the SagakitConnection it wraps.
-    names: set[str] = getattr(conn, "sagakit_prepared")  # noqa: B009 - not on the proxy's type
+    # The pool's proxy forwards attributes it lacks to the SagakitConnection it wraps, or
+    # to nothing once the connection is lost (a driver error, like any call would raise).
+    try:
+        names: set[str] = getattr(conn, "sagakit_prepared")  # noqa: B009 - not on its type
+    except AttributeError:
+        raise asyncpg.InterfaceError("the connection was lost") from None
     return names
 
 
