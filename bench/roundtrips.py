@@ -7,8 +7,11 @@ the client waits for the server: a ``Sync`` (the end of an extended-protocol exc
 parse, bind, execute) or a simple ``Query``. The counts of an idle window as long as the
 load (the server's background work: lease renewal, recovery polling) are subtracted.
 Transactions are PostgreSQL's own count (``pg_stat_database.xact_commit``) over the same
-windows. Simple queries are listed by text, so a ``BEGIN``/``COMMIT`` or the pool's reset
-query shows by name; a ``Parse`` is a statement prepared anew (not from asyncpg's cache).
+windows, and so is the CPU time of the server's process group and of the PostgreSQL
+backends serving this database (their ``/proc`` clocks, not other databases' backends),
+one checkout at a time: no wait for a lock or a core is in it. Simple queries are listed by
+text, so a ``BEGIN``/``COMMIT`` or the pool's reset query shows by name; a ``Parse`` is a
+statement prepared anew (not from asyncpg's cache).
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from bench import data, servers
+from bench import data, machine, servers
 
 #: The startup packets' protocol codes: SSLRequest, GSSENCRequest, CancelRequest.
 NO_TYPE_BYTE = {80877103, 80877104, 80877102}
 #: asyncpg's savepoint names, numbered: counted as one.
 SAVEPOINT = re.compile(r"__asyncpg_savepoint_\w+__")
+#: A dollar-quoted literal (``$tag$...$tag$``): counted as one, whatever it holds.
+DOLLAR_QUOTED = re.compile(r"(\$\w*\$).*?\1", re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -127,7 +132,10 @@ class Proxy:
                 elif kind == b"Q":
                     text = " ".join(body.rstrip(b"\0").decode(errors="replace").split())
                     text = SAVEPOINT.sub("<savepoint>", text)
-                    self.counts.queries[text[:60]] += 1
+                    text = DOLLAR_QUOTED.sub("<literal>", text)
+                    self.counts.queries[
+                        text[:60] if len(text) <= 60 else text[:45] + "..." + text[-12:]
+                    ] += 1
             up.write(head + body)
             await up.drain()
 
@@ -140,7 +148,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-async def _commits(url: str) -> int:
+async def _commits(url: str) -> tuple[int, list[int]]:
+    """The database's committed transactions, and the pids of the backends serving it."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("SELECT pg_stat_force_next_flush()")
@@ -148,9 +157,18 @@ async def _commits(url: str) -> int:
         value = await conn.fetchval(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
         )
-        return int(value)
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return int(value), [r["pid"] for r in pids]
     finally:
         await conn.close()
+
+
+def _backends_cpu(pids: list[int]) -> dict[int, float]:
+    """Each backend's CPU seconds so far."""
+    return {pid: machine.cpu_seconds(pid=pid) for pid in pids}
 
 
 def _checkout(url: str, n: int) -> None:
@@ -164,28 +182,35 @@ def _checkout(url: str, n: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Round trips and commits over one window."""
+    """Round trips, commits and CPU seconds over one window."""
 
     counts: Counts
     commits: int
     seconds: float
+    server_cpu: float
+    postgres_cpu: float
 
 
-def _window(proxy: Proxy, url: str, action: Callable[[], None]) -> Window:
-    before, commits = proxy.snapshot(), asyncio.run(_commits(url))
+def _window(proxy: Proxy, url: str, server: int, action: Callable[[], None]) -> Window:
+    before, (commits, pids) = proxy.snapshot(), asyncio.run(_commits(url))
+    backends, server_cpu = _backends_cpu(pids), machine.cpu_seconds(group=server)
     start = time.monotonic()
     action()
     seconds = time.monotonic() - start
-    after, commits_after = proxy.snapshot(), asyncio.run(_commits(url))
+    server_cpu = machine.cpu_seconds(group=server) - server_cpu
+    # A backend that was not there at the start counts from nothing.
+    postgres_cpu = sum(cpu - backends.get(pid, 0.0) for pid, cpu in _backends_cpu(pids).items())
+    after, (commits_after, pids_after) = proxy.snapshot(), asyncio.run(_commits(url))
+    postgres_cpu += sum(c for p, c in _backends_cpu(pids_after).items() if p not in backends)
     delta = Counts(
         after.syncs - before.syncs, after.parses - before.parses, after.queries - before.queries
     )
     # Each _commits call is itself one committed transaction (on another connection).
-    return Window(delta, commits_after - commits - 1, seconds)
+    return Window(delta, commits_after - commits - 1, seconds, server_cpu, postgres_cpu)
 
 
 @contextlib.contextmanager
-def _served(admin_url: str, checkouts: int) -> Iterator[tuple[str, Proxy, str]]:
+def _served(admin_url: str, checkouts: int) -> Iterator[tuple[str, Proxy, str, int]]:
     with data.fresh_postgres(admin_url, "roundtrips") as url, tempfile.TemporaryDirectory() as d:
         parts = urlsplit(url)
         port = servers.free_port()
@@ -199,20 +224,21 @@ def _served(admin_url: str, checkouts: int) -> Iterator[tuple[str, Proxy, str]]:
             proxied = urlunsplit(parts._replace(netloc=netloc, query="sslmode=disable"))
             command = servers.sagakit_command(port, proxied, 1)
             with servers.serving(command, port, log) as server:
-                yield server.url, proxy, url
+                # The server runs in a session of its own: its process group is its pid.
+                yield server.url, proxy, url, server.process.pid
 
 
 def measure(admin_url: str, checkouts: int) -> dict[str, object]:
     """Round trips and transactions per checkout, net of an idle window as long."""
-    with _served(admin_url, checkouts) as (http_url, proxy, url):
+    with _served(admin_url, checkouts) as (http_url, proxy, url, server):
         _checkout(http_url, 0)  # warm: statements prepared, pool filled
 
         def checkouts_one_by_one() -> None:
             for n in range(1, checkouts):
                 _checkout(http_url, n)
 
-        load = _window(proxy, url, checkouts_one_by_one)
-        idle = _window(proxy, url, lambda: time.sleep(load.seconds))
+        load = _window(proxy, url, server, checkouts_one_by_one)
+        idle = _window(proxy, url, server, lambda: time.sleep(load.seconds))
     done = checkouts - 1
     queries = load.counts.queries - idle.counts.queries
     return {
@@ -222,6 +248,8 @@ def measure(admin_url: str, checkouts: int) -> dict[str, object]:
         "parses": (load.counts.parses - idle.counts.parses) / done,
         "simple_queries": {text: n / done for text, n in queries.most_common()},
         "transactions": (load.commits - idle.commits) / done,
+        "server_cpu_us": (load.server_cpu - idle.server_cpu) * 1e6 / done,
+        "postgres_cpu_us": (load.postgres_cpu - idle.postgres_cpu) * 1e6 / done,
     }
 
 
@@ -239,6 +267,8 @@ def main() -> None:
     for text, n in found["simple_queries"].items():  # type: ignore[attr-defined]
         print(f"    simple {text!r}: {n:.2f}")
     print(f"  transactions per checkout: {found['transactions']:.2f}")
+    print(f"  CPU per checkout: server {found['server_cpu_us']:.0f} µs,", end=" ")
+    print(f"its PostgreSQL backends {found['postgres_cpu_us']:.0f} µs (one at a time)")
 
 
 if __name__ == "__main__":

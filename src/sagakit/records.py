@@ -198,10 +198,35 @@ class Transition:
         return replace(self, steps=steps, outbox=outbox)
 
 
+@dataclass(frozen=True, slots=True)
+class Tentative:
+    """An action's result that a store sends a plan before it has run the action: it runs
+    the actions later, together (one statement), and confirms or discards the plan's end."""
+
+    result: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """What a plan that was sent a ``Tentative`` result yields once it has run to its end:
+    the store sends ``None`` back if every tentative result was right (the plan then
+    returns ``written``), throws in ``Retracted``, or closes the plan (it is then
+    unfinished: its saga runs the ordinary way)."""
+
+    written: Transition | None
+
+
+class Retracted(BaseException):
+    """Thrown into a plan that was sent ``Tentative`` results, one of which was wrong: the
+    plan starts again from its first step, and the store sends it real results. (Not an
+    ``Exception``: the plan must not take it for an action's error.)"""
+
+
 #: A saga run as one store transaction (``sagakit.unit``): it yields each local action for
 #: the store to run, gets back its result (or has what it raised thrown in), and returns
 #: the transition that records the whole run (``None``: it ran nothing, writes nothing).
-Plan: TypeAlias = Generator[object, JSON, "Transition | None"]
+#: A store may send a forward action's result as ``Tentative`` (see ``Confirm``, ``Retracted``).
+Plan: TypeAlias = Generator[object, "JSON | Tentative", "Transition | None"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,12 +30,15 @@ from typing import Final
 from sagakit.errors import StepFailed
 from sagakit.records import (
     JSON,
+    Confirm,
     Plan,
+    Retracted,
     SagaEvent,
     SagaInstance,
     SagaStatus,
     StepRecord,
     StepStatus,
+    Tentative,
     Transition,
 )
 from sagakit.run import Clock, Probe, current_step, describe
@@ -81,6 +84,8 @@ class LocalUnit:
         self.undone: list[tuple[int, JSON]] = []
         #: How long the driver waits before the attempt it resumes with (a retry's backoff).
         self.delay = 0.0
+        #: Whether the store sent a result before running its action (``Tentative``).
+        self.tentative = False
 
     def instance(self, stored: SagaInstance) -> SagaInstance:
         """The instance as the store inserted it (``stored``), once the unit's transition
@@ -101,9 +106,16 @@ class LocalUnit:
 
     def plan(self) -> Plan:
         """Run every step's local action in turn; see the module's docstring."""
-        written = yield from self._plan()
-        self.finished = True
-        return written
+        while True:
+            try:
+                written = yield from self._plan()
+                if self.tentative:  # the store confirms (sends None), retracts or closes
+                    yield Confirm(written)
+            except Retracted:  # a tentative result was wrong: run again, with real ones
+                self.__init__(self.saga, self.origin, self.store, self.clock, self.probe)  # type: ignore[misc]
+                continue
+            self.finished = True
+            return written
 
     def _plan(self) -> Plan:
         for index, step in enumerate(self.saga.steps):
@@ -116,6 +128,8 @@ class LocalUnit:
             self.probe("before_do", step.name)
             try:
                 result = yield action
+                if isinstance(result, Tentative):
+                    self.tentative, result = True, result.result
             except StepFailed as refusal:
                 return (yield from self._refused(index, refusal.message))
             except Exception as error:  # rolled back: retried by the driver, as today

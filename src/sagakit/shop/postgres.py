@@ -7,24 +7,18 @@ the same key), so two processes replaying one step apply its effect once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 import orjson
 
-from sagakit.errors import StepFailed
 from sagakit.records import JSON, SagaStatus, now
 from sagakit.shop import demo
 from sagakit.shop.errors import AlreadyExists, InvalidOrder
 from sagakit.shop.records import Item, Ledger, Order, OrderStatus, User
 from sagakit.shop.sqlite import (
-    INSUFFICIENT_BALANCE,
-    INVALID_ADDRESS,
     MAX_AMOUNT,
-    NOT_ENOUGH_STOCK,
-    replayed,
 )
-from sagakit.store.postgres import PostgresAction, PostgresStore
+from sagakit.store.postgres import PostgresAction, PostgresCall, PostgresStore
 from sagakit.store.postgres_db import Connection, PostgresDatabase
 
 SELECT_USER: Final = "SELECT user_id, balance FROM users WHERE user_id = $1"
@@ -55,41 +49,6 @@ INSERT_ORDER_LINES: Final = (
     "INSERT INTO order_lines (order_id, item_id, qty)"
     " SELECT $1, item, qty FROM unnest($2::text[], $3::bigint[]) AS l(item, qty)"
 )
-
-CLAIM_PAYMENT: Final = (
-    "INSERT INTO payments (idempotency_key, user_id, amount, status, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING idempotency_key"
-)
-SELECT_PAYMENT: Final = (
-    "SELECT status, user_id, amount FROM payments WHERE idempotency_key = $1 FOR UPDATE"
-)
-DEBIT: Final = (
-    "UPDATE users SET balance = balance - $1 WHERE user_id = $2 AND balance >= $1 RETURNING balance"
-)
-CREDIT: Final = "UPDATE users SET balance = balance + $1 WHERE user_id = $2"
-SET_PAYMENT: Final = "UPDATE payments SET status = $1, updated_at = $2 WHERE idempotency_key = $3"
-
-CLAIM_RESERVATION: Final = (
-    "INSERT INTO reservations (idempotency_key, order_id, lines, status, updated_at)"
-    " VALUES ($1, $2, $3::jsonb, $4, $5) ON CONFLICT DO NOTHING RETURNING idempotency_key"
-)
-SELECT_RESERVATION: Final = (
-    "SELECT status, lines::text AS lines FROM reservations WHERE idempotency_key = $1 FOR UPDATE"
-)
-TAKE_STOCK: Final = (
-    "UPDATE items SET stock = stock - $1 WHERE item_id = $2 AND stock >= $1 RETURNING stock"
-)
-PUT_STOCK: Final = "UPDATE items SET stock = stock + $1 WHERE item_id = $2"
-SET_RESERVATION: Final = (
-    "UPDATE reservations SET status = $1, updated_at = $2 WHERE idempotency_key = $3"
-)
-
-CLAIM_SHIPMENT: Final = (
-    "INSERT INTO shipments (idempotency_key, order_id, address, status, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING idempotency_key"
-)
-SELECT_SHIPMENT: Final = "SELECT status FROM shipments WHERE idempotency_key = $1 FOR UPDATE"
-SET_SHIPMENT: Final = "UPDATE shipments SET status = $1, updated_at = $2 WHERE idempotency_key = $3"
 
 LEDGER: Final = (
     "SELECT (SELECT coalesce(sum(balance), 0) FROM users) AS balance,"
@@ -158,87 +117,81 @@ class PostgresShop:
             status=OrderStatus.of(saga_status),
         )
 
-    # -- payment -------------------------------------------------------------------------
+    # -- payment, inventory, shipping ---------------------------------------------------
+    # Each operation is one SQL function (migration 0002): one statement, one round trip;
+    # an action is also a PostgresCall, which a saga run as one unit sends with its own
+    # statements.
 
     async def charge(self, key: str, user_id: str, amount: int) -> str | None:
-        async with self.db.transaction("charge") as conn:
-            return await _charge(conn, key, user_id, amount)
+        return await self._refusal(_charge(key, user_id, amount, None))
 
     def local_charge(
         self, store: object, key: str, user_id: str, amount: int, result: JSON
     ) -> PostgresAction | None:
-        return self._local(store, lambda conn: _charge(conn, key, user_id, amount), result)
+        return self._local(store, _charge(key, user_id, amount, result))
 
     async def refund(self, key: str) -> bool:
-        async with self.db.transaction("refund") as conn:
-            return await _refund(conn, key)
+        return await self._undone(_undo("sagakit_shop_refund", key))
 
     def local_refund(self, store: object, key: str) -> PostgresAction | None:
-        return self._local_undo(store, lambda conn: _refund(conn, key))
-
-    # -- inventory -----------------------------------------------------------------------
+        return self._local_undo(store, _undo("sagakit_shop_refund", key))
 
     async def reserve(self, key: str, order_id: str, lines: dict[str, int]) -> str | None:
-        async with self.db.transaction("reserve") as conn:
-            return await _reserve(conn, key, order_id, lines)
+        return await self._refusal(_reserve(key, order_id, lines, None))
 
     def local_reserve(
         self, store: object, key: str, order_id: str, lines: dict[str, int], result: JSON
     ) -> PostgresAction | None:
-        return self._local(store, lambda conn: _reserve(conn, key, order_id, lines), result)
+        return self._local(store, _reserve(key, order_id, lines, result))
 
     async def release(self, key: str) -> bool:
-        async with self.db.transaction("release") as conn:
-            return await _release(conn, key)
+        return await self._undone(_undo("sagakit_shop_release", key))
 
     def local_release(self, store: object, key: str) -> PostgresAction | None:
-        return self._local_undo(store, lambda conn: _release(conn, key))
-
-    # -- shipping ------------------------------------------------------------------------
+        return self._local_undo(store, _undo("sagakit_shop_release", key))
 
     async def ship(self, key: str, order_id: str, address: str) -> str | None:
-        async with self.db.transaction("ship") as conn:
-            return await _ship(conn, key, order_id, address)
+        return await self._refusal(_ship(key, order_id, address, None))
 
     def local_ship(
         self, store: object, key: str, order_id: str, address: str, result: JSON
     ) -> PostgresAction | None:
-        return self._local(store, lambda conn: _ship(conn, key, order_id, address), result)
-
-    def _local(
-        self,
-        store: object,
-        operation: Callable[[Connection], Awaitable[str | None]],
-        result: JSON,
-    ) -> PostgresAction | None:
-        """``operation`` as a local action of ``store``, if the shop lives in its database."""
-        if not isinstance(store, PostgresStore) or store.db is not self.db:
-            return None
-
-        async def run(conn: Connection) -> JSON:
-            refusal = await operation(conn)
-            if refusal:
-                raise StepFailed(refusal)
-            return result
-
-        return PostgresAction(self.db, run)
+        return self._local(store, _ship(key, order_id, address, result))
 
     async def cancel_shipment(self, key: str) -> bool:
-        async with self.db.transaction("cancel shipment") as conn:
-            return await _cancel_shipment(conn, key)
+        return await self._undone(_undo("sagakit_shop_cancel_shipment", key))
 
     def local_cancel_shipment(self, store: object, key: str) -> PostgresAction | None:
-        return self._local_undo(store, lambda conn: _cancel_shipment(conn, key))
+        return self._local_undo(store, _undo("sagakit_shop_cancel_shipment", key))
 
-    def _local_undo(
-        self, store: object, operation: Callable[[Connection], Awaitable[bool]]
-    ) -> PostgresAction | None:
+    async def _refusal(self, call: PostgresCall) -> str | None:
+        """Run the action ``call`` on its own, in a transaction: the refusal's message, or
+        None when it applied. (The explicit transaction keeps what a stalled process does
+        as it was: its session idles in it, and the server ends it, rolling it back.)"""
+        async with self.db.transaction(call.function) as conn:
+            refusal: str | None = await conn.fetchval(f"SELECT {call.expression(1)}", *call.args)
+        return refusal
+
+    async def _undone(self, call: PostgresCall) -> bool:
+        """Run the compensation ``call`` on its own, in a transaction: whether it moved money
+        or stock."""
+        async with self.db.transaction(call.function) as conn:
+            return bool(await conn.fetchval(f"SELECT {call.expression(1)}", *call.args))
+
+    def _local(self, store: object, call: PostgresCall) -> PostgresAction | None:
+        """The action ``call`` as a local action of ``store``, if the shop lives in its
+        database."""
+        if not isinstance(store, PostgresStore) or store.db is not self.db:
+            return None
+        return PostgresAction.of_call(self.db, call)
+
+    def _local_undo(self, store: object, call: PostgresCall) -> PostgresAction | None:
         """A compensation as a local action of ``store``, if the shop lives in its database."""
         if not isinstance(store, PostgresStore) or store.db is not self.db:
             return None
 
         async def run(conn: Connection) -> JSON:
-            return await operation(conn)
+            return bool(await conn.fetchval(f"SELECT {call.expression(1)}", *call.args))
 
         return PostgresAction(self.db, run)
 
@@ -275,54 +228,6 @@ class PostgresShop:
         )
 
 
-async def _charge(conn: Connection, key: str, user_id: str, amount: int) -> str | None:
-    if await conn.fetchval(CLAIM_PAYMENT, key, user_id, amount, "charged", now()) is None:
-        seen = await conn.fetchrow(SELECT_PAYMENT, key)
-        assert seen is not None
-        return replayed(seen["status"], "charged", INSUFFICIENT_BALANCE)
-    if await conn.fetchval(DEBIT, amount, user_id) is not None:
-        return None
-    await conn.execute(SET_PAYMENT, "rejected", now(), key)
-    return INSUFFICIENT_BALANCE
-
-
-async def _reserve(conn: Connection, key: str, order_id: str, lines: dict[str, int]) -> str | None:
-    text = orjson.dumps(lines).decode()
-    claimed = await conn.fetchval(CLAIM_RESERVATION, key, order_id, text, "reserved", now())
-    if claimed is None:
-        seen = await conn.fetchrow(SELECT_RESERVATION, key)
-        assert seen is not None
-        return replayed(seen["status"], "reserved", NOT_ENOUGH_STOCK)
-    try:
-        if len(lines) == 1:  # nothing to undo if its one line is refused: no savepoint
-            ((item_id, qty),) = lines.items()
-            if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
-                raise _Rollback
-        else:
-            async with conn.transaction():  # a savepoint: all lines or none
-                for item_id, qty in sorted(lines.items()):
-                    if await conn.fetchval(TAKE_STOCK, qty, item_id) is None:
-                        raise _Rollback
-    except _Rollback:
-        await conn.execute(SET_RESERVATION, "rejected", now(), key)
-        return NOT_ENOUGH_STOCK
-    return None
-
-
-async def _ship(conn: Connection, key: str, order_id: str, address: str) -> str | None:
-    valid = bool(address.strip())
-    status = "shipped" if valid else "rejected"
-    if await conn.fetchval(CLAIM_SHIPMENT, key, order_id, address, status, now()) is None:
-        seen = await conn.fetchrow(SELECT_SHIPMENT, key)
-        assert seen is not None
-        return replayed(seen["status"], "shipped", INVALID_ADDRESS)
-    return None if valid else INVALID_ADDRESS
-
-
-class _Rollback(Exception):
-    """Raised inside the savepoint of ``reserve`` to undo the lines already taken."""
-
-
 async def _insert_order(
     conn: Connection, order_id: str, user_id: str, items: dict[str, int], address: str
 ) -> Order:
@@ -348,41 +253,34 @@ async def _insert_order(
     )
 
 
-async def _refund(conn: Connection, key: str) -> bool:
-    """Undo the charge ``key`` (or leave a tombstone); whether money moved."""
-    if await conn.fetchval(CLAIM_PAYMENT, key, "", 0, "voided", now()) is not None:
-        return False
-    seen = await conn.fetchrow(SELECT_PAYMENT, key)
-    assert seen is not None
-    if seen["status"] != "charged":
-        return False
-    await conn.execute(CREDIT, seen["amount"], seen["user_id"])
-    await conn.execute(SET_PAYMENT, "refunded", now(), key)
-    return True
+def _charge(key: str, user_id: str, amount: int, result: JSON) -> PostgresCall:
+    return PostgresCall(
+        "sagakit_shop_charge",
+        (key, user_id, amount, now()),
+        ("text", "text", "bigint", "float8"),
+        result,
+    )
 
 
-async def _release(conn: Connection, key: str) -> bool:
-    """Put the reservation ``key`` back (or leave a tombstone); whether stock moved."""
-    claimed = await conn.fetchval(CLAIM_RESERVATION, key, "", "{}", "voided", now())
-    if claimed is not None:
-        return False
-    seen = await conn.fetchrow(SELECT_RESERVATION, key)
-    assert seen is not None
-    if seen["status"] != "reserved":
-        return False
-    lines: dict[str, int] = orjson.loads(seen["lines"])
-    await conn.executemany(PUT_STOCK, [(qty, item) for item, qty in lines.items()])
-    await conn.execute(SET_RESERVATION, "released", now(), key)
-    return True
+def _reserve(key: str, order_id: str, lines: dict[str, int], result: JSON) -> PostgresCall:
+    return PostgresCall(
+        "sagakit_shop_reserve",
+        (key, order_id, orjson.dumps(lines).decode(), now()),
+        ("text", "text", "jsonb", "float8"),
+        result,
+    )
 
 
-async def _cancel_shipment(conn: Connection, key: str) -> bool:
-    """Cancel the shipment ``key`` (or leave a tombstone); whether one was."""
-    if await conn.fetchval(CLAIM_SHIPMENT, key, "", "", "voided", now()) is not None:
-        return False
-    seen = await conn.fetchrow(SELECT_SHIPMENT, key)
-    assert seen is not None
-    if seen["status"] != "shipped":
-        return False
-    await conn.execute(SET_SHIPMENT, "cancelled", now(), key)
-    return True
+def _ship(key: str, order_id: str, address: str, result: JSON) -> PostgresCall:
+    return PostgresCall(
+        "sagakit_shop_ship",
+        (key, order_id, address, bool(address.strip()), now()),
+        ("text", "text", "text", "bool", "float8"),
+        result,
+    )
+
+
+def _undo(function: str, key: str) -> PostgresCall:
+    """The compensation ``function`` of the action ``key`` (it answers whether it moved money
+    or stock, not a refusal: run it with ``fetchval``, not as a step's action)."""
+    return PostgresCall(function, (key, now()), ("text", "float8"), None)

@@ -8,6 +8,8 @@ database's clock, so hosts whose clocks disagree still agree on who holds a saga
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -17,20 +19,31 @@ import orjson
 from sagakit.errors import InvalidTransition, LeaseLost, SagaNotFound, StepFailed, StoreError
 from sagakit.records import (
     JSON,
+    Confirm,
     OutboxMessage,
     Outgoing,
     Plan,
+    Retracted,
     SagaEvent,
     SagaInstance,
     SagaStatus,
     StartResult,
     StepRecord,
     StepStatus,
+    Tentative,
     Transition,
 )
 from sagakit.store.base import SagaPage
 from sagakit.store.group_commit import GroupCommit
-from sagakit.store.postgres_db import Connection, PostgresDatabase, Record
+from sagakit.store.postgres_db import (
+    DRIVER_ERRORS,
+    Connection,
+    PostgresDatabase,
+    PostgresError,
+    Record,
+    UniqueViolationError,
+    prepared_names,
+)
 from sagakit.store.postgres_messages import PostgresMessages
 
 DB_NOW: Final = "extract(epoch FROM clock_timestamp())"
@@ -87,6 +100,135 @@ INSERT_INSTANCE: Final = (
     "  WHERE EXISTS (SELECT 1 FROM inserted) ORDER BY o.n)"
     " SELECT lease_until FROM inserted"
 )
+#: Whether a saga that is not compensated holds the key ``$2`` of saga ``$1``: a unit
+#: asks before its first action, so that a duplicate request changes nothing.
+LIVE_KEY: Final = (
+    "SELECT 1 FROM saga_instances WHERE name = $1 AND business_key = $2 AND status <> 'compensated'"
+)
+KEY_TAKEN: Final = f"SELECT EXISTS ({LIVE_KEY})"
+#: A unit's saga, inserted once, as the unit left it (its final state, every step's row and
+#: its whole history), unless a saga that is not compensated holds its key: one insert
+#: instead of an insert and an update. ``$10``: it ended (no owner, no lease).
+_UNIT_COLUMNS: Final = (
+    "INSERT INTO saga_instances (saga_id, name, version, status, input, business_key, error,"
+    " failed_step, created_at, updated_at, owner, fence, lease_until, revision)"
+    " SELECT $1::text, $2::text, $3::int, $4::text, $5::jsonb, $6::text, $7::text, $8::text,"
+    " $9::float8, $11::float8, CASE WHEN $10::bool THEN NULL ELSE $12::text END, $13::bigint,"
+    f" CASE WHEN $10::bool THEN NULL ELSE {DB_NOW} + $14::float8 END, $15::bigint"
+)
+_UNIT_ON_CONFLICT: Final = (
+    " ON CONFLICT (name, business_key)"
+    " WHERE business_key IS NOT NULL AND status <> 'compensated' DO NOTHING"
+    " RETURNING saga_id, lease_until"
+)
+_UNIT_ROWS: Final = (
+    " steps AS ("
+    "  INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
+    "   result, error, started_at, finished_at)"
+    "  SELECT (SELECT saga_id FROM inserted), s.*"
+    "  FROM unnest($16::int[], $17::text[], $18::text[], $19::int[], $20::int[], $21::jsonb[],"
+    "   $22::text[], $23::float8[], $24::float8[])"
+    "   AS s(idx, name, status, attempts, compensation_attempts, result, error, started_at,"
+    "    finished_at)"
+    "  WHERE EXISTS (SELECT 1 FROM inserted)),"
+    " events AS ("
+    "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+    "  SELECT (SELECT saga_id FROM inserted), e.at, e.type, e.step, e.attempt, e.detail"
+    "  FROM unnest($25::float8[], $26::text[], $27::text[], $28::int[], $29::text[])"
+    "   WITH ORDINALITY AS e(at, type, step, attempt, detail, n)"
+    "  WHERE EXISTS (SELECT 1 FROM inserted) ORDER BY e.n)"
+)
+#: The number of ``INSERT_UNIT``'s parameters (``_unit_arguments``).
+UNIT_PARAMETERS: Final = 29
+#: A unit's saga, inserted once, as the unit left it (its final state, every step's row and
+#: its whole history), unless a saga that is not compensated holds its key: one insert
+#: instead of an insert and an update. ``$10``: it ended (no owner, no lease).
+INSERT_UNIT: Final = (
+    f"WITH inserted AS ({_UNIT_COLUMNS}"
+    # A compensated saga is not in the unique index: look for a live one (committed) too.
+    "  WHERE $6::text IS NULL OR NOT EXISTS (SELECT 1 FROM saga_instances"
+    "   WHERE name = $2 AND business_key = $6 AND status <> 'compensated')"
+    f" {_UNIT_ON_CONFLICT}),"
+    f"{_UNIT_ROWS}"
+    " SELECT lease_until FROM inserted"
+)
+
+
+def _chain(calls: Sequence[PostgresCall], *, insert: bool) -> str:
+    """The unit's ``calls`` as one statement: the key's check, then each call in turn, each
+    only if the one before applied (a call returns NULL when it did).
+
+    ``insert``: the saga's insert follows when every call applied (``INSERT_UNIT``'s
+    parameters), and the statement fails (``sagakit_discard_unit``) if a call was refused
+    or the insert found the key taken meanwhile, so that nothing of it stays. Without it,
+    the statement says whether the key was taken, whether every call applied, and what
+    each call that ran answered (``r0``, ``r1``...).
+    """
+    # With the insert, its parameters come first (the name is $2, the key $6); else $1, $2.
+    first, name, key = (UNIT_PARAMETERS + 1, "$2", "$6") if insert else (3, "$1", "$2")
+    ctes = [
+        f"live AS (SELECT 1 FROM saga_instances WHERE {key}::text IS NOT NULL"
+        f" AND name = {name}::text AND business_key = {key}::text AND status <> 'compensated')"
+    ]
+    for k, call in enumerate(calls):
+        after = (
+            f"FROM a{k - 1} WHERE a{k - 1}.r IS NULL"
+            if k
+            else "WHERE NOT EXISTS (SELECT 1 FROM live)"
+        )
+        ctes.append(f"a{k} AS MATERIALIZED (SELECT {call.expression(first)} AS r {after})")
+        first += len(call.args)
+    last = len(calls) - 1
+    ctes.append(f"ok AS MATERIALIZED (SELECT 1 FROM a{last} WHERE a{last}.r IS NULL)")
+    taken = "EXISTS (SELECT 1 FROM live) AS taken"
+    if not insert:
+        answers = "".join(f", (SELECT r FROM a{k}) AS r{k}" for k in range(len(calls)))
+        applied = "EXISTS (SELECT 1 FROM ok) AS applied"
+        return f"WITH {', '.join(ctes)} SELECT {taken}, {applied}{answers}"
+    ctes.append(f"inserted AS ({_UNIT_COLUMNS} FROM ok {_UNIT_ON_CONFLICT})")
+    return (
+        f"WITH {', '.join(ctes)},{_UNIT_ROWS}"
+        f" SELECT {taken}, (SELECT lease_until FROM inserted) AS lease_until,"
+        " CASE WHEN EXISTS (SELECT 1 FROM live) OR EXISTS (SELECT 1 FROM inserted) THEN true"
+        "  ELSE sagakit_discard_unit('an action was refused, or the key taken') END AS settled"
+    )
+
+
+#: The name under which ``INSERT_ENDED`` is prepared on a session (SQL ``PREPARE``).
+ENDED: Final = "sagakit_insert_ended_unit"
+#: A unit's saga that ended inside it, from one JSON document (``_ended_document``): no
+#: owner, no lease, so nothing to read back. Prepared by name, it is run with ``EXECUTE``
+#: in the same simple query as the ``COMMIT``: one round trip for both. A saga that is not
+#: compensated and holds the key makes it fail (the unique index), and the unit roll back.
+INSERT_ENDED: Final = (
+    "WITH u AS MATERIALIZED (SELECT $1::jsonb AS j),"
+    " inserted AS ("
+    "  INSERT INTO saga_instances (saga_id, name, version, status, input, business_key, error,"
+    "   failed_step, created_at, updated_at, owner, fence, lease_until, revision)"
+    "  SELECT j->>'saga_id', j->>'name', (j->>'version')::int, j->>'status', j->'input',"
+    "   j->>'business_key', j->>'error', j->>'failed_step', (j->>'created_at')::float8,"
+    "   (j->>'updated_at')::float8, NULL, (j->>'fence')::bigint, NULL, (j->>'revision')::bigint"
+    "  FROM u RETURNING saga_id),"
+    " steps AS ("
+    "  INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
+    "   result, error, started_at, finished_at)"
+    "  SELECT (SELECT saga_id FROM inserted), s.*"
+    "  FROM u, jsonb_to_recordset(u.j->'steps')"
+    "   AS s(idx int, name text, status text, attempts int, compensation_attempts int,"
+    "    result jsonb, error text, started_at float8, finished_at float8)),"
+    " events AS ("
+    "  INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+    "  SELECT (SELECT saga_id FROM inserted), e.at, e.type, e.step, e.attempt, e.detail"
+    "  FROM u, ROWS FROM (jsonb_to_recordset(u.j->'events')"
+    "   AS (at float8, type text, step text, attempt int, detail text))"
+    "   WITH ORDINALITY AS e(at, type, step, attempt, detail, n)"
+    "  ORDER BY e.n)"
+    " SELECT count(*) FROM inserted"
+)
+#: The unique index that keeps one saga that is not compensated per business key.
+ONE_PER_KEY: Final = "saga_instances_one_per_key"
+
+
 UPDATE_FENCED: Final = (
     "WITH change AS ("
     "  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
@@ -208,13 +350,78 @@ class _Abandoned(Exception):
     """A local action of a unit failed: the unit's transaction is rolled back whole."""
 
 
+class _Retry(Exception):
+    """A unit's tentative result was wrong: its transaction was rolled back; run it again."""
+
+
+class _Taken(Exception):
+    """A unit's business key belongs to a saga already: its transaction is rolled back."""
+
+    def __init__(self, *, ran: bool) -> None:
+        super().__init__("business key taken")
+        #: Whether the plan had run to its end (so it cannot be driven the ordinary way).
+        self.ran = ran
+
+
+#: A SQL function's name, as :class:`PostgresCall` accepts it (no quoting, no schema).
+_FUNCTION_NAME: Final = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresCall:
+    """A local action that is one call of a SQL function: one statement, one round trip.
+
+    ``function(args...)`` (each argument cast to its ``types`` entry) returns NULL when the
+    action applied, or when a replay finds it applied, and the refusal's message (text)
+    when the step is refused. The step's result is then ``result``. Because the store knows
+    the whole action as SQL, it can send it together with its own statements: the first
+    action of a unit goes in the statement that checks the saga's business key.
+    """
+
+    function: str
+    args: tuple[object, ...]
+    types: tuple[str, ...]
+    result: JSON
+
+    def __post_init__(self) -> None:
+        if not _FUNCTION_NAME.fullmatch(self.function):
+            raise ValueError(f"not a plain SQL function name: {self.function!r}")
+        if len(self.args) != len(self.types):
+            raise ValueError("one type per argument")
+
+    def expression(self, first: int) -> str:
+        """The call as SQL, its arguments numbered from ``$first``."""
+        casts = ", ".join(f"${first + i}::{t}" for i, t in enumerate(self.types))
+        return f"{self.function}({casts})"
+
+    def outcome(self, refusal: str | None) -> JSON:
+        """The step's result for what the function returned (``StepFailed`` if refused)."""
+        if refusal is not None:
+            raise StepFailed(refusal)
+        return self.result
+
+    async def __call__(self, conn: Connection) -> JSON:
+        """Run the call on its own (a :attr:`PostgresAction.run`)."""
+        return self.outcome(await conn.fetchval(f"SELECT {self.expression(1)}", *self.args))
+
+
 @dataclass(frozen=True, slots=True)
 class PostgresAction:
     """A local action of :class:`PostgresStore`: ``run`` gets a connection inside the
-    transaction that records the step, and returns the step's result."""
+    transaction that records the step, and returns the step's result.
+
+    ``call``, when given, is the same action as one SQL function call (``run`` must do
+    exactly what it does): the store may then send it with its own statements.
+    """
 
     db: PostgresDatabase
     run: Callable[[Connection], Awaitable[JSON]]
+    call: PostgresCall | None = None
+
+    @classmethod
+    def of_call(cls, db: PostgresDatabase, call: PostgresCall) -> PostgresAction:
+        """The action that ``call`` is."""
+        return cls(db, call, call)
 
 
 def _transition_arguments(changes: Sequence[Transition]) -> list[object]:
@@ -297,6 +504,109 @@ def _insert_arguments(
         [m.kind for m in outbox],
         [orjson.dumps(m.body).decode() for m in outbox],
     ]
+
+
+def _unit_arguments(
+    instance: SagaInstance, event: SagaEvent, written: Transition | None, lease_seconds: float
+) -> list[object]:
+    """The arguments of ``INSERT_UNIT``: ``instance`` as ``written`` left it (if it did), its
+    first ``event`` and the unit's."""
+    steps = instance.steps if written is None else written.steps
+    events = (event,) if written is None else (event, *written.events)
+    return [
+        instance.saga_id,
+        instance.name,
+        instance.version,
+        (instance.status if written is None else written.status).value,
+        orjson.dumps(instance.input).decode(),
+        instance.business_key,
+        None if written is None else written.error,
+        None if written is None else written.failed_step,
+        instance.created_at,
+        written is not None and written.release,
+        instance.created_at if written is None else written.at,
+        instance.owner,
+        instance.fence,
+        lease_seconds,
+        instance.revision + (0 if written is None else 1),
+        [s.index for s in steps],
+        [s.name for s in steps],
+        [s.status.value for s in steps],
+        [s.attempts for s in steps],
+        [s.compensation_attempts for s in steps],
+        [_dump(s.result) for s in steps],
+        [s.error for s in steps],
+        [s.started_at for s in steps],
+        [s.finished_at for s in steps],
+        [e.at for e in events],
+        [e.type for e in events],
+        [e.step for e in events],
+        [e.attempt for e in events],
+        [e.detail for e in events],
+    ]
+
+
+def _key_arguments(instance: SagaInstance) -> list[object]:
+    """``_chain``'s first parameters without the insert: the saga's name and key."""
+    return [instance.name, instance.business_key]
+
+
+def _call_arguments(calls: Sequence[PostgresCall]) -> list[object]:
+    """``_chain``'s last parameters: every call's arguments, in turn."""
+    return [argument for call in calls for argument in call.args]
+
+
+def _ended_document(instance: SagaInstance, event: SagaEvent, written: Transition) -> str:
+    """The JSON document ``INSERT_ENDED`` reads: ``instance`` as ``written`` ended it."""
+    return orjson.dumps(
+        {
+            "saga_id": instance.saga_id,
+            "name": instance.name,
+            "version": instance.version,
+            "status": written.status.value,
+            "input": instance.input,
+            "business_key": instance.business_key,
+            "error": written.error,
+            "failed_step": written.failed_step,
+            "created_at": instance.created_at,
+            "updated_at": written.at,
+            "fence": instance.fence,
+            "revision": instance.revision + 1,
+            "steps": [
+                {
+                    "idx": s.index,
+                    "name": s.name,
+                    "status": s.status.value,
+                    "attempts": s.attempts,
+                    "compensation_attempts": s.compensation_attempts,
+                    "result": s.result,
+                    "error": s.error,
+                    "started_at": s.started_at,
+                    "finished_at": s.finished_at,
+                }
+                for s in written.steps
+            ],
+            "events": [
+                {
+                    "at": e.at,
+                    "type": e.type,
+                    "step": e.step,
+                    "attempt": e.attempt,
+                    "detail": e.detail,
+                }
+                for e in (event, *written.events)
+            ],
+        }
+    ).decode()
+
+
+def _dollar_tag(text: str) -> str:
+    """A dollar-quoting tag that ``text`` does not contain: ``$tag$text$tag$`` is then a
+    literal of ``text`` exactly, with no escaping to get wrong."""
+    n = 0
+    while f"$sk{n}$" in text:
+        n += 1
+    return f"$sk{n}$"
 
 
 def _dump(value: JSON) -> str | None:
@@ -467,49 +777,238 @@ class PostgresStore(PostgresMessages):
     async def start_unit(
         self, instance: SagaInstance, event: SagaEvent, *, lease_seconds: float, plan: Plan
     ) -> StartResult:
-        # One transaction: a plan that raises rolls the insert and every action back.
+        # One transaction: BEGIN, the key's check with the first action (when it is a
+        # call), each further action, one insert of the saga as the unit left it with the
+        # COMMIT. A plan that raises rolls every action back; nothing of the saga is written.
         try:
-            async with self.db.transaction("unit") as conn:
-                lease_until = await conn.fetchval(
-                    INSERT_INSTANCE, *_insert_arguments(instance, event, lease_seconds, ())
-                )
-                if lease_until is not None:
-                    written = await self._run_plan(conn, plan)
-                    if written is not None:
-                        await conn.execute(UPDATE_FENCED, *_transition_arguments([written]))
-                    started = instance.evolve(lease_until=lease_until)
-                    return StartResult(instance=started, created=True)
+            async with self.db.connection("unit") as conn:
+                lease_until = await self._unit(conn, instance, event, lease_seconds, plan)
+            started = instance.evolve(lease_until=lease_until)
+            return StartResult(instance=started, created=True)
         except _Abandoned:
             # An action failed: the unit was rolled back whole. The saga starts the
             # ordinary way below, and its driver runs that attempt again.
             plan.close()
-        # Or the key is taken: find its saga as ``start`` does (its insert changes nothing).
+        except _Taken as taken:
+            plan.close()
+            if taken.ran:
+                # Another request took the key while this one ran its plan (rolled back):
+                # answer with that saga, as a request that came second would get.
+                assert instance.business_key is not None
+                existing = await self.latest_by_key(instance.name, instance.business_key)
+                if existing is None:  # pragma: no cover - a saga is never deleted
+                    raise InvalidTransition(
+                        f"no saga holds key {instance.business_key!r}"
+                    ) from None
+                return StartResult(instance=existing, created=False)
+        # The key is taken (or the unit was abandoned): ``start`` finds its saga, or starts
+        # this one the ordinary way.
         return await self.start(instance, event, lease_seconds=lease_seconds)
 
-    async def _run_plan(self, conn: Connection, plan: Plan) -> Transition | None:
-        """Drive ``plan``; an action that fails (rather than refuses) abandons the unit.
+    async def _unit(
+        self,
+        conn: Connection,
+        instance: SagaInstance,
+        event: SagaEvent,
+        lease_seconds: float,
+        plan: Plan,
+    ) -> float | None:
+        """Run the unit on ``conn``; its saga's lease.
 
-        No savepoints: they would cost two round trips per action, for the rare action
-        that errors. A refusal keeps what it wrote (its inbox row), as it must.
+        The leading actions that are calls (:class:`PostgresCall`) are sent, tentatively,
+        the result they give when they apply, so that the plan names the next ones. If all
+        its actions are calls, the unit is one statement, committed alone (``_chain``);
+        otherwise a transaction: BEGIN, those calls in one statement, each further action,
+        and the saga's insert (with the COMMIT, when the saga ended in the unit). When a
+        tentative result was wrong (an action refused: rare), nothing of that attempt
+        stays, and the plan runs again with real results, one action at a time.
         """
-        result: JSON = None
-        error: Exception | None = None
+        calls: list[PostgresCall] = []
+        try:
+            pending = plan.send(None)
+            while (call := self._call_of(pending)) is not None:
+                calls.append(call)
+                pending = plan.send(Tentative(call.result))
+            if isinstance(pending, Confirm):
+                applied, lease = await self._one_statement(
+                    conn, instance, event, lease_seconds, calls, pending.written, plan
+                )
+                if applied:
+                    return lease
+                calls, pending = [], plan.throw(Retracted())
+            else:
+                try:
+                    return await self._transaction(
+                        conn, instance, event, lease_seconds, plan, calls, pending
+                    )
+                except _Retry:
+                    calls, pending = [], plan.throw(Retracted())
+            return await self._transaction(conn, instance, event, lease_seconds, plan, [], pending)
+        except StopIteration as end:  # it ran no action: its first step is not local here
+            written: Transition | None = end.value
+            inserted = await conn.fetchrow(
+                INSERT_UNIT, *_unit_arguments(instance, event, written, lease_seconds)
+            )
+            if inserted is None:
+                raise _Taken(ran=True) from None
+            lease_until: float | None = inserted["lease_until"]
+            return lease_until
+
+    def _call_of(self, action: object) -> PostgresCall | None:
+        """``action``'s call, if it is a local action of this store given as one."""
+        if isinstance(action, PostgresAction) and action.db is self.db:
+            return action.call
+        return None
+
+    async def _one_statement(
+        self,
+        conn: Connection,
+        instance: SagaInstance,
+        event: SagaEvent,
+        lease_seconds: float,
+        calls: Sequence[PostgresCall],
+        written: Transition | None,
+        plan: Plan,
+    ) -> tuple[bool, float | None]:
+        """The unit whose actions are all ``calls`` as one statement (see ``_chain``):
+        whether it applied (else nothing stays), and the saga's lease."""
+        try:
+            row = await conn.fetchrow(
+                _chain(calls, insert=True),
+                *_unit_arguments(instance, event, written, lease_seconds),
+                *_call_arguments(calls),
+            )
+        except PostgresError:
+            # Discarded (``sagakit_discard_unit``: refused, or the key taken meanwhile), or
+            # an action failed: nothing stays. Run one action at a time, where a failure
+            # abandons the unit as it always did.
+            return False, None
+        assert row is not None
+        if row["taken"]:
+            raise _Taken(ran=False)  # the plan waits for its confirmation: unfinished
+        try:
+            plan.send(None)  # confirmed: the plan returns ``written``
+        except StopIteration:
+            lease: float | None = row["lease_until"]
+            return True, lease
+        raise StoreError("a unit's plan went on after its confirmation")
+
+    async def _transaction(
+        self,
+        conn: Connection,
+        instance: SagaInstance,
+        event: SagaEvent,
+        lease_seconds: float,
+        plan: Plan,
+        calls: Sequence[PostgresCall],
+        pending: object,
+    ) -> float | None:
+        """The unit as a transaction: ``calls`` (sent tentative results) in one statement,
+        then the plan from its ``pending`` action on, the saga's insert, the COMMIT.
+        ``_Retry`` (rolled back) if a call's tentative result was wrong."""
+        prepared = prepared_names(conn)
+        # A session's first unit prepares the ended saga's insert in the same message.
+        await conn.execute(
+            "BEGIN" if ENDED in prepared else f"PREPARE {ENDED} AS {INSERT_ENDED}; BEGIN"
+        )
+        prepared.add(ENDED)
+        try:
+            if calls:
+                try:
+                    row = await conn.fetchrow(
+                        _chain(calls, insert=False),
+                        *_key_arguments(instance),
+                        *_call_arguments(calls),
+                    )
+                except PostgresError:
+                    raise _Retry from None  # an action failed: one at a time, it abandons
+                assert row is not None
+                if row["taken"]:
+                    raise _Taken(ran=False)
+                if not row["applied"]:
+                    raise _Retry
+            written = await self._run_plan(conn, plan, instance, pending, checked=bool(calls))
+            if written is not None and written.release:
+                # Ended: the insert and the COMMIT in one message (simple query protocol).
+                document = _ended_document(instance, event, written)
+                tag = _dollar_tag(document)
+                try:
+                    status = await conn.execute(f"EXECUTE {ENDED}({tag}{document}{tag}); COMMIT")
+                except UniqueViolationError as taken:
+                    if taken.constraint_name == ONE_PER_KEY:
+                        raise _Taken(ran=True) from None
+                    raise
+                if status != "COMMIT":  # pragma: no cover - an error would have been raised
+                    raise StoreError(f"PostgreSQL unit ended with {status!r}, not COMMIT")
+                return None
+            inserted = await conn.fetchrow(
+                INSERT_UNIT, *_unit_arguments(instance, event, written, lease_seconds)
+            )
+            if inserted is None:
+                raise _Taken(ran=True)  # a saga that is not compensated took the key
+            await conn.execute("COMMIT")
+            lease_until: float | None = inserted["lease_until"]
+            return lease_until
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                with contextlib.suppress(*DRIVER_ERRORS):
+                    await conn.execute("ROLLBACK")
+            raise
+
+    async def _run_plan(
+        self, conn: Connection, plan: Plan, instance: SagaInstance, action: object, *, checked: bool
+    ) -> Transition | None:
+        """Drive ``plan`` on from ``action``; an action that fails (rather than refuses)
+        abandons the unit.
+
+        Unless ``checked``, the saga's business key is checked with the first action (in
+        its statement when it is a call): a key taken raises ``_Taken`` before anything is
+        applied. No savepoints: they would cost two round trips per action, for the rare
+        action that errors. A refusal keeps what it wrote (its inbox row), as it must.
+        """
+        unchecked = not checked and instance.business_key is not None
         while True:
+            result: JSON = None
+            error: Exception | None = None
+            if isinstance(action, Confirm):
+                pass  # the tentative results it was sent were right: the chain applied
+            elif not isinstance(action, PostgresAction) or action.db is not self.db:
+                error = StoreError("not a local action of this PostgreSQL store")
+            else:
+                try:
+                    if unchecked:  # the first action: the key is checked with it
+                        unchecked = False
+                        result = await self._checked(conn, instance, action)
+                    else:
+                        result = await action.run(conn)
+                except StepFailed as refusal:
+                    error = refusal
+                except _Taken:
+                    raise
+                except Exception as raised:
+                    raise _Abandoned from raised
             try:
                 action = plan.send(result) if error is None else plan.throw(error)
             except StopIteration as end:
                 written: Transition | None = end.value
                 return written
-            result, error = None, None
-            if not isinstance(action, PostgresAction) or action.db is not self.db:
-                error = StoreError("not a local action of this PostgreSQL store")
-                continue
-            try:
-                result = await action.run(conn)
-            except StepFailed as refusal:
-                error = refusal
-            except Exception as raised:
-                raise _Abandoned from raised
+
+    async def _checked(
+        self, conn: Connection, instance: SagaInstance, action: PostgresAction
+    ) -> JSON:
+        """Run a unit's first ``action`` if no live saga holds the key (``_Taken`` if one
+        does): one statement when the action is a call."""
+        if action.call is None:
+            if await conn.fetchval(KEY_TAKEN, instance.name, instance.business_key):
+                raise _Taken(ran=False)
+            return await action.run(conn)
+        row = await conn.fetchrow(
+            _chain([action.call], insert=False), *_key_arguments(instance), *action.call.args
+        )
+        assert row is not None
+        if row["taken"]:
+            raise _Taken(ran=False)
+        return action.call.outcome(row["r0"])
 
     async def transition(self, change: Transition) -> bool:
         return await self._transitions.submit(change)

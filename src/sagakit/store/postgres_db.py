@@ -7,7 +7,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import resources
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from sagakit.errors import StoreError
 
@@ -20,6 +20,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 Record: TypeAlias = asyncpg.Record
+#: The driver's errors that the stores tell apart (imported from here, so that a missing
+#: driver is always reported as the extra to install).
+PostgresError: TypeAlias = asyncpg.PostgresError
+UniqueViolationError: TypeAlias = asyncpg.UniqueViolationError
 
 #: Session settings of every connection. A healthy sagakit process never sits idle inside
 #: a transaction; one that does is stalled (SIGSTOP, a frozen VM) and may hold row locks
@@ -57,6 +61,38 @@ CREATE TABLE IF NOT EXISTS sagakit_migrations (
 MIGRATION_LOCK: Final = "SELECT pg_advisory_xact_lock(7283515410)"
 
 
+if TYPE_CHECKING:
+    _Connection: TypeAlias = asyncpg.Connection[asyncpg.Record]
+else:
+    _Connection = asyncpg.Connection
+
+
+class SagakitConnection(_Connection):
+    """A pooled connection that remembers the statements sagakit prepared on it by name.
+
+    A statement prepared with SQL ``PREPARE`` can be run by a simple query (``EXECUTE``),
+    several statements of which travel in one message: that is how a unit's last statement
+    and its ``COMMIT`` cost one round trip. It lives as long as the session does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The names of the statements prepared on this session.
+        self.sagakit_prepared: set[str] = set()
+
+
+def prepared_names(conn: Connection) -> set[str]:
+    """The names of the statements prepared on ``conn``'s session (see
+    :class:`SagakitConnection`); add a name once its ``PREPARE`` has succeeded."""
+    # The pool's proxy forwards attributes it lacks to the SagakitConnection it wraps, or
+    # to nothing once the connection is lost (a driver error, like any call would raise).
+    try:
+        names: set[str] = getattr(conn, "sagakit_prepared")  # noqa: B009 - not on its type
+    except AttributeError:
+        raise asyncpg.InterfaceError("the connection was lost") from None
+    return names
+
+
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """What a released connection needs beyond asyncpg's own rollback: nothing.
 
@@ -65,7 +101,8 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     unlocks, ``CLOSE ALL``, ``UNLISTEN *``, ``RESET ALL``), a round trip per pooled use.
     sagakit leaves no session state behind: its locks are transaction-scoped, it opens no
     cursor outside a transaction, the one listening connection is never given back before
-    :meth:`PostgresDatabase.close` unlistens it, and nothing sets a session variable. A local
+    :meth:`PostgresDatabase.close` unlistens it, and nothing sets a session variable (the
+    statements it prepares by name stay on purpose: see :class:`SagakitConnection`). A local
     action (:class:`~sagakit.store.postgres.PostgresAction`) must keep it so: ``SET LOCAL``,
     not ``SET``.
     """
@@ -97,6 +134,7 @@ class PostgresDatabase:
                 max_size=max_size,
                 server_settings={k: v for k, v in SERVER_SETTINGS.items() if k not in url},
                 reset=_keep_session,
+                connection_class=SagakitConnection,
             )
         return cls(pool)
 
