@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import orjson
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sagakit")
 
+T = TypeVar("T")
+
 #: Extra runs a step recorded as started gets when it is recovered after a crash, beyond
 #: its retry policy: a crash is not the step's failure (docs/semantics.md, guarantee 5).
 CRASH_ALLOWANCE: Final = 1
@@ -57,6 +59,47 @@ def describe(exc: BaseException) -> str:
         return "step timed out"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Expiry:
+    """Cancels a task when its deadline comes (and remembers that it did)."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, raising ``TimeoutError`` if it takes more than ``seconds``.
+
+    What ``async with asyncio.timeout(seconds)`` does (this task is cancelled at the
+    deadline, and that cancellation becomes ``TimeoutError``), at a third of its cost: one
+    timer and no context manager on every step attempt.
+    """
+    task: asyncio.Task[object] | None = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("within() must run inside a task")
+    cancelling = task.cancelling()
+    expiry = _Expiry(task)
+    timer = asyncio.get_running_loop().call_later(seconds, expiry)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if expiry.fired:
+            expiry.fired = False
+            if task.uncancel() <= cancelling:
+                raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
+        if expiry.fired:  # it expired, yet the awaitable ended anyway: forget our cancel
+            task.uncancel()
 
 
 class StepRows(list[StepRecord]):
@@ -154,8 +197,9 @@ class SagaRun:
         #: The step this run parked the saga at (it waits for that step's signal).
         self.parked: WaitFor | None = None
         self.park_until: float | None = None
-        #: Serialises writes: the members of a parallel group write concurrently.
-        self.lock = asyncio.Lock()
+        #: Serialises writes: the members of a parallel group write concurrently (a saga
+        #: without parallel groups writes from one task, one write at a time: no lock).
+        self.lock = asyncio.Lock() if saga.parallel else None
         #: Set (with no await before it is read) when this run starts compensating, so that
         #: the other members of a parallel group stop and never start the next group.
         self.stopping = False
@@ -202,36 +246,55 @@ class SagaRun:
         # The rows the caller just changed (no await since): taken before waiting for the
         # lock, so that a concurrent member's rows go with that member's own write.
         rows = self.steps.take_changed()
+        if self.lock is None:
+            await self._write(rows, events, status, error, failed_step, local, park_until, outbox)
+            return
         async with self.lock:
-            new_status = status or self.status
-            if self.revoked:
-                raise LeaseLost(self.saga_id)
-            change = Transition(
-                saga_id=self.saga_id,
-                fence=self.fence,
-                revision=self.revision,
-                status=new_status,
-                steps=rows,
-                events=events,
-                error=error if error is not None else self.error,
-                failed_step=failed_step if failed_step is not None else self.failed_step,
-                release=not new_status.is_active,
-                park_until=park_until,
-                outbox=outbox if isinstance(outbox, tuple) else (),
-            )
-            later = None if isinstance(outbox, tuple) else outbox
-            try:
+            await self._write(rows, events, status, error, failed_step, local, park_until, outbox)
+
+    async def _write(
+        self,
+        rows: tuple[StepRecord, ...],
+        events: tuple[SagaEvent, ...],
+        status: SagaStatus | None,
+        error: str | None,
+        failed_step: str | None,
+        local: tuple[object, int] | None,
+        park_until: float | None,
+        outbox: tuple[OutboxMessage, ...] | Outgoing,
+    ) -> None:
+        new_status = status or self.status
+        if self.revoked:
+            raise LeaseLost(self.saga_id)
+        change = Transition(
+            saga_id=self.saga_id,
+            fence=self.fence,
+            revision=self.revision,
+            status=new_status,
+            steps=rows,
+            events=events,
+            error=error if error is not None else self.error,
+            failed_step=failed_step if failed_step is not None else self.failed_step,
+            release=not new_status.is_active,
+            park_until=park_until,
+            outbox=outbox if isinstance(outbox, tuple) else (),
+        )
+        later = None if isinstance(outbox, tuple) else outbox
+        try:
+            if local is None:
+                cancel = await self.store.transition(change)
+            else:
                 cancel = await self._apply(change, local, later)
-            except LeaseLost:
-                # Our process may have claimed the saga back after our lease lapsed: go on
-                # under its fence only if nobody wrote in between (the stored revision is
-                # still the one we wrote last); otherwise our state is stale: stop.
-                fence = self.adoption(change.saga_id, change.revision)
-                if fence is None or fence <= change.fence or self.revoked:
-                    raise
-                self.fence = fence
-                cancel = await self._apply(replace(change, fence=fence), local, later)
-            self._written(change, new_status, cancel, events)
+        except LeaseLost:
+            # Our process may have claimed the saga back after our lease lapsed: go on
+            # under its fence only if nobody wrote in between (the stored revision is
+            # still the one we wrote last); otherwise our state is stale: stop.
+            fence = self.adoption(change.saga_id, change.revision)
+            if fence is None or fence <= change.fence or self.revoked:
+                raise
+            self.fence = fence
+            cancel = await self._apply(replace(change, fence=fence), local, later)
+        self._written(change, new_status, cancel, events)
 
     def _written(
         self,
@@ -323,8 +386,9 @@ class SagaRun:
     ) -> JSON:
         token = current_step.set(ctx)
         try:
-            async with asyncio.timeout(step.timeout):
+            if step.timeout is None:
                 return await action(ctx)
+            return await within(step.timeout, action(ctx))
         finally:
             current_step.reset(token)
 
@@ -538,13 +602,15 @@ class SagaRun:
         group: the check and the changes have no await between them.
         """
         record = self.steps[index]
-        self.steps[index] = record.evolve(
-            status=StepStatus.SUCCEEDED, result=result, error=None, finished_at=self.clock()
+        self.steps[index] = record.ended(
+            StepStatus.SUCCEEDED, self.clock(), result=result, error=None
         )
         events = [SagaEvent(type="step_succeeded", step=record.name, attempt=record.attempts)]
         with_action = None if local is None else (local, index)
         group = self.saga.group_of[index]
-        if self.stopping or any(self.steps[i].status is not StepStatus.SUCCEEDED for i in group):
+        if self.stopping or (
+            len(group) > 1 and any(self.steps[i].status is not StepStatus.SUCCEEDED for i in group)
+        ):
             # A sibling still runs (or the saga is compensating): record this member only.
             await self.write(*events, local=with_action)
             return index
@@ -555,9 +621,7 @@ class SagaRun:
             return index
         for i in following:
             row = self.steps[i]
-            self.steps[i] = row.evolve(
-                status=StepStatus.RUNNING, attempts=row.attempts + 1, started_at=self.clock()
-            )
+            self.steps[i] = row.begun(self.clock())
             events.append(SagaEvent(type="step_started", step=row.name, attempt=1))
         outbox = (
             self.outgoing(following) if local is None else self.outgoing_after(index, following)

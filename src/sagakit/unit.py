@@ -81,6 +81,15 @@ class LocalUnit:
         self.undone: list[tuple[int, JSON]] = []
         #: How long the driver waits before the attempt it resumes with (a retry's backoff).
         self.delay = 0.0
+        #: The first step's local action, once :meth:`opens_locally` has asked for it.
+        self._opening: object | None = None
+
+    def opens_locally(self) -> bool:
+        """Whether the first step has a local action here (else the unit would run nothing)."""
+        self._opening = self.saga.steps[0].local_action(
+            self._context(0, compensation=False), self.store
+        )
+        return self._opening is not None
 
     def instance(self, stored: SagaInstance) -> SagaInstance:
         """The instance as the store inserted it (``stored``), once the unit's transition
@@ -109,8 +118,10 @@ class LocalUnit:
         for index, step in enumerate(self.saga.steps):
             if index:
                 self._start(index)
-            ctx = self._context(index, compensation=False)
-            action = step.local_action(ctx, self.store)
+            if index == 0 and self._opening is not None:
+                action, self._opening = self._opening, None
+            else:
+                action = step.local_action(self._context(index, compensation=False), self.store)
             if action is None:
                 return self._leave(index)
             self.probe("before_do", step.name)
