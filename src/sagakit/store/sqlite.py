@@ -301,21 +301,23 @@ class SqliteStore(SqliteMessages):
     ) -> StartResult:
         def work(conn: sqlite3.Connection) -> StartResult | BaseException:
             # A savepoint around it all: a plan that raises (a bug, a test's simulated
-            # crash) undoes the saga's insert and every action, and only this job's.
+            # crash) undoes every action and the saga's insert, and only this job's.
             conn.execute("SAVEPOINT unit")
             try:
-                started = _insert_instance(conn, instance, event, lease_seconds, ())
-                written = None
-                if started.created:
-                    written = run_plan(plan, lambda action: self._run_action(conn, action))
-                if written is not None:
-                    _apply(conn, written)
+                holder = _key_holder(conn, instance)
+                if holder is not None:
+                    conn.execute("RELEASE unit")
+                    return holder
+                stored = instance.evolve(lease_until=now() + lease_seconds)
+                written = run_plan(plan, lambda action: self._run_action(conn, action))
+                # The saga is inserted once, as the unit left it: no insert then update.
+                _insert_rows(conn, stored, event, written)
             except BaseException as error:
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
                 return error
             conn.execute("RELEASE unit")
-            return started
+            return StartResult(instance=stored, created=True)
 
         outcome = await self.db.write(work)
         if isinstance(outcome, BaseException):
@@ -512,10 +514,9 @@ def _insert_instance(
     outbox: tuple[OutboxMessage, ...],
 ) -> StartResult:
     """Insert ``instance`` unless its business key is taken (then: the saga holding it)."""
-    if instance.business_key is not None:
-        row = conn.execute(SELECT_LATEST_BY_KEY, (instance.name, instance.business_key)).fetchone()
-        if row is not None and row[3] != SagaStatus.COMPENSATED:
-            return StartResult(instance=_load_instance(conn, row), created=False)
+    holder = _key_holder(conn, instance)
+    if holder is not None:
+        return holder
     stored = instance.evolve(lease_until=now() + lease_seconds)
     conn.execute(INSERT_INSTANCE, _instance_row(stored))
     conn.executemany(INSERT_STEP, [_insert_step_row(stored.saga_id, s) for s in stored.steps])
@@ -523,6 +524,53 @@ def _insert_instance(
     if outbox:
         conn.executemany(INSERT_OUTBOX, _outbox_rows(stored.saga_id, outbox, event.at))
     return StartResult(instance=stored, created=True)
+
+
+def _parked(change: Transition, lease_until: float | None) -> float | None:
+    """The lease after ``change``: its ``park_until`` when it parks the saga, else unchanged."""
+    return lease_until if change.park_until is None else change.park_until
+
+
+def _key_holder(conn: sqlite3.Connection, instance: SagaInstance) -> StartResult | None:
+    """The saga that holds ``instance``'s business key (active, completed or failed), if any."""
+    if instance.business_key is None:
+        return None
+    row = conn.execute(SELECT_LATEST_BY_KEY, (instance.name, instance.business_key)).fetchone()
+    if row is not None and row[3] != SagaStatus.COMPENSATED:
+        return StartResult(instance=_load_instance(conn, row), created=False)
+    return None
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, stored: SagaInstance, event: SagaEvent, written: Transition | None
+) -> None:
+    """Insert ``stored`` as ``written`` (a unit's transition from it, if any) leaves it: the
+    rows that inserting it and then applying ``written`` would leave, in three statements."""
+    saga_id = stored.saga_id
+    events: tuple[SagaEvent, ...]
+    if written is None:
+        final, steps, events = stored, stored.steps, (event,)
+    else:
+        if (written.fence, written.revision) != (stored.fence, stored.revision):
+            raise LeaseLost(saga_id)  # a unit writes from the state it inserts: never here
+        rows = list(stored.steps)
+        for step in written.steps:
+            rows[step.index] = step
+        steps, events = tuple(rows), (event, *written.events)
+        final = stored.evolve(
+            status=written.status,
+            error=written.error,
+            failed_step=written.failed_step,
+            updated_at=written.at,
+            owner=None if written.release or written.park_until is not None else stored.owner,
+            lease_until=None if written.release else _parked(written, stored.lease_until),
+            revision=stored.revision + 1,
+        )
+    conn.execute(INSERT_INSTANCE, _instance_row(final))
+    conn.executemany(INSERT_STEP, [_insert_step_row(saga_id, s) for s in steps])
+    conn.executemany(INSERT_EVENT, [_event_row(saga_id, e) for e in events])
+    if written is not None and written.outbox:
+        conn.executemany(INSERT_OUTBOX, _outbox_rows(saga_id, written.outbox, written.at))
 
 
 def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
