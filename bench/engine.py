@@ -31,6 +31,7 @@ from bench.machine import cpu_seconds, machine_busy_seconds
 from sagakit import SagaOrchestrator, SagaStatus, Step, StepContext, open_store
 from sagakit.records import JSON
 from sagakit.saga import Saga
+from sagakit.store.sqlite import SqliteAction, SqliteStore
 
 T = TypeVar("T")
 
@@ -55,16 +56,17 @@ class LocalStep(TrivialStep):
     as one durable unit (``sagakit.unit``), as the checkout's steps do by default."""
 
     def local_action(self, ctx: StepContext, store: object) -> object | None:
-        from sagakit.store.postgres import PostgresAction, PostgresStore
-        from sagakit.store.sqlite import SqliteAction, SqliteStore
-
         result: JSON = {"step": self.name, "attempt": ctx.attempt}
+        if isinstance(store, SqliteStore):
+            return SqliteAction(store.db, lambda conn: result)
+        if type(store).__name__ != "PostgresStore":
+            return None
+        # Imported only here: the PostgreSQL driver is not needed on the other stores.
+        from sagakit.store.postgres import PostgresAction, PostgresStore
 
         async def on_postgres(conn: object) -> JSON:
             return result
 
-        if isinstance(store, SqliteStore):
-            return SqliteAction(store.db, lambda conn: result)
         if isinstance(store, PostgresStore):
             return PostgresAction(store.db, on_postgres)
         return None

@@ -125,6 +125,8 @@ class SagaOrchestrator:
         self._sagas: dict[tuple[str, int], Saga] = {}
         #: The newest registered version of each name.
         self._newest: dict[str, Saga] = {}
+        #: Each registered definition's step rows before it starts (all pending).
+        self._pending: dict[tuple[str, int], tuple[StepRecord, ...]] = {}
         #: The registered definitions whose shape fits one unit (``sagakit.unit.fits``).
         self._fits: set[tuple[str, int]] = set()
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
@@ -221,6 +223,9 @@ class SagaOrchestrator:
     def register(self, saga: Saga) -> None:
         """Make ``saga`` startable and resumable by this orchestrator."""
         self._sagas[(saga.name, saga.version)] = saga
+        self._pending[(saga.name, saga.version)] = tuple(
+            StepRecord(index=i, name=n) for i, n in enumerate(saga.step_names)
+        )
         newest = self._newest.get(saga.name)
         if newest is None or newest.version <= saga.version:
             self._newest[saga.name] = saga
@@ -280,14 +285,25 @@ class SagaOrchestrator:
         input = saga.input_json(input)
         first = saga.step_names[0]
         started = self.clock()
-        # Every member of the first group starts with the saga (a parallel group starts whole).
-        steps = tuple(
-            StepRecord(index=i, name=n, status=StepStatus.RUNNING, attempts=1, started_at=started)
-            if i in saga.groups[0]
-            else StepRecord(index=i, name=n)
-            for i, n in enumerate(saga.step_names)
+        # Every member of the first group starts with the saga (a parallel group starts whole);
+        # the other rows are the definition's pending ones (frozen records, shared).
+        opening = saga.groups[0]
+        pending = self._pending[(saga.name, saga.version)]
+        steps = (
+            *(
+                StepRecord(
+                    index=i,
+                    name=pending[i].name,
+                    status=StepStatus.RUNNING,
+                    attempts=1,
+                    started_at=started,
+                )
+                for i in opening
+            ),
+            *pending[len(opening) :],
         )
         saga_id = saga_id or new_id()
+        at = now()
         instance = SagaInstance(
             saga_id=saga_id,
             name=saga.name,
@@ -298,8 +314,10 @@ class SagaOrchestrator:
             business_key=business_key,
             owner=self.owner,
             fence=1,
+            created_at=at,
+            updated_at=at,
         )
-        event = SagaEvent(type="saga_started", step=first, attempt=1)
+        event = SagaEvent(type="saga_started", step=first, attempt=1, at=at)
         if self.one_unit and (saga.name, saga.version) in self._fits:
             result = await self._start_unit(saga, instance, event)
         else:

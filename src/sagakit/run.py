@@ -13,7 +13,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import orjson
@@ -75,19 +76,79 @@ class _Expiry:
         self.task.cancel()
 
 
-async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+class Deadlines:
+    """The step attempts' timeouts of one orchestrator, on one timer of its event loop.
+
+    ``asyncio.timeout`` (or ``loop.call_later``) arms and disarms a timer of the loop for
+    every attempt: the largest cost of a step that does little. Here an attempt's deadline
+    is an entry in a queue per duration (every attempt of a step has the same one, so each
+    queue is in deadline order), removed when the attempt ends; one timer, armed for the
+    earliest deadline, expires the entries that are due and is armed again for the next.
+    On another loop than the one it first ran on, a timer per attempt is used instead.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queues: dict[float, dict[_Expiry, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+
+    def add(self, seconds: float, expiry: _Expiry) -> Callable[[], object]:
+        """Call ``expiry`` in ``seconds`` unless the function returned, which removes the
+        deadline, is called first."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            return loop.call_later(seconds, expiry).cancel
+        at = loop.time() + seconds
+        queue = self._queues.get(seconds)
+        if queue is None:
+            queue = self._queues[seconds] = {}
+        queue[expiry] = at
+        if at < self._timer_at:
+            self._arm(at)
+        return partial(queue.pop, expiry, None)
+
+    def _arm(self, at: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = self._loop.call_at(at, self._expire), at
+
+    def _expire(self) -> None:
+        assert self._loop is not None
+        self._timer, self._timer_at = None, float("inf")
+        now = self._loop.time()
+        earliest = float("inf")
+        due: list[_Expiry] = []
+        for queue in self._queues.values():
+            for expiry, at in queue.items():
+                if at > now:
+                    earliest = min(earliest, at)
+                    break
+                due.append(expiry)
+        for expiry in due:
+            for queue in self._queues.values():
+                queue.pop(expiry, None)
+        for expiry in due:
+            expiry()
+        if earliest < float("inf"):
+            self._arm(earliest)
+
+
+async def within(seconds: float, awaitable: Awaitable[T], deadlines: Deadlines) -> T:
     """``await awaitable``, raising ``TimeoutError`` if it takes more than ``seconds``.
 
     What ``async with asyncio.timeout(seconds)`` does (this task is cancelled at the
-    deadline, and that cancellation becomes ``TimeoutError``), at a third of its cost: one
-    timer and no context manager on every step attempt.
+    deadline, and that cancellation becomes ``TimeoutError``), without a timer of its own.
     """
     task: asyncio.Task[object] | None = asyncio.current_task()
     if task is None:
         raise RuntimeError("within() must run inside a task")
     cancelling = task.cancelling()
     expiry = _Expiry(task)
-    timer = asyncio.get_running_loop().call_later(seconds, expiry)
+    remove = deadlines.add(seconds, expiry)
     try:
         return await awaitable
     except asyncio.CancelledError:
@@ -97,7 +158,7 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
                 raise TimeoutError from None
         raise
     finally:
-        timer.cancel()
+        remove()
         if expiry.fired:  # it expired, yet the awaitable ended anyway: forget our cancel
             task.uncancel()
 
@@ -160,6 +221,8 @@ class Collaborators:
     #: The fence a driver whose write was refused may go on with (the orchestrator's own
     #: later claim of the saga), or ``None``.
     adoption: Callable[[str, int], int | None]
+    #: The timeouts of every step attempt, on one timer.
+    deadlines: Deadlines = field(default_factory=lambda: Deadlines())
 
 
 class SagaRun:
@@ -177,6 +240,7 @@ class SagaRun:
         self.listeners = collaborators.listeners
         self.notify = collaborators.notify
         self.adoption = collaborators.adoption
+        self.deadlines = collaborators.deadlines
         self.saga = saga
         self.origin = instance
         self.saga_id = instance.saga_id
@@ -388,7 +452,7 @@ class SagaRun:
         try:
             if step.timeout is None:
                 return await action(ctx)
-            return await within(step.timeout, action(ctx))
+            return await within(step.timeout, action(ctx), self.deadlines)
         finally:
             current_step.reset(token)
 

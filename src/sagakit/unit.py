@@ -146,8 +146,8 @@ class LocalUnit:
 
     def _succeeded(self, index: int, result: JSON) -> None:
         record = self.steps[index]
-        self.steps[index] = record.evolve(
-            status=StepStatus.SUCCEEDED, result=result, finished_at=self.clock()
+        self.steps[index] = record.ended(
+            StepStatus.SUCCEEDED, self.clock(), result=result, error=record.error
         )
         self.events.append(SagaEvent(type="step_succeeded", step=record.name, attempt=1))
 
