@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 JSONObject: TypeAlias = dict[str, JSON]
@@ -26,7 +26,12 @@ class SagaStatus(enum.StrEnum):
     @property
     def is_active(self) -> bool:
         """Whether some process must still drive the saga."""
-        return self in (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+        return self is _RUNNING or self is _COMPENSATING
+
+
+# Module constants: compared by identity, faster than the class's attributes on every transition.
+_RUNNING: Final = SagaStatus.RUNNING
+_COMPENSATING: Final = SagaStatus.COMPENSATING
 
 
 class StepStatus(enum.StrEnum):

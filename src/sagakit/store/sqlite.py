@@ -7,8 +7,9 @@ read side by side. Every write goes through :class:`SqliteDatabase`'s group comm
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -67,10 +68,24 @@ INSERT_STEP: Final = (
     "INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
     " result, error, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-UPDATE_STEP: Final = (
-    "UPDATE saga_steps SET status = ?, attempts = ?, compensation_attempts = ?, result = ?,"
-    " error = ?, started_at = ?, finished_at = ? WHERE saga_id = ? AND idx = ?"
+#: ``INSERT_STEP`` with any number of rows (see ``_insert_many``).
+INSERT_STEPS: Final = (
+    "INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
+    " result, error, started_at, finished_at)"
 )
+#: The rows a transition overwrites, in one statement: every one exists (the start inserted
+#: each step's row), so the conflict clause is what runs; ``name`` never changes.
+UPSERT_STEPS: Final = (
+    " ON CONFLICT (saga_id, idx) DO UPDATE SET status = excluded.status,"
+    " attempts = excluded.attempts, compensation_attempts = excluded.compensation_attempts,"
+    " result = excluded.result, error = excluded.error, started_at = excluded.started_at,"
+    " finished_at = excluded.finished_at"
+)
+#: ``INSERT_EVENT`` with any number of rows (see ``_insert_many``).
+INSERT_EVENTS: Final = "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+#: Rows per statement of ``_insert_many`` at most (well below SQLite's oldest limits on
+#: bound parameters and on the rows of a VALUES clause).
+ROWS_PER_STATEMENT: Final = 100
 INSERT_EVENT: Final = (
     "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -135,6 +150,25 @@ RESET_COMPENSATION_ATTEMPTS: Final = (
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _values(head: str, width: int, rows: int, tail: str) -> str:
+    """``head VALUES (?, ...), ... tail`` for ``rows`` rows of ``width`` values."""
+    row = f"({', '.join('?' * width)})"
+    return f"{head} VALUES {', '.join([row] * rows)}{tail}"
+
+
+def _insert_many(
+    conn: sqlite3.Connection, head: str, rows: Sequence[tuple[object, ...]], tail: str = ""
+) -> None:
+    """Insert ``rows`` with one statement (per ``ROWS_PER_STATEMENT``) rather than
+    ``executemany``'s one per row: the writer thread drops and retakes the GIL around each
+    statement it runs, and waits for it whenever the event loop holds it."""
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        params = [value for row in chunk for value in row]
+        conn.execute(_values(head, len(chunk[0]), len(chunk), tail), params)
+
+
 def _dump(value: JSON) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
@@ -181,20 +215,6 @@ def _step(row: Row) -> StepRecord:
 def _load_instance(conn: sqlite3.Connection, row: Row) -> SagaInstance:
     steps = tuple(_step(r) for r in conn.execute(SELECT_STEPS, (row[0],)))
     return _instance(row, steps)
-
-
-def _step_row(saga_id: str, s: StepRecord) -> tuple[object, ...]:
-    return (
-        s.status.value,
-        s.attempts,
-        s.compensation_attempts,
-        _dump(s.result),
-        s.error,
-        s.started_at,
-        s.finished_at,
-        saga_id,
-        s.index,
-    )
 
 
 def _event_row(saga_id: str, e: SagaEvent) -> tuple[object, ...]:
@@ -301,22 +321,24 @@ class SqliteStore(SqliteMessages):
     ) -> StartResult:
         def work(conn: sqlite3.Connection) -> StartResult | BaseException:
             # A savepoint around it all: a plan that raises (a bug, a test's simulated
-            # crash) undoes every action and the saga's insert, and only this job's.
-            conn.execute("SAVEPOINT unit")
+            # crash) undoes every action and the saga's insert, and only this job's. The
+            # savepoints go through one cursor (``conn.execute`` makes one per statement).
+            savepoints = conn.cursor()
+            savepoints.execute("SAVEPOINT unit")
             try:
                 holder = _key_holder(conn, instance)
                 if holder is not None:
-                    conn.execute("RELEASE unit")
+                    savepoints.execute("RELEASE unit")
                     return holder
                 stored = instance.evolve(lease_until=now() + lease_seconds)
-                written = run_plan(plan, lambda action: self._run_action(conn, action))
+                written = run_plan(plan, lambda action: self._run_action(conn, action, savepoints))
                 # The saga is inserted once, as the unit left it: no insert then update.
                 _insert_rows(conn, stored, event, written)
             except BaseException as error:
-                conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
+                savepoints.execute("ROLLBACK TO unit")
+                savepoints.execute("RELEASE unit")
                 return error
-            conn.execute("RELEASE unit")
+            savepoints.execute("RELEASE unit")
             return StartResult(instance=stored, created=True)
 
         outcome = await self.db.write(work)
@@ -324,21 +346,23 @@ class SqliteStore(SqliteMessages):
             raise outcome
         return outcome
 
-    def _run_action(self, conn: sqlite3.Connection, action: object) -> JSON:
+    def _run_action(
+        self, conn: sqlite3.Connection, action: object, savepoints: sqlite3.Cursor
+    ) -> JSON:
         """Run one local action of a unit in a savepoint: kept if it refuses, else undone."""
         if not isinstance(action, SqliteAction) or action.db is not self.db:
             raise StoreError("not a local action of this SQLite store")
-        conn.execute("SAVEPOINT unit_step")
+        savepoints.execute("SAVEPOINT unit_step")
         try:
             result = action.run(conn)
         except StepFailed:
-            conn.execute("RELEASE unit_step")
+            savepoints.execute("RELEASE unit_step")
             raise
         except BaseException:
-            conn.execute("ROLLBACK TO unit_step")
-            conn.execute("RELEASE unit_step")
+            savepoints.execute("ROLLBACK TO unit_step")
+            savepoints.execute("RELEASE unit_step")
             raise
-        conn.execute("RELEASE unit_step")
+        savepoints.execute("RELEASE unit_step")
         return result
 
     async def transition(self, change: Transition) -> bool:
@@ -519,7 +543,7 @@ def _insert_instance(
         return holder
     stored = instance.evolve(lease_until=now() + lease_seconds)
     conn.execute(INSERT_INSTANCE, _instance_row(stored))
-    conn.executemany(INSERT_STEP, [_insert_step_row(stored.saga_id, s) for s in stored.steps])
+    _insert_many(conn, INSERT_STEPS, [_insert_step_row(stored.saga_id, s) for s in stored.steps])
     conn.execute(INSERT_EVENT, _event_row(stored.saga_id, event))
     if outbox:
         conn.executemany(INSERT_OUTBOX, _outbox_rows(stored.saga_id, outbox, event.at))
@@ -567,8 +591,8 @@ def _insert_rows(
             revision=stored.revision + 1,
         )
     conn.execute(INSERT_INSTANCE, _instance_row(final))
-    conn.executemany(INSERT_STEP, [_insert_step_row(saga_id, s) for s in steps])
-    conn.executemany(INSERT_EVENT, [_event_row(saga_id, e) for e in events])
+    _insert_many(conn, INSERT_STEPS, [_insert_step_row(saga_id, s) for s in steps])
+    _insert_many(conn, INSERT_EVENTS, [_event_row(saga_id, e) for e in events])
     if written is not None and written.outbox:
         conn.executemany(INSERT_OUTBOX, _outbox_rows(saga_id, written.outbox, written.at))
 
@@ -594,9 +618,10 @@ def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
     if row is None:
         return None
     if change.steps:
-        conn.executemany(UPDATE_STEP, [_step_row(change.saga_id, s) for s in change.steps])
+        rows = [_insert_step_row(change.saga_id, s) for s in change.steps]
+        _insert_many(conn, INSERT_STEPS, rows, UPSERT_STEPS)
     if change.events:
-        conn.executemany(INSERT_EVENT, [_event_row(change.saga_id, e) for e in change.events])
+        _insert_many(conn, INSERT_EVENTS, [_event_row(change.saga_id, e) for e in change.events])
     if change.outbox:
         conn.executemany(INSERT_OUTBOX, _outbox_rows(change.saga_id, change.outbox, change.at))
     return bool(row[0])
