@@ -602,7 +602,7 @@ def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
     row = conn.execute(
         UPDATE_FENCED,
         (
-            change.status.value,
+            change.status._value_,  # the text itself: ``.value`` is a Python property
             change.error,
             change.failed_step,
             change.at,
@@ -649,7 +649,7 @@ def _instance_row(i: SagaInstance) -> tuple[object, ...]:
         i.saga_id,
         i.name,
         i.version,
-        i.status.value,
+        i.status._value_,
         orjson.dumps(i.input).decode(),
         i.business_key,
         i.error,
@@ -669,7 +669,7 @@ def _insert_step_row(saga_id: str, s: StepRecord) -> tuple[object, ...]:
         saga_id,
         s.index,
         s.name,
-        s.status.value,
+        s.status._value_,
         s.attempts,
         s.compensation_attempts,
         _dump(s.result),
