@@ -321,49 +321,30 @@ class SqliteStore(SqliteMessages):
     ) -> StartResult:
         def work(conn: sqlite3.Connection) -> StartResult | BaseException:
             # A savepoint around it all: a plan that raises (a bug, a test's simulated
-            # crash) undoes every action and the saga's insert, and only this job's. The
-            # savepoints go through one cursor (``conn.execute`` makes one per statement).
-            savepoints = conn.cursor()
-            savepoints.execute("SAVEPOINT unit")
+            # crash) undoes every action and the saga's insert, and only this job's.
+            actions = _UnitActions(self.db, conn)
+            actions.savepoints.execute("SAVEPOINT unit")
             try:
                 holder = _key_holder(conn, instance)
                 if holder is not None:
-                    savepoints.execute("RELEASE unit")
+                    actions.savepoints.execute("RELEASE unit")
                     return holder
                 stored = instance.evolve(lease_until=now() + lease_seconds)
-                written = run_plan(plan, lambda action: self._run_action(conn, action, savepoints))
+                written = run_plan(plan, actions.run)
                 # The saga is inserted once, as the unit left it: no insert then update.
                 _insert_rows(conn, stored, event, written)
             except BaseException as error:
-                savepoints.execute("ROLLBACK TO unit")
-                savepoints.execute("RELEASE unit")
+                actions.savepoints.execute("ROLLBACK TO unit")
+                actions.savepoints.execute("RELEASE unit")
                 return error
-            savepoints.execute("RELEASE unit")
+            # Releases the actions' savepoints too (each stays open until here).
+            actions.savepoints.execute("RELEASE unit")
             return StartResult(instance=stored, created=True)
 
         outcome = await self.db.write(work)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
-
-    def _run_action(
-        self, conn: sqlite3.Connection, action: object, savepoints: sqlite3.Cursor
-    ) -> JSON:
-        """Run one local action of a unit in a savepoint: kept if it refuses, else undone."""
-        if not isinstance(action, SqliteAction) or action.db is not self.db:
-            raise StoreError("not a local action of this SQLite store")
-        savepoints.execute("SAVEPOINT unit_step")
-        try:
-            result = action.run(conn)
-        except StepFailed:
-            savepoints.execute("RELEASE unit_step")
-            raise
-        except BaseException:
-            savepoints.execute("ROLLBACK TO unit_step")
-            savepoints.execute("RELEASE unit_step")
-            raise
-        savepoints.execute("RELEASE unit_step")
-        return result
 
     async def transition(self, change: Transition) -> bool:
         cancel_requested = await self.db.write(lambda conn: _apply(conn, change))
@@ -548,6 +529,41 @@ def _insert_instance(
     if outbox:
         conn.executemany(INSERT_OUTBOX, _outbox_rows(stored.saga_id, outbox, event.at))
     return StartResult(instance=stored, created=True)
+
+
+class _UnitActions:
+    """Runs a unit's local actions, each undone alone if it raises (a refusal's writes stay).
+
+    The saga's rows are inserted after the last action, so nothing precedes the first
+    action inside the unit's savepoint: it is rolled back to that one. Each later action
+    gets a savepoint of its own, never released: ``RELEASE unit`` releases them all at
+    once, one statement per action instead of three (every statement drops and retakes the
+    GIL on the writer thread).
+    """
+
+    def __init__(self, db: SqliteDatabase, conn: sqlite3.Connection) -> None:
+        self.db = db
+        self.conn = conn
+        #: The savepoint statements go through one cursor (``conn.execute`` makes one each).
+        self.savepoints = conn.cursor()
+        self.first = True
+
+    def run(self, action: object) -> JSON:
+        """Run ``action`` (an ``SqliteAction`` of this database) in the unit's transaction."""
+        if not isinstance(action, SqliteAction) or action.db is not self.db:
+            raise StoreError("not a local action of this SQLite store")
+        if self.first:
+            self.first, back_to = False, "unit"
+        else:
+            self.savepoints.execute("SAVEPOINT unit_step")
+            back_to = "unit_step"
+        try:
+            return action.run(self.conn)
+        except StepFailed:
+            raise  # a refusal: what it wrote (its inbox row) stays
+        except BaseException:
+            self.savepoints.execute(f"ROLLBACK TO {back_to}")
+            raise
 
 
 def _parked(change: Transition, lease_until: float | None) -> float | None:
