@@ -37,7 +37,7 @@ from sagakit.run import Collaborators, SagaRun
 from sagakit.run import Listener as Listener
 from sagakit.run import Probe as Probe
 from sagakit.run import Sleep as Sleep
-from sagakit.saga import Saga
+from sagakit.saga import Saga, Step
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
 from sagakit.unit import BACKWARD, LocalUnit, fits
@@ -62,6 +62,12 @@ def _no_probe(point: str, step: str) -> None:
 def _same_json(a: JSON, b: JSON) -> bool:
     """Whether ``a`` and ``b`` are one JSON value (as a store would give either back)."""
     return bool(orjson.loads(orjson.dumps(a)) == orjson.loads(orjson.dumps(b)))
+
+
+def _may_be_local(step: Step) -> bool:
+    """Whether ``step`` may offer a local action: it does not keep ``Step``'s own, which
+    never does (so a saga starting with it has nothing to run as one unit)."""
+    return getattr(step.local_action, "__func__", None) is not Step.local_action
 
 
 def _wake(waiter: asyncio.Future[None], *_: object) -> None:
@@ -127,7 +133,8 @@ class SagaOrchestrator:
         self._newest: dict[str, Saga] = {}
         #: Each registered definition's step rows before it starts (all pending).
         self._pending: dict[tuple[str, int], tuple[StepRecord, ...]] = {}
-        #: The registered definitions whose shape fits one unit (``sagakit.unit.fits``).
+        #: The registered definitions whose shape fits one unit (``sagakit.unit.fits``) and
+        #: whose first step may have a local action (its class defines ``local_action``).
         self._fits: set[tuple[str, int]] = set()
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
         #: The run each live driver task is on (its fence and revision say what it wrote).
@@ -229,7 +236,7 @@ class SagaOrchestrator:
         newest = self._newest.get(saga.name)
         if newest is None or newest.version <= saga.version:
             self._newest[saga.name] = saga
-        if fits(saga):
+        if fits(saga) and _may_be_local(saga.steps[0]):
             self._fits.add((saga.name, saga.version))
         else:
             self._fits.discard((saga.name, saga.version))
