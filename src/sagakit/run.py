@@ -137,13 +137,20 @@ class Deadlines:
             self._arm(earliest)
 
 
-async def within(seconds: float, awaitable: Awaitable[T], deadlines: Deadlines) -> T:
+async def within(
+    seconds: float,
+    awaitable: Awaitable[T],
+    deadlines: Deadlines,
+    task: asyncio.Task[object] | None = None,
+) -> T:
     """``await awaitable``, raising ``TimeoutError`` if it takes more than ``seconds``.
 
     What ``async with asyncio.timeout(seconds)`` does (this task is cancelled at the
     deadline, and that cancellation becomes ``TimeoutError``), without a timer of its own.
+    ``task`` is the task running this (looked up when not given).
     """
-    task: asyncio.Task[object] | None = asyncio.current_task()
+    if task is None:
+        task = asyncio.current_task()
     if task is None:
         raise RuntimeError("within() must run inside a task")
     cancelling = task.cancelling()
@@ -161,6 +168,13 @@ async def within(seconds: float, awaitable: Awaitable[T], deadlines: Deadlines) 
         remove()
         if expiry.fired:  # it expired, yet the awaitable ended anyway: forget our cancel
             task.uncancel()
+
+
+def _current_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
 
 
 class StepRows(list[StepRecord]):
@@ -241,6 +255,8 @@ class SagaRun:
         self.notify = collaborators.notify
         self.adoption = collaborators.adoption
         self.deadlines = collaborators.deadlines
+        #: The task this run was made in, which drives it (``None`` outside a task).
+        self.task: asyncio.Task[object] | None = _current_task()
         self.saga = saga
         self.origin = instance
         self.saga_id = instance.saga_id
@@ -452,7 +468,10 @@ class SagaRun:
         try:
             if step.timeout is None:
                 return await action(ctx)
-            return await within(step.timeout, action(ctx), self.deadlines)
+            # The task driving a saga without parallel groups is the one that made this run
+            # (a parallel group's members run in tasks of their own: looked up then).
+            task = None if self.saga.parallel else self.task
+            return await within(step.timeout, action(ctx), self.deadlines, task)
         finally:
             current_step.reset(token)
 
