@@ -31,6 +31,7 @@ from bench.machine import cpu_seconds, machine_busy_seconds
 from sagakit import SagaOrchestrator, SagaStatus, Step, StepContext, open_store
 from sagakit.records import JSON
 from sagakit.saga import Saga
+from sagakit.store.sqlite import SqliteAction, SqliteStore
 
 T = TypeVar("T")
 
@@ -55,16 +56,17 @@ class LocalStep(TrivialStep):
     as one durable unit (``sagakit.unit``), as the checkout's steps do by default."""
 
     def local_action(self, ctx: StepContext, store: object) -> object | None:
-        from sagakit.store.postgres import PostgresAction, PostgresStore
-        from sagakit.store.sqlite import SqliteAction, SqliteStore
-
         result: JSON = {"step": self.name, "attempt": ctx.attempt}
+        if isinstance(store, SqliteStore):
+            return SqliteAction(store.db, lambda conn: result)
+        if type(store).__name__ != "PostgresStore":
+            return None
+        # Imported only here: the PostgreSQL driver is not needed on the other stores.
+        from sagakit.store.postgres import PostgresAction, PostgresStore
 
         async def on_postgres(conn: object) -> JSON:
             return result
 
-        if isinstance(store, SqliteStore):
-            return SqliteAction(store.db, lambda conn: result)
         if isinstance(store, PostgresStore):
             return PostgresAction(store.db, on_postgres)
         return None
@@ -104,7 +106,8 @@ async def _runner(orch: SagaOrchestrator, deadline: float, tally: dict[str, int]
     while time.perf_counter() < deadline:
         started = await orch.start(SAGA, {"n": tally["started"]})
         tally["started"] += 1
-        ended = await orch.wait(started.instance.saga_id)
+        # As the checkout does: a saga that ended inside start() (one unit) is not waited for.
+        ended = await started.result()
         key = "completed" if ended.status is SagaStatus.COMPLETED else ended.status.value
         tally[key] = tally.get(key, 0) + 1
 
@@ -187,13 +190,94 @@ def _set_up_like_sagakit() -> str:
     return "sagakit"
 
 
+#: The stores ``ab`` compares, as ``STORE[:local]``.
+AB_STORES: Final = ("memory", "sqlite", "sqlite:local")
+
+
+def _measure_in(root: str, store: str, seconds: float, work_dir: str) -> dict[str, Any]:
+    """One measurement, in a fresh process running the sagakit (and bench) found in ``root``."""
+    import subprocess
+    import tempfile
+
+    kind, _, mode = store.partition(":")
+    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+        url = "memory://" if kind == "memory" else f"sqlite:///{scratch}/engine.db"
+        env = {**os.environ, "PYTHONPATH": f"{root}/src{os.pathsep}{root}"}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.engine",
+                kind,
+                url,
+                str(seconds),
+                "1",
+                *filter(None, [mode]),
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def ab(base: str, rounds: int, seconds: float, stores: list[str]) -> None:
+    """Compare the engine of the tree at ``base`` (say, ``git archive 8d15984 | tar -x -C
+    /tmp/base``) with this one: ``rounds`` interleaved rounds (each store on each side in
+    turn), then the medians of CPU µs per saga and sagas/s, as a markdown table."""
+    import statistics
+    import tempfile
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sides = {"before": os.path.abspath(base), "after": here}
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as work_dir:
+        for r in range(rounds):
+            for store in stores:
+                for side, root in sides.items():
+                    result = _measure_in(root, store, seconds, work_dir)
+                    found.setdefault((store, side), []).append(result)
+                    print(
+                        f"round {r + 1} {store} {side}: {result['cpu_us_per_saga']} µs/saga,"
+                        f" {result['sagas_per_second']} sagas/s, others {result['others_cores']}",
+                        file=sys.stderr,
+                    )
+    print(
+        "| store | CPU µs per saga, before | after | after ÷ before"
+        " | sagas/s, before | after | others' cores (median) |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for store in stores:
+        b, a = found[(store, "before")], found[(store, "after")]
+        cpu_b = statistics.median(x["cpu_us_per_saga"] for x in b)
+        cpu_a = statistics.median(x["cpu_us_per_saga"] for x in a)
+        rate_b = statistics.median(x["sagas_per_second"] for x in b)
+        rate_a = statistics.median(x["sagas_per_second"] for x in a)
+        others = statistics.median(x["others_cores"] for x in (*a, *b))
+        print(
+            f"| {store} | {cpu_b:,.1f} | {cpu_a:,.1f} | {cpu_a / cpu_b:.2f}× | {rate_b:,.0f}"
+            f" | {rate_a:,.0f} | {others:.2f} |"
+        )
+
+
 def main(argv: list[str]) -> None:
     """``STORE URL SECONDS WARMUP [local]``: measure once and print the result as one JSON
     line (``local``: the steps are local actions, and each saga runs as one unit).
 
+    ``ab BASE ROUNDS SECONDS [STORE ...]``: compare the engine of the source tree at
+    ``BASE`` with this one (see :func:`ab`; stores as ``memory``, ``sqlite``,
+    ``sqlite:local``; all three by default).
+
     ``BENCH_PYTHON_GC=1`` keeps Python's default garbage collector, to measure what
     ``sagakit``'s tuning is worth.
     """
+    if argv and argv[0] == "ab":
+        base, rounds, seconds, *stores = argv[1:]
+        ab(base, int(rounds), float(seconds), stores or list(AB_STORES))
+        return
     store, url, seconds, warmup, *mode = argv
     gc = "python default" if os.environ.get("BENCH_PYTHON_GC") else _set_up_like_sagakit()
     local = mode == ["local"]

@@ -10,7 +10,8 @@ import logging
 import os
 import socket
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Final
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -36,7 +37,7 @@ from sagakit.run import Collaborators, SagaRun
 from sagakit.run import Listener as Listener
 from sagakit.run import Probe as Probe
 from sagakit.run import Sleep as Sleep
-from sagakit.saga import Saga
+from sagakit.saga import Saga, Step
 from sagakit.store import open_store
 from sagakit.store.base import SagaStore
 from sagakit.unit import BACKWARD, LocalUnit, fits
@@ -61,6 +62,41 @@ def _no_probe(point: str, step: str) -> None:
 def _same_json(a: JSON, b: JSON) -> bool:
     """Whether ``a`` and ``b`` are one JSON value (as a store would give either back)."""
     return bool(orjson.loads(orjson.dumps(a)) == orjson.loads(orjson.dumps(b)))
+
+
+def _may_be_local(step: Step) -> bool:
+    """Whether ``step`` may offer a local action: it does not keep ``Step``'s own, which
+    never does (so a saga starting with it has nothing to run as one unit)."""
+    return getattr(step.local_action, "__func__", None) is not Step.local_action
+
+
+def _wake(waiter: asyncio.Future[None], *_: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        _wake(waiter)
+
+
+async def _until(future: asyncio.Future[Any], deadline: float | None) -> bool:
+    """Wait until ``future`` is done (never cancelling it) or the loop's clock reaches
+    ``deadline``; whether it is done."""
+    if future.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    wake = partial(_wake, waiter)
+    future.add_done_callback(wake)
+    timer = None if deadline is None else loop.call_at(deadline, wake)
+    try:
+        await waiter
+    finally:
+        future.remove_done_callback(wake)
+        if timer is not None:
+            timer.cancel()
+    return future.done()
 
 
 class SagaOrchestrator:
@@ -93,9 +129,18 @@ class SagaOrchestrator:
         self.one_unit = probe is None if one_unit is None else one_unit
         self.listeners: list[Listener] = list(listeners)
         self._sagas: dict[tuple[str, int], Saga] = {}
+        #: The newest registered version of each name.
+        self._newest: dict[str, Saga] = {}
+        #: Each registered definition's step rows before it starts (all pending).
+        self._pending: dict[tuple[str, int], tuple[StepRecord, ...]] = {}
+        #: The registered definitions whose shape fits one unit (``sagakit.unit.fits``) and
+        #: whose first step may have a local action (its class defines ``local_action``).
+        self._fits: set[tuple[str, int]] = set()
         self._running: dict[str, asyncio.Task[SagaInstance]] = {}
         #: The run each live driver task is on (its fence and revision say what it wrote).
         self._runs: dict[str, SagaRun] = {}
+        #: Callers of :meth:`wait` for a saga nobody drives here, woken when a driver starts.
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         #: Claims of our own we handed to a live driver: saga id -> (fence, revision claimed).
         self._adopted: dict[str, tuple[int, int]] = {}
         #: What each run works with: it owns these rather than reading this object.
@@ -185,14 +230,20 @@ class SagaOrchestrator:
     def register(self, saga: Saga) -> None:
         """Make ``saga`` startable and resumable by this orchestrator."""
         self._sagas[(saga.name, saga.version)] = saga
+        self._pending[(saga.name, saga.version)] = tuple(
+            StepRecord(index=i, name=n) for i, n in enumerate(saga.step_names)
+        )
+        newest = self._newest.get(saga.name)
+        if newest is None or newest.version <= saga.version:
+            self._newest[saga.name] = saga
+        if fits(saga) and _may_be_local(saga.steps[0]):
+            self._fits.add((saga.name, saga.version))
+        else:
+            self._fits.discard((saga.name, saga.version))
 
     def definition(self, name: str, version: int | None = None) -> Saga:
         """The registered definition ``name`` (newest version unless one is named)."""
-        if version is not None:
-            found = self._sagas.get((name, version))
-        else:
-            versions = [s for (n, _), s in self._sagas.items() if n == name]
-            found = max(versions, key=lambda s: s.version) if versions else None
+        found = self._newest.get(name) if version is None else self._sagas.get((name, version))
         if found is None:
             raise UnknownSaga(self._unknown(name, version))
         return found
@@ -241,14 +292,25 @@ class SagaOrchestrator:
         input = saga.input_json(input)
         first = saga.step_names[0]
         started = self.clock()
-        # Every member of the first group starts with the saga (a parallel group starts whole).
-        steps = tuple(
-            StepRecord(index=i, name=n, status=StepStatus.RUNNING, attempts=1, started_at=started)
-            if i in saga.groups[0]
-            else StepRecord(index=i, name=n)
-            for i, n in enumerate(saga.step_names)
+        # Every member of the first group starts with the saga (a parallel group starts whole);
+        # the other rows are the definition's pending ones (frozen records, shared).
+        opening = saga.groups[0]
+        pending = self._pending[(saga.name, saga.version)]
+        steps = (
+            *(
+                StepRecord(
+                    index=i,
+                    name=pending[i].name,
+                    status=StepStatus.RUNNING,
+                    attempts=1,
+                    started_at=started,
+                )
+                for i in opening
+            ),
+            *pending[len(opening) :],
         )
         saga_id = saga_id or new_id()
+        at = now()
         instance = SagaInstance(
             saga_id=saga_id,
             name=saga.name,
@@ -259,20 +321,14 @@ class SagaOrchestrator:
             business_key=business_key,
             owner=self.owner,
             fence=1,
+            created_at=at,
+            updated_at=at,
         )
-        event = SagaEvent(type="saga_started", step=first, attempt=1)
-        if self.one_unit and fits(saga):
+        event = SagaEvent(type="saga_started", step=first, attempt=1, at=at)
+        if self.one_unit and (saga.name, saga.version) in self._fits:
             result = await self._start_unit(saga, instance, event)
         else:
-            result = await self.store.start(
-                instance,
-                event,
-                lease_seconds=self.lease_seconds,
-                outbox=saga.opening_messages(saga_id, input) if saga.senders else (),
-            )
-            if result.created:
-                self.notify(result.instance, (event,))
-                self.drive(result.instance, start_at=0)
+            result = await self._start_driven(saga, instance, event)
         if not result.created and not _same_json(result.instance.input, input):
             raise BusinessKeyConflict(
                 f"business key {business_key!r} of saga {name!r} was started with another input"
@@ -280,11 +336,30 @@ class SagaOrchestrator:
             )
         return SagaHandle(instance=result.instance, created=result.created, orchestrator=self)
 
+    async def _start_driven(
+        self, saga: Saga, instance: SagaInstance, event: SagaEvent
+    ) -> StartResult:
+        """Start ``instance`` (its first step's start recorded), then drive it in a task."""
+        result = await self.store.start(
+            instance,
+            event,
+            lease_seconds=self.lease_seconds,
+            outbox=saga.opening_messages(instance.saga_id, instance.input) if saga.senders else (),
+        )
+        if result.created:
+            self.notify(result.instance, (event,))
+            self.drive(result.instance, start_at=0, saga=saga)
+        return result
+
     async def _start_unit(
         self, saga: Saga, instance: SagaInstance, event: SagaEvent
     ) -> StartResult:
         """Start ``instance`` and run as much of it as is local in the same transaction."""
         unit = LocalUnit(saga, instance, self.store, self.clock, self._probe)
+        if not unit.opens_locally():
+            # Its first step is not local here: the unit would stop before it; start it the
+            # ordinary way, without a plan.
+            return await self._start_driven(saga, instance, event)
         result = await self.store.start_unit(
             instance, event, lease_seconds=self.lease_seconds, plan=unit.plan()
         )
@@ -292,14 +367,14 @@ class SagaOrchestrator:
             return result
         if not unit.finished:  # the store rolled the unit back: drive it the ordinary way
             self.notify(result.instance, (event,))
-            self.drive(result.instance, start_at=0)
+            self.drive(result.instance, start_at=0, saga=saga)
             return result
         current = unit.instance(result.instance)
         self.notify(current, (event, *unit.events))
         unit.tell_compensated()
         if unit.resume_at is not None:
             start_at = None if unit.resume_at == BACKWARD else unit.resume_at
-            self.drive(current, start_at=start_at, delay=unit.delay)
+            self.drive(current, start_at=start_at, delay=unit.delay, saga=saga)
         return StartResult(instance=current, created=True)
 
     def notify(self, instance: SagaInstance, events: Sequence[SagaEvent]) -> None:
@@ -311,22 +386,21 @@ class SagaOrchestrator:
                 logger.exception("saga listener %r failed", listener)
 
     async def wait(self, saga_id: str, timeout: float | None = None) -> SagaInstance:
-        """The instance once it has ended, or as it stands when ``timeout`` runs out."""
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._wait_for_end(saga_id)
-        except TimeoutError:
-            current = await self.store.get(saga_id)
-            if current is None:
-                raise SagaNotFound(f"no saga {saga_id!r}") from None
-            return current
+        """The instance once it has ended, or as it stands when ``timeout`` runs out.
 
-    async def _wait_for_end(self, saga_id: str) -> SagaInstance:
+        A saga this process drives is waited for on its driver's task: no store read, no
+        poll. One driven elsewhere (another process, or parked until a signal or a
+        deadline) is read from the store, again whenever a driver of this process takes it
+        up, and otherwise after a delay that doubles up to a quarter of a second.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         delay = 0.01
         while True:
             task = self._running.get(saga_id)
             if task is not None:
-                await asyncio.wait((task,))
+                if not await _until(task, deadline):
+                    return await self._current(saga_id)  # out of time
                 if self._running.get(saga_id) not in (None, task):
                     continue  # a stale driver was replaced by a fresh one: wait for that
                 # A lost lease (or a crashed driver) means another process or a later
@@ -337,33 +411,62 @@ class SagaOrchestrator:
                         return driven
                     if error is not None and not isinstance(error, Exception | LeaseLost):
                         raise error  # the process "died" (a test's simulated crash)
-            current = await self.store.get(saga_id)
-            if current is None:
-                raise SagaNotFound(f"no saga {saga_id!r}")
-            if not current.status.is_active:
+            current = await self._current(saga_id)
+            if not current.status.is_active or (deadline is not None and loop.time() >= deadline):
                 return current
-            await asyncio.sleep(delay)
+            if saga_id in self._running:
+                continue  # a driver of ours took it up while we read
+            # Woken as soon as a driver of ours takes it up (drive() wakes waiters).
+            driven_here: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(saga_id, []).append(driven_here)
+            until = loop.time() + delay
+            try:
+                await _until(driven_here, until if deadline is None else min(until, deadline))
+            finally:
+                waiters = self._waiters.get(saga_id)
+                if waiters is not None and driven_here in waiters:
+                    waiters.remove(driven_here)
+                    if not waiters:
+                        del self._waiters[saga_id]
             delay = min(delay * 2, 0.25)
+
+    async def _current(self, saga_id: str) -> SagaInstance:
+        current = await self.store.get(saga_id)
+        if current is None:
+            raise SagaNotFound(f"no saga {saga_id!r}")
+        return current
 
     # -- driving -------------------------------------------------------------------------
 
     def drive(
-        self, instance: SagaInstance, *, start_at: int | None = None, delay: float = 0.0
+        self,
+        instance: SagaInstance,
+        *,
+        start_at: int | None = None,
+        delay: float = 0.0,
+        saga: Saga | None = None,
     ) -> asyncio.Task[SagaInstance]:
         """Drive ``instance`` (which this orchestrator must own) in a background task.
 
         ``start_at`` names a step whose start was just recorded (by :meth:`start`), so its
         first attempt runs without another write; otherwise the drive resumes from the
         stored state, as after a crash. ``delay`` is a retry's backoff, waited first.
+        ``saga`` is ``instance``'s definition, when the caller has it at hand.
         """
         existing = self._running.get(instance.saga_id)
         if existing is not None and not existing.done():
             return existing
+        if saga is None:
+            saga = self.definition(instance.name, instance.version)
+        saga_id = instance.saga_id
         task = asyncio.create_task(
-            self._drive(instance, start_at, delay), name=f"saga-{instance.saga_id}"
+            self._drive(saga, instance, start_at, delay), name=f"saga-{saga_id}"
         )
-        self._running[instance.saga_id] = task
-        task.add_done_callback(lambda t: self._forget(instance.saga_id, t))
+        self._running[saga_id] = task
+        task.add_done_callback(lambda t: self._forget(saga_id, t))
+        waiters = self._waiters.pop(saga_id, None)
+        if waiters is not None:  # somebody waits for this saga: let them wait for this driver
+            _wake_all(waiters)
         return task
 
     def _forget(self, saga_id: str, task: asyncio.Task[SagaInstance]) -> None:
@@ -391,9 +494,8 @@ class SagaOrchestrator:
         return frozenset(self._running)
 
     async def _drive(
-        self, instance: SagaInstance, start_at: int | None, delay: float = 0.0
+        self, saga: Saga, instance: SagaInstance, start_at: int | None, delay: float = 0.0
     ) -> SagaInstance:
-        saga = self.definition(instance.name, instance.version)
         if delay:
             await self._sleep(delay)
         while True:

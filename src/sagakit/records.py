@@ -7,8 +7,8 @@ import os
 import random
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field, fields, replace
-from typing import TypeAlias
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeAlias
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 JSONObject: TypeAlias = dict[str, JSON]
@@ -26,7 +26,12 @@ class SagaStatus(enum.StrEnum):
     @property
     def is_active(self) -> bool:
         """Whether some process must still drive the saga."""
-        return self in (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+        return self is _RUNNING or self is _COMPENSATING
+
+
+# Module constants: compared by identity, faster than the class's attributes on every transition.
+_RUNNING: Final = SagaStatus.RUNNING
+_COMPENSATING: Final = SagaStatus.COMPENSATING
 
 
 class StepStatus(enum.StrEnum):
@@ -86,14 +91,50 @@ class StepRecord:
     started_at: float | None = None
     finished_at: float | None = None
 
-    def evolve(self, **changes: object) -> StepRecord:
+    def evolve(self, **changes: Any) -> StepRecord:
         """A copy with ``changes`` applied (on the hot path: cheaper than ``replace``)."""
-        values = {name: getattr(self, name) for name in _STEP_FIELDS}
-        values.update(changes)
-        return StepRecord(**values)
+        get = changes.get
+        return StepRecord(
+            index=get("index", self.index),
+            name=get("name", self.name),
+            status=get("status", self.status),
+            attempts=get("attempts", self.attempts),
+            compensation_attempts=get("compensation_attempts", self.compensation_attempts),
+            result=get("result", self.result),
+            error=get("error", self.error),
+            started_at=get("started_at", self.started_at),
+            finished_at=get("finished_at", self.finished_at),
+        )
 
+    def ended(
+        self, status: StepStatus, at: float, *, result: JSON, error: str | None
+    ) -> StepRecord:
+        """This step's row once its attempt ended with ``status`` at ``at``."""
+        return StepRecord(
+            index=self.index,
+            name=self.name,
+            status=status,
+            attempts=self.attempts,
+            compensation_attempts=self.compensation_attempts,
+            result=result,
+            error=error,
+            started_at=self.started_at,
+            finished_at=at,
+        )
 
-_STEP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StepRecord))
+    def begun(self, at: float) -> StepRecord:
+        """This step's row once its next attempt is recorded as started at ``at``."""
+        return StepRecord(
+            index=self.index,
+            name=self.name,
+            status=StepStatus.RUNNING,
+            attempts=self.attempts + 1,
+            compensation_attempts=self.compensation_attempts,
+            result=self.result,
+            error=self.error,
+            started_at=at,
+            finished_at=self.finished_at,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,9 +193,27 @@ class SagaInstance:
     #: read this very revision (and holds the current fence), and adds one.
     revision: int = 0
 
-    def evolve(self, **changes: object) -> SagaInstance:
-        """A copy with ``changes`` applied."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def evolve(self, **changes: Any) -> SagaInstance:
+        """A copy with ``changes`` applied (on the hot path: cheaper than ``replace``)."""
+        get = changes.get
+        return SagaInstance(
+            saga_id=get("saga_id", self.saga_id),
+            name=get("name", self.name),
+            version=get("version", self.version),
+            status=get("status", self.status),
+            input=get("input", self.input),
+            steps=get("steps", self.steps),
+            business_key=get("business_key", self.business_key),
+            error=get("error", self.error),
+            failed_step=get("failed_step", self.failed_step),
+            created_at=get("created_at", self.created_at),
+            updated_at=get("updated_at", self.updated_at),
+            owner=get("owner", self.owner),
+            fence=get("fence", self.fence),
+            lease_until=get("lease_until", self.lease_until),
+            cancel_requested=get("cancel_requested", self.cancel_requested),
+            revision=get("revision", self.revision),
+        )
 
     def results(self) -> dict[str, JSON]:
         """The values the steps' actions returned and the store kept, by step name."""
@@ -194,8 +253,20 @@ class Transition:
         """This transition once step ``index``'s local action gave ``result``: that step's
         row carries it, and the messages ``outgoing`` builds from it join the outbox."""
         steps = tuple(s.evolve(result=result) if s.index == index else s for s in self.steps)
-        outbox = self.outbox + (outgoing(result) if outgoing else ())
-        return replace(self, steps=steps, outbox=outbox)
+        return Transition(
+            saga_id=self.saga_id,
+            fence=self.fence,
+            status=self.status,
+            revision=self.revision,
+            steps=steps,
+            events=self.events,
+            error=self.error,
+            failed_step=self.failed_step,
+            release=self.release,
+            park_until=self.park_until,
+            outbox=self.outbox + outgoing(result) if outgoing else self.outbox,
+            at=self.at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import orjson
 
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sagakit")
 
+T = TypeVar("T")
+
 #: Extra runs a step recorded as started gets when it is recovered after a crash, beyond
 #: its retry policy: a crash is not the step's failure (docs/semantics.md, guarantee 5).
 CRASH_ALLOWANCE: Final = 1
@@ -57,6 +60,121 @@ def describe(exc: BaseException) -> str:
         return "step timed out"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Expiry:
+    """Cancels a task when its deadline comes (and remembers that it did)."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+class Deadlines:
+    """The step attempts' timeouts of one orchestrator, on one timer of its event loop.
+
+    ``asyncio.timeout`` (or ``loop.call_later``) arms and disarms a timer of the loop for
+    every attempt: the largest cost of a step that does little. Here an attempt's deadline
+    is an entry in a queue per duration (every attempt of a step has the same one, so each
+    queue is in deadline order), removed when the attempt ends; one timer, armed for the
+    earliest deadline, expires the entries that are due and is armed again for the next.
+    On another loop than the one it first ran on, a timer per attempt is used instead.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queues: dict[float, dict[_Expiry, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+
+    def add(self, seconds: float, expiry: _Expiry) -> Callable[[], object]:
+        """Call ``expiry`` in ``seconds`` unless the function returned, which removes the
+        deadline, is called first."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            return loop.call_later(seconds, expiry).cancel
+        at = loop.time() + seconds
+        queue = self._queues.get(seconds)
+        if queue is None:
+            queue = self._queues[seconds] = {}
+        queue[expiry] = at
+        if at < self._timer_at:
+            self._arm(at)
+        return partial(queue.pop, expiry, None)
+
+    def _arm(self, at: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = self._loop.call_at(at, self._expire), at
+
+    def _expire(self) -> None:
+        assert self._loop is not None
+        self._timer, self._timer_at = None, float("inf")
+        now = self._loop.time()
+        earliest = float("inf")
+        due: list[_Expiry] = []
+        for queue in self._queues.values():
+            for expiry, at in queue.items():
+                if at > now:
+                    earliest = min(earliest, at)
+                    break
+                due.append(expiry)
+        for expiry in due:
+            for queue in self._queues.values():
+                queue.pop(expiry, None)
+        for expiry in due:
+            expiry()
+        if earliest < float("inf"):
+            self._arm(earliest)
+
+
+async def within(
+    seconds: float,
+    awaitable: Awaitable[T],
+    deadlines: Deadlines,
+    task: asyncio.Task[object] | None = None,
+) -> T:
+    """``await awaitable``, raising ``TimeoutError`` if it takes more than ``seconds``.
+
+    What ``async with asyncio.timeout(seconds)`` does (this task is cancelled at the
+    deadline, and that cancellation becomes ``TimeoutError``), without a timer of its own.
+    ``task`` is the task running this (looked up when not given).
+    """
+    if task is None:
+        task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("within() must run inside a task")
+    cancelling = task.cancelling()
+    expiry = _Expiry(task)
+    remove = deadlines.add(seconds, expiry)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if expiry.fired:
+            expiry.fired = False
+            if task.uncancel() <= cancelling:
+                raise TimeoutError from None
+        raise
+    finally:
+        remove()
+        if expiry.fired:  # it expired, yet the awaitable ended anyway: forget our cancel
+            task.uncancel()
+
+
+def _current_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
 
 
 class StepRows(list[StepRecord]):
@@ -117,6 +235,8 @@ class Collaborators:
     #: The fence a driver whose write was refused may go on with (the orchestrator's own
     #: later claim of the saga), or ``None``.
     adoption: Callable[[str, int], int | None]
+    #: The timeouts of every step attempt, on one timer.
+    deadlines: Deadlines = field(default_factory=lambda: Deadlines())
 
 
 class SagaRun:
@@ -134,6 +254,9 @@ class SagaRun:
         self.listeners = collaborators.listeners
         self.notify = collaborators.notify
         self.adoption = collaborators.adoption
+        self.deadlines = collaborators.deadlines
+        #: The task this run was made in, which drives it (``None`` outside a task).
+        self.task: asyncio.Task[object] | None = _current_task()
         self.saga = saga
         self.origin = instance
         self.saga_id = instance.saga_id
@@ -154,8 +277,9 @@ class SagaRun:
         #: The step this run parked the saga at (it waits for that step's signal).
         self.parked: WaitFor | None = None
         self.park_until: float | None = None
-        #: Serialises writes: the members of a parallel group write concurrently.
-        self.lock = asyncio.Lock()
+        #: Serialises writes: the members of a parallel group write concurrently (a saga
+        #: without parallel groups writes from one task, one write at a time: no lock).
+        self.lock = asyncio.Lock() if saga.parallel else None
         #: Set (with no await before it is read) when this run starts compensating, so that
         #: the other members of a parallel group stop and never start the next group.
         self.stopping = False
@@ -202,36 +326,55 @@ class SagaRun:
         # The rows the caller just changed (no await since): taken before waiting for the
         # lock, so that a concurrent member's rows go with that member's own write.
         rows = self.steps.take_changed()
+        if self.lock is None:
+            await self._write(rows, events, status, error, failed_step, local, park_until, outbox)
+            return
         async with self.lock:
-            new_status = status or self.status
-            if self.revoked:
-                raise LeaseLost(self.saga_id)
-            change = Transition(
-                saga_id=self.saga_id,
-                fence=self.fence,
-                revision=self.revision,
-                status=new_status,
-                steps=rows,
-                events=events,
-                error=error if error is not None else self.error,
-                failed_step=failed_step if failed_step is not None else self.failed_step,
-                release=not new_status.is_active,
-                park_until=park_until,
-                outbox=outbox if isinstance(outbox, tuple) else (),
-            )
-            later = None if isinstance(outbox, tuple) else outbox
-            try:
+            await self._write(rows, events, status, error, failed_step, local, park_until, outbox)
+
+    async def _write(
+        self,
+        rows: tuple[StepRecord, ...],
+        events: tuple[SagaEvent, ...],
+        status: SagaStatus | None,
+        error: str | None,
+        failed_step: str | None,
+        local: tuple[object, int] | None,
+        park_until: float | None,
+        outbox: tuple[OutboxMessage, ...] | Outgoing,
+    ) -> None:
+        new_status = status or self.status
+        if self.revoked:
+            raise LeaseLost(self.saga_id)
+        change = Transition(
+            saga_id=self.saga_id,
+            fence=self.fence,
+            revision=self.revision,
+            status=new_status,
+            steps=rows,
+            events=events,
+            error=error if error is not None else self.error,
+            failed_step=failed_step if failed_step is not None else self.failed_step,
+            release=not new_status.is_active,
+            park_until=park_until,
+            outbox=outbox if isinstance(outbox, tuple) else (),
+        )
+        later = None if isinstance(outbox, tuple) else outbox
+        try:
+            if local is None:
+                cancel = await self.store.transition(change)
+            else:
                 cancel = await self._apply(change, local, later)
-            except LeaseLost:
-                # Our process may have claimed the saga back after our lease lapsed: go on
-                # under its fence only if nobody wrote in between (the stored revision is
-                # still the one we wrote last); otherwise our state is stale: stop.
-                fence = self.adoption(change.saga_id, change.revision)
-                if fence is None or fence <= change.fence or self.revoked:
-                    raise
-                self.fence = fence
-                cancel = await self._apply(replace(change, fence=fence), local, later)
-            self._written(change, new_status, cancel, events)
+        except LeaseLost:
+            # Our process may have claimed the saga back after our lease lapsed: go on
+            # under its fence only if nobody wrote in between (the stored revision is
+            # still the one we wrote last); otherwise our state is stale: stop.
+            fence = self.adoption(change.saga_id, change.revision)
+            if fence is None or fence <= change.fence or self.revoked:
+                raise
+            self.fence = fence
+            cancel = await self._apply(replace(change, fence=fence), local, later)
+        self._written(change, new_status, cancel, events)
 
     def _written(
         self,
@@ -323,8 +466,12 @@ class SagaRun:
     ) -> JSON:
         token = current_step.set(ctx)
         try:
-            async with asyncio.timeout(step.timeout):
+            if step.timeout is None:
                 return await action(ctx)
+            # The task driving a saga without parallel groups is the one that made this run
+            # (a parallel group's members run in tasks of their own: looked up then).
+            task = None if self.saga.parallel else self.task
+            return await within(step.timeout, action(ctx), self.deadlines, task)
         finally:
             current_step.reset(token)
 
@@ -538,13 +685,15 @@ class SagaRun:
         group: the check and the changes have no await between them.
         """
         record = self.steps[index]
-        self.steps[index] = record.evolve(
-            status=StepStatus.SUCCEEDED, result=result, error=None, finished_at=self.clock()
+        self.steps[index] = record.ended(
+            StepStatus.SUCCEEDED, self.clock(), result=result, error=None
         )
         events = [SagaEvent(type="step_succeeded", step=record.name, attempt=record.attempts)]
         with_action = None if local is None else (local, index)
         group = self.saga.group_of[index]
-        if self.stopping or any(self.steps[i].status is not StepStatus.SUCCEEDED for i in group):
+        if self.stopping or (
+            len(group) > 1 and any(self.steps[i].status is not StepStatus.SUCCEEDED for i in group)
+        ):
             # A sibling still runs (or the saga is compensating): record this member only.
             await self.write(*events, local=with_action)
             return index
@@ -555,9 +704,7 @@ class SagaRun:
             return index
         for i in following:
             row = self.steps[i]
-            self.steps[i] = row.evolve(
-                status=StepStatus.RUNNING, attempts=row.attempts + 1, started_at=self.clock()
-            )
+            self.steps[i] = row.begun(self.clock())
             events.append(SagaEvent(type="step_started", step=row.name, attempt=1))
         outbox = (
             self.outgoing(following) if local is None else self.outgoing_after(index, following)

@@ -348,6 +348,8 @@ class Saga:
     input_model: type[BaseModel] | None = field(repr=False, compare=False)
     #: Seconds after its start past which a running instance is cancelled (``None``: never).
     deadline: float | None = field(repr=False, compare=False)
+    #: Whether a group has more than one step (members then run, and write, concurrently).
+    parallel: bool = field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -369,6 +371,7 @@ class Saga:
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "groups", tuple(groups))
         object.__setattr__(self, "group_of", tuple(g for g in groups for _ in g))
+        object.__setattr__(self, "parallel", any(len(g) > 1 for g in groups))
         sends = {i for i, s in enumerate(flat) if type(s).outgoing is not Step.outgoing}
         object.__setattr__(self, "senders", frozenset(sends))
         names = tuple(step.name for step in flat)

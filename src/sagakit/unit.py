@@ -14,6 +14,14 @@ synchronous connection (SQLite's writer thread) and one that awaits each action
 back its result, or throws in what it raised (after rolling the savepoint back, unless it
 is a refusal, whose inbox row stays). The generator returns the transition to apply.
 
+A store that can send the whole unit as one statement (PostgreSQL, when every action is a
+``PostgresCall``) sends each forward action's result *before* running it, as a
+``Tentative``: the result it gives when it applies. The plan then runs to its end without
+waiting, yields ``Confirm(written)``, and the store runs everything at once. If every
+action applied, the store sends ``None`` and the plan returns ``written``; if one was
+refused, the store throws in ``Retracted`` and the plan starts again from its first step
+(``_reset``), now sent real results one action at a time.
+
 The unit leaves off, and the ordinary driver goes on with per-transition writes, at the
 first step that has no local action here (its start is recorded, so the driver runs it
 next), at an action that errors (rolled back: the driver retries it, as attempt 1), or at
@@ -68,7 +76,11 @@ class LocalUnit:
         self.store = store
         self.clock = clock
         self.probe = probe
-        self.steps = list(instance.steps)
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of a plan that has not run yet (again, after ``Retracted``)."""
+        self.steps = list(self.origin.steps)
         self.events: list[SagaEvent] = []
         self.status = SagaStatus.RUNNING
         self.error: str | None = None
@@ -86,6 +98,15 @@ class LocalUnit:
         self.delay = 0.0
         #: Whether the store sent a result before running its action (``Tentative``).
         self.tentative = False
+        #: The first step's local action, once :meth:`opens_locally` has asked for it.
+        self._opening: object | None = None
+
+    def opens_locally(self) -> bool:
+        """Whether the first step has a local action here (else the unit would run nothing)."""
+        self._opening = self.saga.steps[0].local_action(
+            self._context(0, compensation=False), self.store
+        )
+        return self._opening is not None
 
     def instance(self, stored: SagaInstance) -> SagaInstance:
         """The instance as the store inserted it (``stored``), once the unit's transition
@@ -112,7 +133,7 @@ class LocalUnit:
                 if self.tentative:  # the store confirms (sends None), retracts or closes
                     yield Confirm(written)
             except Retracted:  # a tentative result was wrong: run again, with real ones
-                self.__init__(self.saga, self.origin, self.store, self.clock, self.probe)  # type: ignore[misc]
+                self._reset()
                 continue
             self.finished = True
             return written
@@ -121,8 +142,10 @@ class LocalUnit:
         for index, step in enumerate(self.saga.steps):
             if index:
                 self._start(index)
-            ctx = self._context(index, compensation=False)
-            action = step.local_action(ctx, self.store)
+            if index == 0 and self._opening is not None:
+                action, self._opening = self._opening, None
+            else:
+                action = step.local_action(self._context(index, compensation=False), self.store)
             if action is None:
                 return self._leave(index)
             self.probe("before_do", step.name)
@@ -149,8 +172,8 @@ class LocalUnit:
 
     def _succeeded(self, index: int, result: JSON) -> None:
         record = self.steps[index]
-        self.steps[index] = record.evolve(
-            status=StepStatus.SUCCEEDED, result=result, finished_at=self.clock()
+        self.steps[index] = record.ended(
+            StepStatus.SUCCEEDED, self.clock(), result=result, error=record.error
         )
         self.events.append(SagaEvent(type="step_succeeded", step=record.name, attempt=1))
 

@@ -134,29 +134,35 @@ class MemoryStore(MemoryMessages):
         return started
 
     async def transition(self, change: Transition) -> bool:
-        async with self._lock:
-            current = self._instances.get(change.saga_id)
-            if current is None or (current.fence, current.revision) != (
-                change.fence,
-                change.revision,
-            ):
-                raise LeaseLost(change.saga_id)
-            steps = list(current.steps)
-            for step in change.steps:
-                steps[step.index] = step
-            self._instances[change.saga_id] = current.evolve(
-                status=change.status,
-                steps=tuple(steps),
-                error=change.error,
-                failed_step=change.failed_step,
-                updated_at=change.at,
-                owner=None if change.release or change.park_until is not None else current.owner,
-                lease_until=None if change.release else _parked(change, current.lease_until),
-                revision=current.revision + 1,
-            )
-            self._events[change.saga_id].extend(change.events)
+        # No await from the check to the write: atomic without taking the lock.
+        current = self._instances.get(change.saga_id)
+        if current is None or current.fence != change.fence or current.revision != change.revision:
+            raise LeaseLost(change.saga_id)
+        steps = list(current.steps)
+        for step in change.steps:
+            steps[step.index] = step
+        self._instances[change.saga_id] = SagaInstance(
+            saga_id=current.saga_id,
+            name=current.name,
+            version=current.version,
+            status=change.status,
+            input=current.input,
+            steps=tuple(steps),
+            business_key=current.business_key,
+            error=change.error,
+            failed_step=change.failed_step,
+            created_at=current.created_at,
+            updated_at=change.at,
+            owner=None if change.release or change.park_until is not None else current.owner,
+            fence=current.fence,
+            lease_until=None if change.release else _parked(change, current.lease_until),
+            cancel_requested=current.cancel_requested,
+            revision=current.revision + 1,
+        )
+        self._events[change.saga_id].extend(change.events)
+        if change.outbox:
             self.outbox.extend((change.saga_id, m) for m in change.outbox)
-            return current.cancel_requested
+        return current.cancel_requested
 
     async def transition_with(
         self,

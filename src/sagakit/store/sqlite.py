@@ -7,8 +7,9 @@ read side by side. Every write goes through :class:`SqliteDatabase`'s group comm
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -67,10 +68,24 @@ INSERT_STEP: Final = (
     "INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
     " result, error, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-UPDATE_STEP: Final = (
-    "UPDATE saga_steps SET status = ?, attempts = ?, compensation_attempts = ?, result = ?,"
-    " error = ?, started_at = ?, finished_at = ? WHERE saga_id = ? AND idx = ?"
+#: ``INSERT_STEP`` with any number of rows (see ``_insert_many``).
+INSERT_STEPS: Final = (
+    "INSERT INTO saga_steps (saga_id, idx, name, status, attempts, compensation_attempts,"
+    " result, error, started_at, finished_at)"
 )
+#: The rows a transition overwrites, in one statement: every one exists (the start inserted
+#: each step's row), so the conflict clause is what runs; ``name`` never changes.
+UPSERT_STEPS: Final = (
+    " ON CONFLICT (saga_id, idx) DO UPDATE SET status = excluded.status,"
+    " attempts = excluded.attempts, compensation_attempts = excluded.compensation_attempts,"
+    " result = excluded.result, error = excluded.error, started_at = excluded.started_at,"
+    " finished_at = excluded.finished_at"
+)
+#: ``INSERT_EVENT`` with any number of rows (see ``_insert_many``).
+INSERT_EVENTS: Final = "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail)"
+#: Rows per statement of ``_insert_many`` at most (well below SQLite's oldest limits on
+#: bound parameters and on the rows of a VALUES clause).
+ROWS_PER_STATEMENT: Final = 100
 INSERT_EVENT: Final = (
     "INSERT INTO saga_events (saga_id, at, type, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -135,6 +150,25 @@ RESET_COMPENSATION_ATTEMPTS: Final = (
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _values(head: str, width: int, rows: int, tail: str) -> str:
+    """``head VALUES (?, ...), ... tail`` for ``rows`` rows of ``width`` values."""
+    row = f"({', '.join('?' * width)})"
+    return f"{head} VALUES {', '.join([row] * rows)}{tail}"
+
+
+def _insert_many(
+    conn: sqlite3.Connection, head: str, rows: Sequence[tuple[object, ...]], tail: str = ""
+) -> None:
+    """Insert ``rows`` with one statement (per ``ROWS_PER_STATEMENT``) rather than
+    ``executemany``'s one per row: the writer thread drops and retakes the GIL around each
+    statement it runs, and waits for it whenever the event loop holds it."""
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        params = [value for row in chunk for value in row]
+        conn.execute(_values(head, len(chunk[0]), len(chunk), tail), params)
+
+
 def _dump(value: JSON) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
@@ -181,20 +215,6 @@ def _step(row: Row) -> StepRecord:
 def _load_instance(conn: sqlite3.Connection, row: Row) -> SagaInstance:
     steps = tuple(_step(r) for r in conn.execute(SELECT_STEPS, (row[0],)))
     return _instance(row, steps)
-
-
-def _step_row(saga_id: str, s: StepRecord) -> tuple[object, ...]:
-    return (
-        s.status.value,
-        s.attempts,
-        s.compensation_attempts,
-        _dump(s.result),
-        s.error,
-        s.started_at,
-        s.finished_at,
-        saga_id,
-        s.index,
-    )
 
 
 def _event_row(saga_id: str, e: SagaEvent) -> tuple[object, ...]:
@@ -301,43 +321,30 @@ class SqliteStore(SqliteMessages):
     ) -> StartResult:
         def work(conn: sqlite3.Connection) -> StartResult | BaseException:
             # A savepoint around it all: a plan that raises (a bug, a test's simulated
-            # crash) undoes the saga's insert and every action, and only this job's.
-            conn.execute("SAVEPOINT unit")
+            # crash) undoes every action and the saga's insert, and only this job's.
+            actions = _UnitActions(self.db, conn)
+            actions.savepoints.execute("SAVEPOINT unit")
             try:
-                started = _insert_instance(conn, instance, event, lease_seconds, ())
-                written = None
-                if started.created:
-                    written = run_plan(plan, lambda action: self._run_action(conn, action))
-                if written is not None:
-                    _apply(conn, written)
+                holder = _key_holder(conn, instance)
+                if holder is not None:
+                    actions.savepoints.execute("RELEASE unit")
+                    return holder
+                stored = instance.evolve(lease_until=now() + lease_seconds)
+                written = run_plan(plan, actions.run)
+                # The saga is inserted once, as the unit left it: no insert then update.
+                _insert_rows(conn, stored, event, written)
             except BaseException as error:
-                conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
+                actions.savepoints.execute("ROLLBACK TO unit")
+                actions.savepoints.execute("RELEASE unit")
                 return error
-            conn.execute("RELEASE unit")
-            return started
+            # Releases the actions' savepoints too (each stays open until here).
+            actions.savepoints.execute("RELEASE unit")
+            return StartResult(instance=stored, created=True)
 
         outcome = await self.db.write(work)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
-
-    def _run_action(self, conn: sqlite3.Connection, action: object) -> JSON:
-        """Run one local action of a unit in a savepoint: kept if it refuses, else undone."""
-        if not isinstance(action, SqliteAction) or action.db is not self.db:
-            raise StoreError("not a local action of this SQLite store")
-        conn.execute("SAVEPOINT unit_step")
-        try:
-            result = action.run(conn)
-        except StepFailed:
-            conn.execute("RELEASE unit_step")
-            raise
-        except BaseException:
-            conn.execute("ROLLBACK TO unit_step")
-            conn.execute("RELEASE unit_step")
-            raise
-        conn.execute("RELEASE unit_step")
-        return result
 
     async def transition(self, change: Transition) -> bool:
         cancel_requested = await self.db.write(lambda conn: _apply(conn, change))
@@ -512,17 +519,98 @@ def _insert_instance(
     outbox: tuple[OutboxMessage, ...],
 ) -> StartResult:
     """Insert ``instance`` unless its business key is taken (then: the saga holding it)."""
-    if instance.business_key is not None:
-        row = conn.execute(SELECT_LATEST_BY_KEY, (instance.name, instance.business_key)).fetchone()
-        if row is not None and row[3] != SagaStatus.COMPENSATED:
-            return StartResult(instance=_load_instance(conn, row), created=False)
+    holder = _key_holder(conn, instance)
+    if holder is not None:
+        return holder
     stored = instance.evolve(lease_until=now() + lease_seconds)
     conn.execute(INSERT_INSTANCE, _instance_row(stored))
-    conn.executemany(INSERT_STEP, [_insert_step_row(stored.saga_id, s) for s in stored.steps])
+    _insert_many(conn, INSERT_STEPS, [_insert_step_row(stored.saga_id, s) for s in stored.steps])
     conn.execute(INSERT_EVENT, _event_row(stored.saga_id, event))
     if outbox:
         conn.executemany(INSERT_OUTBOX, _outbox_rows(stored.saga_id, outbox, event.at))
     return StartResult(instance=stored, created=True)
+
+
+class _UnitActions:
+    """Runs a unit's local actions, each undone alone if it raises (a refusal's writes stay).
+
+    The saga's rows are inserted after the last action, so nothing precedes the first
+    action inside the unit's savepoint: it is rolled back to that one. Each later action
+    gets a savepoint of its own, never released: ``RELEASE unit`` releases them all at
+    once, one statement per action instead of three (every statement drops and retakes the
+    GIL on the writer thread).
+    """
+
+    def __init__(self, db: SqliteDatabase, conn: sqlite3.Connection) -> None:
+        self.db = db
+        self.conn = conn
+        #: The savepoint statements go through one cursor (``conn.execute`` makes one each).
+        self.savepoints = conn.cursor()
+        self.first = True
+
+    def run(self, action: object) -> JSON:
+        """Run ``action`` (an ``SqliteAction`` of this database) in the unit's transaction."""
+        if not isinstance(action, SqliteAction) or action.db is not self.db:
+            raise StoreError("not a local action of this SQLite store")
+        if self.first:
+            self.first, back_to = False, "unit"
+        else:
+            self.savepoints.execute("SAVEPOINT unit_step")
+            back_to = "unit_step"
+        try:
+            return action.run(self.conn)
+        except StepFailed:
+            raise  # a refusal: what it wrote (its inbox row) stays
+        except BaseException:
+            self.savepoints.execute(f"ROLLBACK TO {back_to}")
+            raise
+
+
+def _parked(change: Transition, lease_until: float | None) -> float | None:
+    """The lease after ``change``: its ``park_until`` when it parks the saga, else unchanged."""
+    return lease_until if change.park_until is None else change.park_until
+
+
+def _key_holder(conn: sqlite3.Connection, instance: SagaInstance) -> StartResult | None:
+    """The saga that holds ``instance``'s business key (active, completed or failed), if any."""
+    if instance.business_key is None:
+        return None
+    row = conn.execute(SELECT_LATEST_BY_KEY, (instance.name, instance.business_key)).fetchone()
+    if row is not None and row[3] != SagaStatus.COMPENSATED:
+        return StartResult(instance=_load_instance(conn, row), created=False)
+    return None
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, stored: SagaInstance, event: SagaEvent, written: Transition | None
+) -> None:
+    """Insert ``stored`` as ``written`` (a unit's transition from it, if any) leaves it: the
+    rows that inserting it and then applying ``written`` would leave, in three statements."""
+    saga_id = stored.saga_id
+    events: tuple[SagaEvent, ...]
+    if written is None:
+        final, steps, events = stored, stored.steps, (event,)
+    else:
+        if (written.fence, written.revision) != (stored.fence, stored.revision):
+            raise LeaseLost(saga_id)  # a unit writes from the state it inserts: never here
+        rows = list(stored.steps)
+        for step in written.steps:
+            rows[step.index] = step
+        steps, events = tuple(rows), (event, *written.events)
+        final = stored.evolve(
+            status=written.status,
+            error=written.error,
+            failed_step=written.failed_step,
+            updated_at=written.at,
+            owner=None if written.release or written.park_until is not None else stored.owner,
+            lease_until=None if written.release else _parked(written, stored.lease_until),
+            revision=stored.revision + 1,
+        )
+    conn.execute(INSERT_INSTANCE, _instance_row(final))
+    _insert_many(conn, INSERT_STEPS, [_insert_step_row(saga_id, s) for s in steps])
+    _insert_many(conn, INSERT_EVENTS, [_event_row(saga_id, e) for e in events])
+    if written is not None and written.outbox:
+        conn.executemany(INSERT_OUTBOX, _outbox_rows(saga_id, written.outbox, written.at))
 
 
 def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
@@ -530,7 +618,7 @@ def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
     row = conn.execute(
         UPDATE_FENCED,
         (
-            change.status.value,
+            change.status._value_,  # the text itself: ``.value`` is a Python property
             change.error,
             change.failed_step,
             change.at,
@@ -546,9 +634,10 @@ def _apply(conn: sqlite3.Connection, change: Transition) -> bool | None:
     if row is None:
         return None
     if change.steps:
-        conn.executemany(UPDATE_STEP, [_step_row(change.saga_id, s) for s in change.steps])
+        rows = [_insert_step_row(change.saga_id, s) for s in change.steps]
+        _insert_many(conn, INSERT_STEPS, rows, UPSERT_STEPS)
     if change.events:
-        conn.executemany(INSERT_EVENT, [_event_row(change.saga_id, e) for e in change.events])
+        _insert_many(conn, INSERT_EVENTS, [_event_row(change.saga_id, e) for e in change.events])
     if change.outbox:
         conn.executemany(INSERT_OUTBOX, _outbox_rows(change.saga_id, change.outbox, change.at))
     return bool(row[0])
@@ -576,7 +665,7 @@ def _instance_row(i: SagaInstance) -> tuple[object, ...]:
         i.saga_id,
         i.name,
         i.version,
-        i.status.value,
+        i.status._value_,
         orjson.dumps(i.input).decode(),
         i.business_key,
         i.error,
@@ -596,7 +685,7 @@ def _insert_step_row(saga_id: str, s: StepRecord) -> tuple[object, ...]:
         saga_id,
         s.index,
         s.name,
-        s.status.value,
+        s.status._value_,
         s.attempts,
         s.compensation_attempts,
         _dump(s.result),
