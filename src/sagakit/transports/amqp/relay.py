@@ -27,6 +27,11 @@ logger = logging.getLogger("sagakit.amqp")
 RELAY_GRACE_SECONDS: Final = 2.0
 #: How often the checkout service deletes the sent commands and replies past retention.
 PRUNE_SECONDS: Final = 300.0
+#: Seconds a relay waits for one publish (its turn on the channel, its write, RabbitMQ's
+#: confirm) before it gives up and publishes the command again on its next round. A
+#: confirm takes milliseconds; a publish caught by a lost connection may never return:
+#: aiormq leaves one waiting for room in the dead connection's full write queue for ever.
+PUBLISH_SECONDS: Final = 5.0
 
 
 class AmqpRelay:
@@ -43,6 +48,8 @@ class AmqpRelay:
         #: this process's sagas at once, and others' when ``RELAY_GRACE_SECONDS`` late.
         self.owner: str | None = None
         self.connection: AbstractRobustConnection | None = None
+        #: How long one publish may take (``PUBLISH_SECONDS``).
+        self.publish_seconds = PUBLISH_SECONDS
         self._tasks: list[asyncio.Task[None]] = []
 
     def step(
@@ -112,8 +119,11 @@ class AmqpRelay:
                 late = time.time() - RELAY_GRACE_SECONDS
                 rows = await self.outbox.unsent(owner=self.owner, before=late)
                 # All at once: the confirms come back together rather than one by one.
+                # Each within its time: one that never returns would stop the relay for
+                # good, and every step would wait for ever for its command's reply.
+                seconds = self.publish_seconds
                 outcomes = await asyncio.gather(
-                    *(publish(channel, names[row.step], row) for row in rows),
+                    *(publish(channel, names[row.step], row, seconds) for row in rows),
                     return_exceptions=True,
                 )
                 sent = [
@@ -147,8 +157,12 @@ class AmqpRelay:
             await self.connection.close()
 
 
-async def publish(channel: AbstractChannel, queue: str, row: OutboxRow) -> None:
-    """Publish the command ``row`` to ``queue`` (persistent; confirmed on return)."""
+async def publish(
+    channel: AbstractChannel, queue: str, row: OutboxRow, seconds: float = PUBLISH_SECONDS
+) -> None:
+    """Publish the command ``row`` to ``queue`` (persistent; confirmed on return), or raise
+    ``TimeoutError`` after ``seconds`` (the command may have gone out: it goes again, and
+    its participant applies it once, by its key)."""
     command = {
         "saga_id": row.saga_id,
         "step": row.step,
@@ -156,6 +170,7 @@ async def publish(channel: AbstractChannel, queue: str, row: OutboxRow) -> None:
         "kind": row.kind,
         "body": orjson.loads(row.body),
     }
-    await channel.default_exchange.publish(
-        message(command, f"{row.key}:{row.kind}:{row.id}"), routing_key=queue
-    )
+    async with asyncio.timeout(seconds):
+        await channel.default_exchange.publish(
+            message(command, f"{row.key}:{row.kind}:{row.id}"), routing_key=queue
+        )
