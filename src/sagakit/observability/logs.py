@@ -136,12 +136,7 @@ class JsonLines(structlog.stdlib.ProcessorFormatter):
                 event.setdefault(var.name[len(_CONTEXT_PREFIX) :], context[var])
         event.setdefault("logger", record.name)
         event.setdefault("level", _LEVEL_NAMES.get(record.levelno) or record.levelname.lower())
-        ctx = current_step.get()
-        if ctx is not None:
-            event.setdefault("saga_id", ctx.saga_id)
-            event.setdefault("saga", ctx.saga_name)
-            event.setdefault("step", ctx.step)
-            event.setdefault("attempt", ctx.attempt)
+        add_saga_context(None, "format", event)
         stamp = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
         event.setdefault("timestamp", stamp.isoformat().replace("+00:00", "Z"))
         if record.exc_info:
