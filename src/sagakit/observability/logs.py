@@ -10,7 +10,6 @@ API's middleware), the saga, step and attempt it was logged under (from
 
 from __future__ import annotations
 
-import contextvars
 import datetime
 import json
 import logging
@@ -106,7 +105,6 @@ def formatter(fmt: LogFormat, *, colors: bool = False) -> logging.Formatter:
 _RECORD_KEYS: Final = frozenset(
     {*logging.LogRecord("n", 0, "p", 0, "m", (), None).__dict__, "message", "color_message"}
 )
-_CONTEXT_PREFIX: Final = "structlog_"
 _LEVEL_NAMES: Final = {
     level: logging.getLevelName(level).lower()
     for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
@@ -130,10 +128,7 @@ class JsonLines(structlog.stdlib.ProcessorFormatter):
         for key, value in record.__dict__.items():
             if key not in _RECORD_KEYS:
                 event[key] = value
-        context = contextvars.copy_context()
-        for var in context:
-            if var.name.startswith(_CONTEXT_PREFIX) and context[var] is not Ellipsis:
-                event.setdefault(var.name[len(_CONTEXT_PREFIX) :], context[var])
+        structlog.contextvars.merge_contextvars(None, "format", event)
         event.setdefault("logger", record.name)
         event.setdefault("level", _LEVEL_NAMES.get(record.levelno) or record.levelname.lower())
         add_saga_context(None, "format", event)

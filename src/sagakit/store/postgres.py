@@ -485,15 +485,7 @@ def _insert_arguments(
         instance.owner,
         instance.fence,
         lease_seconds,
-        [s.index for s in steps],
-        [s.name for s in steps],
-        [s.status.value for s in steps],
-        [s.attempts for s in steps],
-        [s.compensation_attempts for s in steps],
-        [_dump(s.result) for s in steps],
-        [s.error for s in steps],
-        [s.started_at for s in steps],
-        [s.finished_at for s in steps],
+        *_step_columns(steps),
         event.at,
         event.type,
         event.step,
@@ -503,6 +495,21 @@ def _insert_arguments(
         [m.key for m in outbox],
         [m.kind for m in outbox],
         [orjson.dumps(m.body).decode() for m in outbox],
+    ]
+
+
+def _step_columns(steps: Sequence[StepRecord]) -> list[list[object]]:
+    """The step rows as the column arrays an insert unnests, in the table's column order."""
+    return [
+        [s.index for s in steps],
+        [s.name for s in steps],
+        [s.status.value for s in steps],
+        [s.attempts for s in steps],
+        [s.compensation_attempts for s in steps],
+        [_dump(s.result) for s in steps],
+        [s.error for s in steps],
+        [s.started_at for s in steps],
+        [s.finished_at for s in steps],
     ]
 
 
@@ -529,15 +536,7 @@ def _unit_arguments(
         instance.fence,
         lease_seconds,
         instance.revision + (0 if written is None else 1),
-        [s.index for s in steps],
-        [s.name for s in steps],
-        [s.status.value for s in steps],
-        [s.attempts for s in steps],
-        [s.compensation_attempts for s in steps],
-        [_dump(s.result) for s in steps],
-        [s.error for s in steps],
-        [s.started_at for s in steps],
-        [s.finished_at for s in steps],
+        *_step_columns(steps),
         [e.at for e in events],
         [e.type for e in events],
         [e.step for e in events],
